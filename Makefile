@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine (Debian, Python >= 3.10):
+#   make demo   DeepCluster on Fashion-MNIST with the demo config, then its report
+#   make test   the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+RUN    ?= runs/fashion-mnist
+FMNIST  = /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup demo test bench clean
+
+setup: $(BIN)/.installed $(FMNIST)
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+$(FMNIST):
+	$(SUDO) apt-get update -q
+	$(SUDO) apt-get install -y -q dataset-fashion-mnist
+
+# --resume: a second `make demo` continues (or just re-reports) the same run instead of replacing it.
+demo: setup
+	$(BIN)/deepcluster train --config configs/fashion-mnist.yaml --out $(RUN) --resume
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/epoch.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,135 @@
+"""One typed configuration for a DeepCluster run, validated in one place.
+
+Every field is a command-line option (``--field-name``) and a key of the YAML config file; the resolved config is
+printed at start and saved as ``RUN_DIR/config.yaml`` and inside every checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+ARCHS = ("small", "alexnet", "vgg16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class DeepClusterError(Exception):
+    """An error meant for the user: its message is one line that says what is wrong and how to fix it."""
+
+
+class ConfigError(DeepClusterError, ValueError):
+    """A bad setting or bad input, found before anything is written."""
+
+
+class TrainingError(DeepClusterError, RuntimeError):
+    """Training cannot go on (a non-finite loss, say); the last checkpoint is left as it was."""
+
+
+def _opt(help: str, default: Any = None, **kw) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class Config:
+    # data
+    data: str = _opt("'fashion-mnist' or a folder of images (searched recursively)", "fashion-mnist")
+    data_root: Optional[str] = _opt("folder holding the built-in dataset's files (default: Debian's path)")
+    val_data: Optional[str] = _opt("held-out folder of images for the final evaluation "
+                                   "(fashion-mnist uses its test split)")
+    image_size: Optional[int] = _opt("network input size in pixels (default: 28 for fashion-mnist, "
+                                     "32 for the small net on folders, 224 for alexnet/vgg16)")
+    subset: Optional[int] = _opt("use only the first N training images (quick tries)")
+    # model
+    arch: str = _opt("network: " + ", ".join(ARCHS), "small")
+    sobel: bool = _opt("fixed Sobel input filter (grayscale + two edge kernels), as in the paper", True)
+    # clustering
+    k: int = _opt("number of k-means clusters (the paper: 10000 on ImageNet)", 100)
+    pca_dim: int = _opt("PCA-whitening dimension before k-means (capped at the feature dimension)", 256)
+    kmeans_iters: int = _opt("k-means iterations per epoch", 20)
+    # optimisation
+    epochs: int = _opt("number of DeepCluster epochs", 10)
+    batch_size: int = _opt("mini-batch size", 256)
+    lr: float = _opt("SGD learning rate of the network and of the head", 0.05)
+    momentum: float = _opt("SGD momentum of the network (the head uses none)", 0.9)
+    weight_decay: float = _opt("weight decay of the network and of the head", 1e-5)
+    crop_scale: float = _opt("smallest area fraction of the random resized crop", 0.08)
+    # run
+    seed: int = _opt("random seed; every epoch derives its own seeds from it", 31)
+    device: str = _opt("auto (CUDA when present), cpu or cuda", "auto")
+    workers: int = _opt("data-loading worker processes (0 loads in the main process)", 0)
+    eval_seeds: int = _opt("k-means restarts averaged in the final evaluation", 3)
+
+    def validate(self) -> "Config":
+        """Raise ConfigError on the first bad field; return self."""
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ConfigError(msg)
+
+        need(self.arch in ARCHS, f"unknown architecture '{self.arch}': choose one of {', '.join(ARCHS)} (--arch)")
+        need(self.device in DEVICES, f"unknown device '{self.device}': choose one of {', '.join(DEVICES)} (--device)")
+        need(self.k >= 2, f"k = {self.k} is too small: k-means needs at least 2 clusters (--k)")
+        need(self.epochs >= 1, f"epochs = {self.epochs}: train at least one epoch (--epochs)")
+        need(self.batch_size >= 1, f"batch size = {self.batch_size} must be positive (--batch-size)")
+        need(self.pca_dim >= 1, f"pca_dim = {self.pca_dim} must be positive (--pca-dim)")
+        need(self.kmeans_iters >= 1, f"kmeans_iters = {self.kmeans_iters} must be positive (--kmeans-iters)")
+        need(self.lr > 0, f"lr = {self.lr} must be positive (--lr)")
+        need(0 <= self.momentum < 1, f"momentum = {self.momentum} must lie in [0, 1) (--momentum)")
+        need(self.weight_decay >= 0, f"weight decay = {self.weight_decay} must be >= 0 (--weight-decay)")
+        need(0 < self.crop_scale <= 1, f"crop_scale = {self.crop_scale} must lie in (0, 1] (--crop-scale)")
+        need(self.workers >= 0, f"workers = {self.workers} must be >= 0 (--workers)")
+        need(self.eval_seeds >= 1, f"eval_seeds = {self.eval_seeds} must be >= 1 (--eval-seeds)")
+        need(self.image_size is None or self.image_size >= 8,
+             f"image size {self.image_size} is too small: use at least 8 pixels (--image-size)")
+        need(self.subset is None or self.subset >= 2, f"subset = {self.subset}: keep at least 2 images (--subset)")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "Config":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}; "
+                              f"known ones are listed by 'deepcluster train --help'")
+        cfg = cls(**d)
+        for f in dataclasses.fields(cls):  # YAML may give ints for floats and the like: coerce once, here
+            v = getattr(cfg, f.name)
+            typ = f.type.replace("Optional[", "").rstrip("]")
+            if v is None or typ == "str":
+                continue
+            try:
+                setattr(cfg, f.name, {"int": int, "float": float, "bool": _to_bool}[typ](v))
+            except (TypeError, ValueError):
+                raise ConfigError(f"{source}: '{f.name}' should be {typ}, got {v!r}") from None
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Config":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist: check the path given to --config")
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of setting: value")
+        return cls.from_dict(d, source=str(path))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _to_bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+        return v.lower() in ("true", "yes", "1", "on")
+    if isinstance(v, int) and v in (0, 1):
+        return bool(v)
+    raise ValueError(v)

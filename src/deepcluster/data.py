@@ -1,0 +1,201 @@
+"""Datasets that yield ``(image, index)``, and the loader that batches them.
+
+Images come out as ``uint8`` tensors ``(C, S, S)`` at a fixed *load size* S; the views the network sees (the
+centre view for feature extraction, the augmented view for training) are made from whole batches on the device
+by :mod:`deepcluster.views`. Labels, when a dataset has them, are kept in ``targets`` for evaluation only:
+training never reads them.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from .config import Config, ConfigError
+
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class TensorImages(Dataset):
+    """Images held in memory as one ``uint8`` tensor ``(N, C, S, S)``; batches are fetched with one index op."""
+
+    def __init__(self, images: torch.Tensor, targets: Optional[np.ndarray] = None, classes: Sequence[str] = (),
+                 mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.5,), name: str = "tensor"):
+        assert images.dtype == torch.uint8 and images.ndim == 4 and images.shape[2] == images.shape[3]
+        self.images, self.targets, self.classes = images, targets, tuple(classes)
+        self.mean, self.std, self.name = tuple(mean), tuple(std), name
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def load_size(self) -> int:
+        return self.images.shape[2]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.images[i], i
+
+    def __getitems__(self, indices: list[int]):
+        # DataLoader calls this with a whole batch of indices: one gather instead of N item fetches.
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.images[idx], idx
+
+    def subset(self, n: int) -> "TensorImages":
+        t = None if self.targets is None else self.targets[:n]
+        return TensorImages(self.images[:n], t, self.classes, self.mean, self.std, self.name)
+
+
+class ImageFolder(Dataset):
+    """Every image file under ``root`` (recursively), decoded with PIL, resized (shorter side) and centre-cropped
+    to a ``load_size`` square, as RGB ``uint8``. Subfolder names of ``root`` become ``targets`` when every image
+    sits in one; they are only used for evaluation."""
+
+    def __init__(self, root: str | Path, load_size: int):
+        from PIL import Image
+
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ConfigError(f"data folder {self.root} does not exist: give an existing folder or "
+                              f"'fashion-mnist' to --data")
+        files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        good, bad = [], []
+        for p in files:  # a header read per file: cheap, and it keeps broken files out of the training loop
+            try:
+                with Image.open(p) as im:
+                    im.verify()
+                good.append(p)
+            except Exception:
+                bad.append(p)
+        if bad:
+            names = ", ".join(str(p.relative_to(self.root)) for p in bad[:3])
+            warnings.warn(f"skipped {len(bad)} unreadable image file(s) in {self.root} (e.g. {names})")
+        if not good:
+            what = "no readable image" if files else "no image files (" + ", ".join(IMAGE_EXTENSIONS[:4]) + ", ...)"
+            raise ConfigError(f"data folder {self.root} holds {what}: point --data at a folder of images")
+        self.files = good
+        self.load_size = load_size
+        self.channels = 3
+        self.mean, self.std, self.name = IMAGENET_MEAN, IMAGENET_STD, str(self.root)
+        rel = [p.relative_to(self.root).parts for p in good]
+        if all(len(parts) >= 2 for parts in rel):
+            self.classes = tuple(sorted({parts[0] for parts in rel}))
+            lookup = {c: i for i, c in enumerate(self.classes)}
+            self.targets: Optional[np.ndarray] = np.array([lookup[parts[0]] for parts in rel], dtype=np.int64)
+        else:
+            self.classes, self.targets = (), None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        with Image.open(self.files[i]) as im:
+            im = im.convert("RGB")
+            s = self.load_size
+            w, h = im.size
+            scale = s / min(w, h)
+            nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
+            im = im.resize((nw, nh), Image.BILINEAR)
+            left, top = (nw - s) // 2, (nh - s) // 2
+            im = im.crop((left, top, left + s, top + s))
+            arr = np.asarray(im, dtype=np.uint8)
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1), i
+
+    def subset(self, n: int) -> "ImageFolder":
+        out = object.__new__(ImageFolder)
+        out.__dict__.update(self.__dict__)
+        out.files = self.files[:n]
+        out.targets = None if self.targets is None else self.targets[:n]
+        return out
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read a (gzip) IDX file of unsigned bytes, the format of MNIST and Fashion-MNIST."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype != 0x08:
+        raise ConfigError(f"{path} is not an IDX file of unsigned bytes")
+    shape = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise ConfigError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {data.size}")
+    return data.reshape(shape)
+
+
+def fashion_mnist(split: str = "train", root: Optional[str] = None) -> TensorImages:
+    """Fashion-MNIST from its IDX files (Debian package ``dataset-fashion-mnist``): 60,000 train or 10,000 test
+    28x28 grayscale images with their 10 class labels."""
+    root = Path(root or os.environ.get("DEEPCLUSTER_FASHION_MNIST", FASHION_MNIST_ROOT))
+    prefix = {"train": "train", "test": "t10k"}[split]
+    paths = [root / f"{prefix}-{kind}-idx{n}-ubyte.gz" for kind, n in (("images", 3), ("labels", 1))]
+    for p in paths:
+        if not p.is_file():
+            raise ConfigError(f"Fashion-MNIST file {p} not found: install it with 'apt-get install "
+                              f"dataset-fashion-mnist' or point --data-root at the folder holding it")
+    images = torch.from_numpy(read_idx(paths[0]).copy()).unsqueeze(1)
+    labels = read_idx(paths[1]).astype(np.int64)
+    return TensorImages(images, labels, FASHION_MNIST_CLASSES, mean=(0.2860,), std=(0.3530,),
+                        name=f"fashion-mnist/{split}")
+
+
+def default_image_size(cfg: Config) -> int:
+    if cfg.image_size:
+        return cfg.image_size
+    if cfg.data == "fashion-mnist":
+        return 28
+    return 32 if cfg.arch == "small" else 224
+
+
+def load_size_for(image_size: int) -> int:
+    """Images are stored a little larger than the network input (the paper: 256 for 224) so that the centre
+    view is a centre crop; tiny images (<= 64 px) are used as they are."""
+    return image_size if image_size <= 64 else round(image_size * 256 / 224)
+
+
+def load_datasets(cfg: Config):
+    """Return ``(train, val)`` datasets for the config; ``val`` is None when no held-out split exists."""
+    size = default_image_size(cfg)
+    if cfg.data == "fashion-mnist":
+        train, val = fashion_mnist("train", cfg.data_root), fashion_mnist("test", cfg.data_root)
+        if size != 28:
+            raise ConfigError(f"fashion-mnist images are 28 px: drop --image-size {size} or set it to 28")
+    else:
+        train = ImageFolder(cfg.data, load_size_for(size))
+        val = ImageFolder(cfg.val_data, load_size_for(size)) if cfg.val_data else None
+    if cfg.subset:
+        train = train.subset(min(cfg.subset, len(train)))
+    if len(train) < 2:
+        raise ConfigError(f"{train.name} holds {len(train)} image(s): DeepCluster needs at least 2")
+    if cfg.k > len(train):
+        raise ConfigError(f"k = {cfg.k} clusters but only {len(train)} images: lower --k to at most {len(train)}")
+    return train, val
+
+
+def _collate(batch):
+    # TensorImages.__getitems__ already returns a batch; per-item datasets fall back to torch's collate.
+    return batch if isinstance(batch, tuple) else default_collate(batch)
+
+
+def make_loader(dataset, indices: Sequence[int], batch_size: int, workers: int = 0,
+                pin_memory: bool = False) -> DataLoader:
+    """Batches of ``(images uint8 (B, C, S, S), indices (B,))`` in the order of ``indices``."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=list(indices), num_workers=workers,
+                      collate_fn=_collate, pin_memory=pin_memory, persistent_workers=False)

@@ -1,0 +1,59 @@
+"""The network DeepCluster trains: optional Sobel filter, conv body, fc block, and a classifier head that is
+replaced by a fresh one every time the pseudo-labels change."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .convnets import BUILDERS
+from .sobel import Sobel
+
+
+class DeepClusterNet(nn.Module):
+    def __init__(self, arch: str, in_channels: int, image_size: int, sobel: bool = True, n_classes: int = 1):
+        super().__init__()
+        self.arch, self.image_size = arch, image_size
+        self.sobel = Sobel(in_channels) if sobel else None
+        self.features, self.classifier, self.feature_dim = BUILDERS[arch](2 if sobel else in_channels, image_size)
+        self.head = nn.Linear(self.feature_dim, n_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # The reference's initialisation: conv N(0, sqrt(2 / (kh * kw * out))), BN (1, 0), linear N(0, 0.01).
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def reset_head(self, n_classes: int) -> nn.Linear:
+        """A fresh head ``feature_dim -> n_classes`` (weights N(0, 0.01), bias 0) on the model's device."""
+        p = next(self.classifier.parameters())
+        head = nn.Linear(self.feature_dim, n_classes).to(device=p.device, dtype=p.dtype)
+        nn.init.normal_(head.weight, 0.0, 0.01)
+        nn.init.zeros_(head.bias)
+        self.head = head
+        return head
+
+    def body_parameters(self):
+        return [p for n, p in self.named_parameters() if not n.startswith("head.")]
+
+    def conv_body(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(self.sobel(x) if self.sobel is not None else x)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` -> ``(B, feature_dim)``: the fc output before its last ReLU, which DeepCluster
+        clusters."""
+        return self.classifier(torch.flatten(self.conv_body(x), 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(F.relu(self.embed(x)))

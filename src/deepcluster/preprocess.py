@@ -1,0 +1,54 @@
+"""Feature pre-processing before clustering: PCA-whitening to a few hundred dimensions, then L2 normalisation."""
+from __future__ import annotations
+
+import numpy as np
+
+
+class PCAWhitening:
+    """PCA to ``n_components`` dims with whitening (every kept component scaled to unit variance), as faiss's
+    ``PCAMatrix(d, n, eigen_power=-0.5)`` in the paper. ``eps`` is added to the eigenvalues so that directions of
+    (near) zero variance are not blown up into noise."""
+
+    def __init__(self, n_components: int = 256, eps: float = 1e-5):
+        self.n_components, self.eps = n_components, eps
+
+    def fit(self, x: np.ndarray) -> "PCAWhitening":
+        """x: ``(N, D)``. Learns ``mean_ (D,)``, ``components_ (n, D)`` and ``explained_variance_ (n,)``."""
+        x = np.asarray(x, dtype=np.float32)
+        n = min(self.n_components, x.shape[1], max(1, x.shape[0] - 1))
+        self.mean_ = x.mean(0, dtype=np.float64)
+        mean32 = self.mean_.astype(np.float32)
+        cov = np.zeros((x.shape[1], x.shape[1]))
+        for s in range(0, len(x), 65536):  # chunks: never a float64 copy of the whole (N, D) matrix
+            xc = x[s:s + 65536] - mean32
+            cov += xc.T @ xc
+        cov /= max(1, x.shape[0] - 1)
+        vals, vecs = np.linalg.eigh(cov)  # ascending
+        order = np.argsort(vals)[::-1][:n]
+        self.explained_variance_ = np.clip(vals[order], 0.0, None)
+        self.components_ = vecs[:, order].T
+        # Each eigenvector's sign is arbitrary: fix it so the same data always gives the same projection.
+        signs = np.sign(self.components_[np.arange(n), np.abs(self.components_).argmax(1)])
+        self.components_ *= signs[:, None]
+        scale = self.eps * max(float(self.explained_variance_.max(initial=0.0)), 1e-12)
+        self._proj = (self.components_ / np.sqrt(self.explained_variance_ + scale)[:, None]).T.astype(np.float32)
+        self._mean32 = self.mean_.astype(np.float32)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """``(N, D)`` -> ``(N, n_components)`` float32 with (about) identity covariance on the fitted data."""
+        return (np.asarray(x, dtype=np.float32) - self._mean32) @ self._proj
+
+    def fit_transform(self, x: np.ndarray) -> np.ndarray:
+        return self.fit(x).transform(x)
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Scale each row of ``(N, D)`` to unit L2 norm (all-zero rows stay zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
+
+
+def preprocess_features(x: np.ndarray, pca_dim: int = 256) -> np.ndarray:
+    """The paper's pre-processing: PCA-whiten ``(N, D)`` to ``min(pca_dim, D)`` dims, then L2-normalise rows."""
+    return l2_normalize(PCAWhitening(pca_dim).fit_transform(x))

@@ -1,0 +1,108 @@
+"""The run directory: what a run writes, written so that a crash at any moment leaves every file whole.
+
+Files are replaced atomically (temporary file + ``os.replace``); ``metrics.jsonl`` is appended a whole line at a
+time and trimmed on resume to the epochs the checkpoint holds.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+from .config import Config, ConfigError
+
+# Settings that may change when a run is resumed: they do not change what is computed, only how or how far.
+RESUMABLE_CHANGES = ("epochs", "device", "workers", "eval_seeds", "data_root")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "assignments.npy", "eval.json", "curves.png",
+             "clusters.png")
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)``, flush it to disk, then move it over ``path`` in one step."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(str(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda p: Path(p).write_text(text))
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def open(self, cfg: Config, resume: bool, overwrite: bool) -> bool:
+        """Check the folder against the config before anything is written. Returns True when an existing run
+        is to be continued. Refuses a folder that holds another run unless ``resume`` (same config) or
+        ``overwrite`` (the run's own files are removed; nothing else is touched)."""
+        saved_cfg = self.path / "config.yaml"
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"{self.path} is a file, not a folder: choose another --out")
+        if saved_cfg.exists() and not overwrite:
+            if not resume:
+                raise ConfigError(f"{self.path} already holds a run: pass --resume to continue it or "
+                                  f"--overwrite to replace it")
+            old = Config.from_yaml(saved_cfg).to_dict()
+            new = cfg.to_dict()
+            diff = [k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k]]
+            if diff:
+                changes = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff)
+                raise ConfigError(f"{self.path} holds a run with another config ({changes}): use the same "
+                                  f"settings to resume, or another --out")
+            return True
+        if not saved_cfg.exists() and self.path.is_dir() and any(self.path.iterdir()) and not (resume or overwrite):
+            raise ConfigError(f"{self.path} is not empty and holds no deepcluster run: choose an empty or new "
+                              f"--out (or pass --overwrite to write into it)")
+        if overwrite:
+            for name in RUN_FILES:
+                (self.path / name).unlink(missing_ok=True)
+        return False
+
+    def write_config(self, cfg: Config) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path / "config.yaml", cfg.to_yaml())
+
+    def read_metrics(self) -> list[dict]:
+        p = self.path / "metrics.jsonl"
+        if not p.exists():
+            return []
+        rows = []
+        for line in p.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut short by a crash: it and anything after are dropped
+        return rows
+
+    def keep_metrics(self, last_epoch: int) -> list[dict]:
+        """Rewrite ``metrics.jsonl`` keeping only epochs ``<= last_epoch`` (those the checkpoint holds)."""
+        rows = [r for r in self.read_metrics() if r.get("epoch", 0) <= last_epoch]
+        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        return rows
+
+    def append_metrics(self, row: dict) -> None:
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def write_json(self, name: str, obj) -> None:
+        atomic_write_text(self.path / name, json.dumps(obj, indent=2) + "\n")

@@ -1,0 +1,248 @@
+"""The DeepCluster loop: features -> PCA-whitening + L2 -> k-means -> pseudo-labels -> fresh head ->
+one epoch on a sample drawn uniformly over clusters. Then again.
+
+Every epoch derives its random numbers from ``(seed, epoch)``, so a run resumed from the checkpoint of epoch e
+repeats epoch e + 1 exactly as an uninterrupted run would (deterministic on CPU).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .clustering import KMeans
+from .config import Config, TrainingError
+from .data import default_image_size, load_datasets, make_loader
+from .evaluate import imbalance_factor, kmeans_quality, nmi, ari
+from .features import extract_features
+from .models import DeepClusterNet, build_model
+from .preprocess import preprocess_features
+from .rundir import RunDir
+from .sampler import pseudo_labels, uniform_over_clusters
+from .views import center_view, train_view
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from .config import ConfigError
+
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible: use --device cpu or auto")
+    return torch.device(name)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 10_007 + epoch
+
+
+def make_model(cfg: Config, dataset, device: torch.device) -> DeepClusterNet:
+    """The network at its seeded random initialisation, channels-last (faster convolutions on CPU and GPU)."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.arch, dataset.channels, default_image_size(cfg), cfg.sobel)
+    return model.to(device, memory_format=torch.channels_last)
+
+
+def compute_features(model: DeepClusterNet, dataset, cfg: Config, device: torch.device,
+                     desc: Optional[str] = "features") -> np.ndarray:
+    """``(N, feature_dim)`` features of the centre view, in dataset order, in eval mode."""
+    size = default_image_size(cfg)
+    loader = make_loader(dataset, range(len(dataset)), cfg.batch_size, cfg.workers, device.type == "cuda")
+    model.eval()
+    prep = lambda x: center_view(x, size, dataset.mean, dataset.std).contiguous(memory_format=torch.channels_last)
+    return extract_features(model.embed, loader, len(dataset), prep, device, desc)
+
+
+def train_on_labels(model: DeepClusterNet, optimizer, head_optimizer, dataset, indices: np.ndarray,
+                    targets: np.ndarray, cfg: Config, epoch: int, device: torch.device) -> float:
+    """One pass over ``indices`` (dataset indices) with the augmented view and cross-entropy against
+    ``targets[index]``. Returns the mean loss."""
+    size = default_image_size(cfg)
+    gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+    y_all = torch.from_numpy(targets).to(device)
+    loader = make_loader(dataset, indices, cfg.batch_size, cfg.workers, device.type == "cuda")
+    model.train()
+    total, count = 0.0, 0
+    bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, unit="batch")
+    for step, (images, idx) in enumerate(bar):
+        x = train_view(images.to(device, non_blocking=True), size, dataset.mean, dataset.std, cfg.crop_scale,
+                       generator=gen).contiguous(memory_format=torch.channels_last)
+        loss = F.cross_entropy(model(x), y_all[idx.to(device)])
+        if not torch.isfinite(loss):
+            raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}, batch {step}: lower the "
+                                f"learning rate (--lr, now {cfg.lr}); the last checkpoint is kept as it was")
+        optimizer.zero_grad(set_to_none=True)
+        head_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        head_optimizer.step()
+        total += loss.item() * len(idx)
+        count += len(idx)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{total / count:.3f}")
+    return total / max(count, 1)
+
+
+def deepcluster_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, epoch: int,
+                      device: torch.device) -> tuple[np.ndarray, dict]:
+    """One DeepCluster epoch. Returns ``(assignment (N,), metrics)``."""
+    # The global generator (head initialisation, dropout) restarts from (seed, epoch): resume-exact.
+    torch.manual_seed(epoch_seed(cfg.seed, epoch))
+    t0 = time.perf_counter()
+    feats = compute_features(model, dataset, cfg, device, desc=f"epoch {epoch} features")
+    t1 = time.perf_counter()
+    x = preprocess_features(feats, cfg.pca_dim)
+    km = KMeans(cfg.k, cfg.kmeans_iters, seed=epoch_seed(cfg.seed, epoch),
+                use_gpu="auto" if device.type == "cuda" else False).fit(x)
+    labels, n_clusters = pseudo_labels(km.labels_)
+    t2 = time.perf_counter()
+    head = model.reset_head(n_clusters)
+    # The head has its own optimiser, without momentum, since it starts from scratch every epoch.
+    head_opt = torch.optim.SGD(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sample = uniform_over_clusters(labels, len(dataset), np.random.default_rng([cfg.seed, epoch]))
+    loss = train_on_labels(model, optimizer, head_opt, dataset, sample, labels, cfg, epoch, device)
+    t3 = time.perf_counter()
+    return labels, {
+        "epoch": epoch, "loss": loss, "kmeans_objective": km.inertia_ / len(x), "clusters": n_clusters,
+        "empty_resplit": km.n_resplit_, "imbalance": imbalance_factor(labels, n_clusters),
+        "time_features": t1 - t0, "time_clustering": t2 - t1, "time_training": t3 - t2,
+    }
+
+
+def pixel_features(dataset, cfg: Config, max_side: int = 32) -> np.ndarray:
+    """Raw pixels of the centre view in [0, 1], ``(N, C * s * s)``, downsampled to at most ``max_side`` px so
+    large images stay a fair and affordable baseline."""
+    size = default_image_size(cfg)
+    rows = []
+    for images, _ in make_loader(dataset, range(len(dataset)), 1024, cfg.workers):
+        x = center_view(images, size, (0.0,) * dataset.channels, (1.0,) * dataset.channels)
+        if size > max_side:
+            x = F.adaptive_avg_pool2d(x, max_side)
+        rows.append(x.flatten(1).numpy())
+    return np.concatenate(rows)
+
+
+def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch.device) -> dict:
+    """The run's closing evaluation on a labelled split: k-means with the true number of classes on the features
+    of the trained network, of the same network at its random initialisation, and on raw pixels."""
+    random_model = make_model(cfg, dataset, device)
+    out = {"split": dataset.name, "images": len(dataset)}
+    for name, feats in (("trained", lambda: preprocess_features(compute_features(model, dataset, cfg, device,
+                                                                                  "eval trained"), cfg.pca_dim)),
+                        ("random-init", lambda: preprocess_features(
+                            compute_features(random_model, dataset, cfg, device, "eval random"), cfg.pca_dim)),
+                        ("raw pixels", lambda: pixel_features(dataset, cfg))):
+        out[name] = kmeans_quality(feats(), dataset.targets, seeds=cfg.eval_seeds, seed=cfg.seed)
+    return out
+
+
+def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = False,
+          quiet: bool = False) -> dict:
+    """Train DeepCluster as configured, writing the run to ``out``. Returns the summary
+    ``{"metrics": [per-epoch rows], "eval": {...}, "run_dir": str}``."""
+    say = (lambda *a: None) if quiet else print
+    cfg = replace(cfg).validate()
+
+    # ---- data (every check on the inputs comes before anything is written)
+    train_set, val_set = load_datasets(cfg)
+    device = resolve_device(cfg.device)
+
+    # ---- run directory
+    run = RunDir(out)
+    resuming = run.open(cfg, resume, overwrite)
+    ckpt = load_checkpoint(run / "checkpoint.pt") if resuming and (run / "checkpoint.pt").exists() else None
+    run.write_config(cfg)
+    say(f"deepcluster: {len(train_set)} images from {train_set.name}, arch {cfg.arch}"
+        f"{' + sobel' if cfg.sobel else ''}, k = {cfg.k}, {cfg.epochs} epochs on {device}, run dir {run.path}")
+    say(cfg.to_yaml().rstrip())
+
+    # ---- model and optimiser
+    model = make_model(cfg, train_set, device)
+    optimizer = torch.optim.SGD(model.body_parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    start, previous, history = 1, None, []
+    if ckpt is not None:
+        model.reset_head(ckpt["head_classes"])
+        model.load_state_dict(ckpt["model"])
+        model.to(memory_format=torch.channels_last)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start, previous = ckpt["epoch"] + 1, ckpt["assignment"].numpy()
+        history = run.keep_metrics(ckpt["epoch"])
+        say(f"resuming after epoch {ckpt['epoch']}")
+    elif resuming:
+        history = run.keep_metrics(0)
+
+    # ---- the DeepCluster loop
+    labels_known = train_set.targets is not None
+    for epoch in tqdm(range(start, cfg.epochs + 1), desc="deepcluster", unit="epoch", initial=start - 1,
+                      total=cfg.epochs, disable=quiet):
+        assignment, row = deepcluster_epoch(model, optimizer, train_set, cfg, epoch, device)
+        row["nmi_prev"] = nmi(previous, assignment) if previous is not None else None
+        if labels_known:
+            row["nmi_labels"] = nmi(train_set.targets, assignment)
+            row["ari_labels"] = ari(train_set.targets, assignment)
+        previous = assignment
+        # Metrics first: a crash before the checkpoint is written makes resume redo this epoch, and it then
+        # drops the row of the epoch the checkpoint does not hold.
+        run.append_metrics(row)
+        save_checkpoint(run / "checkpoint.pt", {
+            "epoch": epoch, "config": cfg.to_dict(), "arch": cfg.arch, "model": model.state_dict(),
+            "head_classes": model.head.out_features, "optimizer": optimizer.state_dict(),
+            "assignment": torch.from_numpy(assignment)})
+        history.append(row)
+        tqdm.write(_epoch_line(row)) if not quiet else None
+
+    # ---- what the run leaves: assignment, evaluation, pictures
+    from .visualize import plot_curves, save_cluster_grid
+
+    if previous is not None:
+        np.save(run / "assignments.npy", previous)
+    eval_set = val_set if val_set is not None and val_set.targets is not None else (
+        train_set if labels_known else None)
+    evaluation = evaluate_features(model, cfg, eval_set, device) if eval_set is not None else {}
+    if evaluation:
+        run.write_json("eval.json", evaluation)
+    plot_curves(history, run / "curves.png")
+    if previous is not None:
+        save_cluster_grid(train_set, previous, run / "clusters.png", seed=cfg.seed)
+    say(summary_table(history, evaluation, run.path))
+    return {"metrics": history, "eval": evaluation, "run_dir": str(run.path)}
+
+
+def _fmt(v, spec=".3f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _epoch_line(r: dict) -> str:
+    return (f"epoch {r['epoch']:3d}  loss {r['loss']:.3f}  NMI(labels) {_fmt(r.get('nmi_labels'))}  "
+            f"NMI(t-1) {_fmt(r.get('nmi_prev'))}  re-split {r['empty_resplit']}  imbalance {r['imbalance']:.2f}  "
+            f"time {r['time_features']:.0f}+{r['time_clustering']:.0f}+{r['time_training']:.0f} s")
+
+
+def summary_table(history: list[dict], evaluation: dict, run_dir: Path) -> str:
+    lines = ["", f"DeepCluster run in {run_dir}"]
+    if history:
+        last = history[-1]
+        secs = sum(r["time_features"] + r["time_clustering"] + r["time_training"] for r in history)
+        lines.append(f"  {len(history)} epochs, {secs / 60:.1f} min; last epoch: loss {last['loss']:.3f}, "
+                     f"NMI vs labels {_fmt(last.get('nmi_labels'))}, NMI vs previous {_fmt(last.get('nmi_prev'))}")
+    if evaluation:
+        k = evaluation["trained"]["k"]
+        lines += [f"  k-means (k = {k}, mean of {evaluation['trained']['seeds']} seeds) on {evaluation['split']}"
+                  f" ({evaluation['images']} images):",
+                  "  | features     |   NMI |   ARI |   ACC |", "  |--------------|-------|-------|-------|"]
+        for name in ("trained", "random-init", "raw pixels"):
+            s = evaluation[name]
+            lines.append(f"  | {name:<12} | {s['nmi']:.3f} | {s['ari']:.3f} | {s['acc']:.3f} |")
+    else:
+        lines.append("  no labelled split: the closing k-means evaluation was skipped")
+    lines.append(f"  files: config.yaml metrics.jsonl checkpoint.pt assignments.npy"
+                 f"{' eval.json' if evaluation else ''} curves.png clusters.png")
+    return "\n".join(lines)

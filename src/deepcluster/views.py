@@ -1,0 +1,71 @@
+"""The two views of a batch the network sees, computed for the whole batch at once on its device.
+
+* centre view (feature extraction, evaluation): centre crop of the stored square, normalised;
+* train view: random resized crop + horizontal flip (the paper's augmentation), normalised.
+
+Both take ``uint8 (B, C, S, S)`` and return ``float32 (B, C, size, size)``. Doing the crop as one batched affine
+``grid_sample`` keeps augmentation off the per-image Python path, on CPU and GPU alike.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``uint8 (B, C, H, W)`` -> float, scaled to [0, 1] then standardised per channel."""
+    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    return (x.float() / 255.0 - m) / s
+
+
+def center_view(x: torch.Tensor, size: int, mean, std) -> torch.Tensor:
+    s = x.shape[-1]
+    o = (s - size) // 2
+    return normalize(x[..., o:o + size, o:o + size], mean, std)
+
+
+def random_resized_crop_boxes(n: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                              generator: torch.Generator | None = None, tries: int = 10) -> torch.Tensor:
+    """Crop boxes ``(n, 4)`` as (cx, cy, w, h) in units of the image side, drawn like torchvision's
+    RandomResizedCrop: area fraction uniform in ``scale``, log aspect ratio uniform in ``ratio``, the first of
+    ``tries`` draws that fits, else the largest centred box of a clamped ratio."""
+    area = torch.empty(n, tries).uniform_(scale[0], scale[1], generator=generator)
+    logr = torch.empty(n, tries).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    r = torch.exp(logr)
+    w, h = torch.sqrt(area * r), torch.sqrt(area / r)
+    ok = (w <= 1) & (h <= 1)
+    first = torch.where(ok.any(1), ok.float().argmax(1), torch.zeros(n, dtype=torch.long))
+    w = w.gather(1, first[:, None]).squeeze(1)
+    h = h.gather(1, first[:, None]).squeeze(1)
+    fallback = ~ok.any(1)
+    w = torch.where(fallback, torch.ones(n), w)
+    h = torch.where(fallback, torch.ones(n), h)
+    u = torch.rand(n, 2, generator=generator)
+    cx = (w / 2) + u[:, 0] * (1 - w)
+    cy = (h / 2) + u[:, 1] * (1 - h)
+    return torch.stack([cx, cy, w, h], 1)
+
+
+def train_view(x: torch.Tensor, size: int, mean, std, scale: float = 0.08, flip: bool = True,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random resized crop (area fraction in [scale, 1]) to ``size`` and a horizontal flip with p = 0.5.
+    Random numbers are drawn on the CPU from ``generator`` so the result is reproducible on any device."""
+    b = x.shape[0]
+    box = random_resized_crop_boxes(b, (scale, 1.0), generator=generator)
+    sx = box[:, 2]
+    if flip:
+        sx = sx * torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
+    # affine_grid works in [-1, 1] coordinates: the output grid maps onto the box
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = sx
+    theta[:, 0, 2] = box[:, 0] * 2 - 1
+    theta[:, 1, 1] = box[:, 3]
+    theta[:, 1, 2] = box[:, 1] * 2 - 1
+    theta = theta.to(x.device)
+    xf = normalize(x, mean, std)
+    grid = F.affine_grid(theta, (b, x.shape[1], size, size), align_corners=False)
+    return F.grid_sample(xf, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -1,0 +1,53 @@
+"""Small generated images: three visually distinct classes (disks, horizontal and vertical stripes)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from deepcluster import Config, TensorImages
+
+
+def make_image(kind: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    if kind == 0:
+        cy, cx, r = rng.uniform(8, size - 8, 2).tolist() + [rng.uniform(4, 8)]
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2
+    else:
+        period = rng.integers(4, 8)
+        phase = rng.integers(0, period)
+        mask = ((yy if kind == 1 else xx) + phase) % period < period // 2
+    color = rng.integers(120, 256, 3)
+    img = np.zeros((size, size, 3), np.uint8) + rng.integers(0, 40, 3).astype(np.uint8)
+    img[mask] = color
+    return img
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """``root/{disk,hstripe,vstripe}/*.png``: 3 classes x 12 images of 32x32 RGB, with odd sizes mixed in."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    for kind, name in enumerate(("disk", "hstripe", "vstripe")):
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(make_image(kind, rng, 32 if i % 4 else 40)).save(root / name / f"{i:02d}.png")
+    return root
+
+
+@pytest.fixture
+def tensor_images() -> TensorImages:
+    """64 grayscale 28x28 images in memory, 2 classes."""
+    rng = np.random.default_rng(1)
+    imgs = np.stack([make_image(i % 2 + 1, rng, 28)[..., 0] for i in range(64)])[:, None]
+    return TensorImages(torch.from_numpy(imgs), np.arange(64) % 2, ("h", "v"), name="generated")
+
+
+@pytest.fixture
+def tiny_config(image_folder: Path) -> Config:
+    """A config that trains in a few seconds on ``image_folder``."""
+    return Config(data=str(image_folder), arch="small", image_size=32, k=6, epochs=2, batch_size=16,
+                  pca_dim=16, eval_seeds=1, device="cpu")

@@ -1,0 +1,60 @@
+import os
+import pickle
+
+import pytest
+import torch
+
+from deepcluster import ConfigError
+from deepcluster.checkpoint import load_checkpoint, save_checkpoint
+
+
+def test_round_trip(tmp_path):
+    state = {"epoch": 3, "model": {"w": torch.arange(6.0).view(2, 3)}, "config": {"k": 10, "arch": "small"},
+             "assignment": torch.tensor([0, 1, 1])}
+    save_checkpoint(tmp_path / "c.pt", state)
+    back = load_checkpoint(tmp_path / "c.pt")
+    assert back["epoch"] == 3 and back["config"] == {"k": 10, "arch": "small"}
+    assert torch.equal(back["model"]["w"], state["model"]["w"])
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path / "c.pt", {"epoch": 1})
+
+    def broken_save(obj, f):
+        with open(f, "wb") as fh:
+            fh.write(b"half a checkpo")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path / "c.pt", {"epoch": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "c.pt")["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_a_crafted_pickle_is_refused_without_running_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with open("evil.pt", "wb") as f:
+        pickle.dump({"format": "deepcluster/1", "x": Payload()}, f)
+    with pytest.raises(ConfigError, match="cannot be loaded safely"):
+        load_checkpoint("evil.pt")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_other_files_are_refused_with_one_line(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ConfigError) as e:
+        load_checkpoint(tmp_path / "junk.pt")
+    assert "\n" not in str(e.value)
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(ConfigError, match="not a deepcluster checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")

@@ -1,0 +1,57 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from deepcluster.models import Sobel, build_model
+
+
+def test_sobel_is_fixed_and_computes_edges():
+    s = Sobel(3)
+    assert list(s.parameters()) == []  # buffers only: no optimiser can train it
+    x = torch.zeros(1, 3, 8, 8)
+    x[..., 4:] = 1.0  # a vertical edge
+    out = s(x)
+    assert out.shape == (1, 2, 8, 8)
+    assert out[0, 0, 4, 3].abs() == 4 and out[0, 0, 4, 1] == 0  # horizontal gradient fires at the edge only
+    assert out[0, 1, 2:6, 2:6].abs().max() == 0  # no vertical gradient inside the image
+    # gray is the channel mean
+    assert torch.allclose(F.conv2d(x, s.gray), x.mean(1, keepdim=True))
+
+
+@pytest.mark.parametrize("arch,size,dim", [("small", 28, 512), ("small", 64, 512), ("alexnet", 224, 4096)])
+def test_feature_and_head_shapes(arch, size, dim):
+    m = build_model(arch, 3, size, sobel=True).eval()
+    assert m.feature_dim == dim
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        assert m.embed(x).shape == (2, dim)
+        m.reset_head(7)
+        assert m(x).shape == (2, 7)
+
+
+def test_alexnet_flattens_to_9216_like_the_paper():
+    m = build_model("alexnet", 3, 224)
+    assert m.classifier[1].in_features == 9216
+
+
+def test_vgg16_has_13_bn_convs():
+    m = build_model("vgg16", 3, 32, sobel=False)
+    convs = [l for l in m.features if isinstance(l, torch.nn.Conv2d)]
+    assert len(convs) == 13 and m.classifier[1].in_features == 512
+
+
+def test_reset_head_gives_a_fresh_small_head():
+    m = build_model("small", 1, 28)
+    old = m.reset_head(10)
+    new = m.reset_head(10)
+    assert new is not old and m.head is new
+    assert new.weight.std().item() == pytest.approx(0.01, rel=0.2) and new.bias.abs().max() == 0
+    body = {id(p) for p in m.body_parameters()}
+    assert id(new.weight) not in body and len(body) == len(list(m.parameters())) - 2
+
+
+def test_embed_is_before_the_last_relu():
+    m = build_model("small", 1, 28).eval()
+    with torch.no_grad():
+        f = m.embed(torch.randn(16, 1, 28, 28))
+    assert (f < 0).any()

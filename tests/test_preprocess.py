@@ -1,0 +1,45 @@
+import numpy as np
+
+from deepcluster.preprocess import PCAWhitening, l2_normalize, preprocess_features
+
+
+def correlated(n=2000, d=40, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, d)) @ rng.standard_normal((d, d)) * 3 + 5).astype(np.float32)
+
+
+def test_whitening_gives_identity_covariance():
+    x = correlated()
+    z = PCAWhitening(16).fit_transform(x)
+    assert z.shape == (2000, 16)
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-3)
+    np.testing.assert_allclose(np.cov(z, rowvar=False), np.eye(16), atol=1e-3)
+
+
+def test_components_are_the_top_variance_directions():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5000, 3)) * np.array([10.0, 1.0, 0.1])
+    p = PCAWhitening(2).fit(x)
+    np.testing.assert_allclose(np.abs(p.components_), [[1, 0, 0], [0, 1, 0]], atol=0.02)
+    np.testing.assert_allclose(p.explained_variance_, [100, 1], rtol=0.1)
+
+
+def test_dimension_is_capped_by_the_feature_dimension():
+    x = correlated(d=10)
+    assert PCAWhitening(256).fit_transform(x).shape == (2000, 10)
+
+
+def test_preprocess_rows_are_unit_length():
+    z = preprocess_features(correlated(), pca_dim=8)
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1, atol=1e-5)
+
+
+def test_l2_normalize_leaves_zero_rows_zero():
+    z = l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    np.testing.assert_allclose(z, [[0.6, 0.8], [0, 0]])
+
+
+def test_transform_applies_the_fitted_projection_to_new_data():
+    x = correlated(seed=2)
+    p = PCAWhitening(5).fit(x[:1000])
+    np.testing.assert_allclose(p.transform(x[1000:]), (x[1000:] - p.mean_) @ p._proj, rtol=1e-4, atol=1e-4)

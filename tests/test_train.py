@@ -1,0 +1,126 @@
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from deepcluster import ConfigError, TrainingError, train
+from deepcluster.checkpoint import load_checkpoint
+
+TIMES = ("time_features", "time_clustering", "time_training")
+
+
+def strip_times(rows):
+    return [{k: v for k, v in r.items() if k not in TIMES} for r in rows]
+
+
+def test_two_epochs_write_a_complete_run(tiny_config, tmp_path):
+    out = tmp_path / "run"
+    summary = train(tiny_config, out, quiet=True)
+    for name in ("config.yaml", "metrics.jsonl", "checkpoint.pt", "assignments.npy", "eval.json", "curves.png",
+                 "clusters.png"):
+        assert (out / name).stat().st_size > 0, name
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for r in rows:
+        assert np.isfinite(r["loss"]) and r["clusters"] == 6 and 0 <= r["nmi_labels"] <= 1
+        assert r["imbalance"] >= 1 and r["empty_resplit"] >= 0 and r["kmeans_objective"] > 0
+    assert rows[0]["nmi_prev"] is None and 0 <= rows[1]["nmi_prev"] <= 1
+    assignment = np.load(out / "assignments.npy")
+    assert assignment.shape == (36,) and len(np.unique(assignment)) == 6
+    ev = summary["eval"]
+    assert set(ev) >= {"trained", "random-init", "raw pixels"} and ev["trained"]["k"] == 3
+    for name in ("trained", "random-init", "raw pixels"):
+        # with 3 balanced classes, the best one-to-one matching can never be worse than 1/3
+        assert 0 <= ev[name]["nmi"] <= 1 and 1 / 3 - 1e-9 <= ev[name]["acc"] <= 1
+
+
+def test_resume_repeats_an_uninterrupted_run_exactly(tiny_config, tmp_path):
+    cfg = dataclasses.replace(tiny_config, epochs=3)
+    straight = train(cfg, tmp_path / "a", quiet=True)
+    train(dataclasses.replace(cfg, epochs=1), tmp_path / "b", quiet=True)
+    resumed = train(cfg, tmp_path / "b", resume=True, quiet=True)
+    assert strip_times(resumed["metrics"]) == strip_times(straight["metrics"])
+    a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in "ab")
+    assert a["epoch"] == b["epoch"] == 3
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert torch.equal(a["assignment"], b["assignment"])
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+
+
+def test_resume_drops_metrics_of_epochs_the_checkpoint_lacks(tiny_config, tmp_path):
+    out = tmp_path / "run"
+    cfg = dataclasses.replace(tiny_config, epochs=1)
+    train(cfg, out, quiet=True)
+    with open(out / "metrics.jsonl", "a") as f:  # a crash after the metrics line, before the checkpoint
+        f.write(json.dumps({"epoch": 2, "loss": 9.9}) + "\n" + '{"epoch": 3, "lo')
+    train(dataclasses.replace(cfg, epochs=2), out, resume=True, quiet=True)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["loss"] != 9.9
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_an_existing_run_is_never_overwritten_by_accident(tiny_config, tmp_path):
+    out = tmp_path / "run"
+    train(dataclasses.replace(tiny_config, epochs=1), out, quiet=True)
+    before = snapshot(out)
+    with pytest.raises(ConfigError, match="already holds a run: pass --resume"):
+        train(tiny_config, out, quiet=True)
+    with pytest.raises(ConfigError, match=r"another config \(k: 6 -> 5\)"):
+        train(dataclasses.replace(tiny_config, k=5), out, resume=True, quiet=True)
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"k": 1000}, "k = 1000 clusters but only 36 images: lower --k to at most 36"),
+    ({"k": 1}, "k = 1 is too small"),
+    ({"arch": "resnet"}, "unknown architecture 'resnet'"),
+    ({"data": "/nonexistent/folder"}, "does not exist"),
+])
+def test_bad_settings_stop_before_anything_is_written(tiny_config, tmp_path, change, message):
+    out = tmp_path / "run"
+    train(dataclasses.replace(tiny_config, epochs=1), out, quiet=True)
+    before = snapshot(out)
+    with pytest.raises(ConfigError, match=message):
+        train(dataclasses.replace(tiny_config, **change), out, overwrite=True, quiet=True)
+    assert snapshot(out) == before
+
+
+def test_folders_without_usable_images_are_refused(tiny_config, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="holds no image files"):
+        train(dataclasses.replace(tiny_config, data=str(empty)), tmp_path / "r1", quiet=True)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.jpg").write_bytes(b"")
+    (broken / "b.png").write_text("not an image")
+    with pytest.warns(UserWarning, match="skipped 2 unreadable"), pytest.raises(ConfigError, match="no readable"):
+        train(dataclasses.replace(tiny_config, data=str(broken)), tmp_path / "r2", quiet=True)
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
+def test_a_non_finite_loss_stops_with_advice(tiny_config, tmp_path):
+    with pytest.raises(TrainingError, match=r"lower the learning rate \(--lr, now 1e\+30\)"):
+        train(dataclasses.replace(tiny_config, lr=1e30), tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()  # epoch 1 never finished: nothing claims it did
+
+
+def test_a_non_finite_loss_keeps_the_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train(dataclasses.replace(tiny_config, epochs=1), out, quiet=True)
+    before = snapshot(out)
+    from deepcluster.models import DeepClusterNet
+
+    monkeypatch.setattr(DeepClusterNet, "forward", lambda self, x: torch.full((len(x), 6), float("nan")))
+    with pytest.raises(TrainingError, match="the loss became nan at epoch 2"):
+        train(tiny_config, out, resume=True, quiet=True)
+    after = snapshot(out)
+    assert after["checkpoint.pt"] == before["checkpoint.pt"]
+    assert after["metrics.jsonl"] == before["metrics.jsonl"]
