@@ -8,7 +8,7 @@ RUN    ?= runs/fashion-mnist
 FMNIST  = /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench table1 clean
 
 setup: $(BIN)/.installed $(FMNIST)
 
@@ -25,6 +25,15 @@ $(FMNIST):
 # --resume: a second `make demo` continues (or just re-reports) the same run instead of replacing it.
 demo: setup
 	$(BIN)/deepcluster train --config configs/fashion-mnist.yaml --out $(RUN) --resume
+
+# The small-scale Table 1: random init / DeepCluster (the demo run) / supervised baseline, evaluated alike.
+table1: setup
+	test -f $(RUN)/checkpoint.pt || $(MAKE) demo
+	$(BIN)/deepcluster train --config configs/fashion-mnist.yaml --supervised --out $(RUN)-supervised --resume
+	$(BIN)/deepcluster eval probe knn cluster retrieval --run $(RUN) --random-init --epochs 5
+	$(BIN)/deepcluster eval probe knn cluster retrieval --run $(RUN) --epochs 5
+	$(BIN)/deepcluster eval probe knn cluster retrieval --run $(RUN)-supervised --epochs 5
+	$(BIN)/deepcluster compare $(RUN) $(RUN)-supervised --out docs/table1-fashion-mnist.md
 
 test: setup
 	$(BIN)/python -m pytest -q

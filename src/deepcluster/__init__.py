@@ -8,7 +8,10 @@ Python API::
 from .clustering import KMeans, k_means, repair_empty_clusters
 from .config import Config, ConfigError, DeepClusterError, TrainingError
 from .data import ImageFolder, TensorImages, fashion_mnist
-from .evaluate import hungarian_accuracy, kmeans_quality, nmi
+from .evaluate import hungarian_accuracy, kmeans_quality, knn_accuracy, nmi
+from .evaluate.compare import compare_runs
+from .evaluate.probe import linear_probes
+from .evaluate.protocols import PROTOCOLS, load_for_eval, run_protocol
 from .features import extract_features
 from .models import DeepClusterNet, Sobel, build_model
 from .preprocess import PCAWhitening, l2_normalize, preprocess_features
@@ -16,7 +19,7 @@ from .sampler import pseudo_labels, uniform_over_clusters
 from .train import train
 
 __version__ = "0.1.0"
-__all__ = ["Config", "ConfigError", "DeepClusterError", "DeepClusterNet", "ImageFolder", "KMeans", "PCAWhitening",
+__all__ = ["PROTOCOLS", "compare_runs", "knn_accuracy", "linear_probes", "load_for_eval", "run_protocol", "Config", "ConfigError", "DeepClusterError", "DeepClusterNet", "ImageFolder", "KMeans", "PCAWhitening",
            "Sobel", "TensorImages", "TrainingError", "build_model", "extract_features", "fashion_mnist",
            "hungarian_accuracy", "k_means", "kmeans_quality", "l2_normalize", "nmi", "preprocess_features",
            "pseudo_labels", "repair_empty_clusters", "train", "uniform_over_clusters"]

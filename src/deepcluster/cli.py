@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import warnings
 from typing import Optional, Sequence
 
-from .config import Config, DeepClusterError
+from .config import Config, ConfigError, DeepClusterError
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
@@ -37,7 +38,53 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in RUN_DIR from its checkpoint (starts it if RUN_DIR has none)")
     t.add_argument("--overwrite", action="store_true", help="replace the run in RUN_DIR")
     _add_config_options(t)
+
+    from .evaluate.protocols import PROTOCOLS
+
+    e = sub.add_parser("eval", help="evaluate a run's features with the paper's protocols",
+                       description="Evaluate a trained network (or its random initialisation). Results are printed "
+                                   "and written to RUN_DIR/eval/PROTOCOL[-random].json.")
+    e.add_argument("protocols", nargs="+", choices=PROTOCOLS + ("all",), metavar="PROTOCOL",
+                   help="probe: linear probe on every conv layer; knn: weighted cosine kNN; cluster: k-means with the "
+                        "true number of classes; transfer: fine-tune fc layers / all layers on a target dataset; "
+                        "retrieval: R-MAC mean average precision; all: every one (several may be given)")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", metavar="RUN_DIR", help="run directory (uses its checkpoint.pt)")
+    src.add_argument("--checkpoint", metavar="FILE", help="checkpoint file")
+    e.add_argument("--random-init", action="store_true", help="same network at its random initialisation")
+    e.add_argument("--data", help="labelled training images (default: the run's own data)")
+    e.add_argument("--val-data", help="labelled test images (default: the run's held-out split)")
+    e.add_argument("--data-root", help="folder of the built-in dataset's files")
+    e.add_argument("--epochs", type=int, default=10, help="epochs of the probe and of transfer (default 10)")
+    e.add_argument("--layer", help="layer for knn / cluster (default fc) and retrieval (default last conv)")
+    e.add_argument("--knn-k", type=int, default=20, help="neighbours of the kNN vote (default 20)")
+    e.add_argument("--target-data", help="transfer: labelled target training images (default: the run's data)")
+    e.add_argument("--target-val-data", help="transfer: labelled target test images")
+    e.add_argument("--queries", type=int, default=1000, help="retrieval: test images used as queries (default 1000)")
+    e.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+    c = sub.add_parser("compare", help="one Markdown table of the evaluation results of several runs")
+    c.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    c.add_argument("--out", metavar="FILE.md", help="also write the table to this file")
     return parser
+
+
+def run_eval(args: argparse.Namespace) -> None:
+    from .evaluate.protocols import PROTOCOLS, load_for_eval, result_name, run_protocol
+    from .rundir import RunDir
+
+    if args.epochs < 1:
+        raise ConfigError(f"--epochs {args.epochs}: train the probe for at least one epoch")
+    setup = load_for_eval(args.run or args.checkpoint, args.data, args.val_data, args.data_root, args.random_init,
+                          args.device)
+    run = RunDir(setup.run_dir)
+    for name in PROTOCOLS if "all" in args.protocols else dict.fromkeys(args.protocols):
+        res = run_protocol(name, setup, epochs=args.epochs, layer=args.layer, knn_k=args.knn_k,
+                           target_data=args.target_data, target_val_data=args.target_val_data,
+                           queries=args.queries, seeds=setup.cfg.eval_seeds)
+        run.write_json(result_name(name, args.random_init), res)
+        shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items() if k != "protocol"}
+        print(f"{name}: {json.dumps(shown)}")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -48,7 +95,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.resume and args.overwrite:
+    if getattr(args, "resume", False) and getattr(args, "overwrite", False):
         print("deepcluster: error: --resume and --overwrite exclude each other: pick one", file=sys.stderr)
         return 2
     warnings.formatwarning = lambda msg, cat, *a, **k: f"deepcluster: warning: {msg}\n"
@@ -57,6 +104,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from .train import train
 
             train(config_from_args(args), args.out, resume=args.resume, overwrite=args.overwrite)
+        elif args.command == "eval":
+            run_eval(args)
+        elif args.command == "compare":
+            from .evaluate.compare import compare_runs
+            from .rundir import atomic_write_text
+
+            table = compare_runs(args.runs)
+            print(table)
+            if args.out:
+                atomic_write_text(args.out, table + "\n")
     except DeepClusterError as e:
         print(f"deepcluster: error: {e}", file=sys.stderr)
         return 2

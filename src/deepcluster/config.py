@@ -60,6 +60,8 @@ class Config:
     seed: int = _opt("random seed; every epoch derives its own seeds from it", 31)
     device: str = _opt("auto (CUDA when present), cpu or cuda", "auto")
     workers: int = _opt("data-loading worker processes (0 loads in the main process)", 0)
+    supervised: bool = _opt("train on the true labels instead of clusters: the supervised baseline of the "
+                            "evaluation tables", False)
     eval_seeds: int = _opt("k-means restarts averaged in the final evaluation", 3)
 
     def validate(self) -> "Config":

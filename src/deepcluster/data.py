@@ -184,7 +184,10 @@ def load_datasets(cfg: Config):
         train = train.subset(min(cfg.subset, len(train)))
     if len(train) < 2:
         raise ConfigError(f"{train.name} holds {len(train)} image(s): DeepCluster needs at least 2")
-    if cfg.k > len(train):
+    if cfg.supervised and train.targets is None:
+        raise ConfigError(f"--supervised needs labels, and {train.name} has none: put the images in one "
+                          f"subfolder per class")
+    if cfg.k > len(train) and not cfg.supervised:
         raise ConfigError(f"k = {cfg.k} clusters but only {len(train)} images: lower --k to at most {len(train)}")
     return train, val
 

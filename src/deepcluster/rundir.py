@@ -105,4 +105,14 @@ class RunDir:
             os.fsync(f.fileno())
 
     def write_json(self, name: str, obj) -> None:
+        (self.path / name).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path / name, json.dumps(obj, indent=2) + "\n")
+
+    def save_array(self, name: str, arr) -> None:
+        import numpy as np
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.save would add ".npy" to a temporary name
+                np.save(f, arr)
+
+        atomic_write(self.path / name, write)

@@ -60,7 +60,7 @@ def compute_features(model: DeepClusterNet, dataset, cfg: Config, device: torch.
     return extract_features(model.embed, loader, len(dataset), prep, device, desc)
 
 
-def train_on_labels(model: DeepClusterNet, optimizer, head_optimizer, dataset, indices: np.ndarray,
+def train_on_labels(model: DeepClusterNet, optimizer, head_optimizer: Optional[torch.optim.Optimizer], dataset, indices: np.ndarray,
                     targets: np.ndarray, cfg: Config, epoch: int, device: torch.device) -> float:
     """One pass over ``indices`` (dataset indices) with the augmented view and cross-entropy against
     ``targets[index]``. Returns the mean loss."""
@@ -79,10 +79,12 @@ def train_on_labels(model: DeepClusterNet, optimizer, head_optimizer, dataset, i
             raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}, batch {step}: lower the "
                                 f"learning rate (--lr, now {cfg.lr}); the last checkpoint is kept as it was")
         optimizer.zero_grad(set_to_none=True)
-        head_optimizer.zero_grad(set_to_none=True)
+        if head_optimizer is not None:
+            head_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        head_optimizer.step()
+        if head_optimizer is not None:
+            head_optimizer.step()
         total += loss.item() * len(idx)
         count += len(idx)
         if step % 20 == 0:
@@ -114,6 +116,17 @@ def deepcluster_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, ep
         "empty_resplit": km.n_resplit_, "imbalance": imbalance_factor(labels, n_clusters),
         "time_features": t1 - t0, "time_clustering": t2 - t1, "time_training": t3 - t2,
     }
+
+
+def supervised_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, epoch: int,
+                     device: torch.device) -> tuple[np.ndarray, dict]:
+    """One epoch of the supervised baseline: the same network, views and sampling, on the true labels (the
+    head is part of ``optimizer`` and is never reset)."""
+    torch.manual_seed(epoch_seed(cfg.seed, epoch))
+    t0 = time.perf_counter()
+    sample = uniform_over_clusters(dataset.targets, len(dataset), np.random.default_rng([cfg.seed, epoch]))
+    loss = train_on_labels(model, optimizer, None, dataset, sample, dataset.targets, cfg, epoch, device)
+    return dataset.targets, {"epoch": epoch, "loss": loss, "time_training": time.perf_counter() - t0}
 
 
 def pixel_features(dataset, cfg: Config, max_side: int = 32) -> np.ndarray:
@@ -165,8 +178,10 @@ def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = 
 
     # ---- model and optimiser
     model = make_model(cfg, train_set, device)
-    optimizer = torch.optim.SGD(model.body_parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
+    if cfg.supervised:  # one head for the true classes, trained with the body
+        model.reset_head(int(train_set.targets.max()) + 1)
+    optimizer = torch.optim.SGD(model.parameters() if cfg.supervised else model.body_parameters(), lr=cfg.lr,
+                                momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     start, previous, history = 1, None, []
     if ckpt is not None:
         model.reset_head(ckpt["head_classes"])
@@ -183,9 +198,12 @@ def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = 
     labels_known = train_set.targets is not None
     for epoch in tqdm(range(start, cfg.epochs + 1), desc="deepcluster", unit="epoch", initial=start - 1,
                       total=cfg.epochs, disable=quiet):
-        assignment, row = deepcluster_epoch(model, optimizer, train_set, cfg, epoch, device)
-        row["nmi_prev"] = nmi(previous, assignment) if previous is not None else None
-        if labels_known:
+        if cfg.supervised:
+            assignment, row = supervised_epoch(model, optimizer, train_set, cfg, epoch, device)
+        else:
+            assignment, row = deepcluster_epoch(model, optimizer, train_set, cfg, epoch, device)
+            row["nmi_prev"] = nmi(previous, assignment) if previous is not None else None
+        if labels_known and not cfg.supervised:
             row["nmi_labels"] = nmi(train_set.targets, assignment)
             row["ari_labels"] = ari(train_set.targets, assignment)
         previous = assignment
@@ -202,15 +220,15 @@ def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = 
     # ---- what the run leaves: assignment, evaluation, pictures
     from .visualize import plot_curves, save_cluster_grid
 
-    if previous is not None:
-        np.save(run / "assignments.npy", previous)
+    if previous is not None and not cfg.supervised:
+        run.save_array("assignments.npy", previous)
     eval_set = val_set if val_set is not None and val_set.targets is not None else (
         train_set if labels_known else None)
     evaluation = evaluate_features(model, cfg, eval_set, device) if eval_set is not None else {}
     if evaluation:
         run.write_json("eval.json", evaluation)
     plot_curves(history, run / "curves.png")
-    if previous is not None:
+    if previous is not None and not cfg.supervised:
         save_cluster_grid(train_set, previous, run / "clusters.png", seed=cfg.seed)
     say(summary_table(history, evaluation, run.path))
     return {"metrics": history, "eval": evaluation, "run_dir": str(run.path)}
@@ -221,6 +239,8 @@ def _fmt(v, spec=".3f") -> str:
 
 
 def _epoch_line(r: dict) -> str:
+    if "time_features" not in r:  # supervised baseline
+        return f"epoch {r['epoch']:3d}  loss {r['loss']:.3f}  time {r['time_training']:.0f} s"
     return (f"epoch {r['epoch']:3d}  loss {r['loss']:.3f}  NMI(labels) {_fmt(r.get('nmi_labels'))}  "
             f"NMI(t-1) {_fmt(r.get('nmi_prev'))}  re-split {r['empty_resplit']}  imbalance {r['imbalance']:.2f}  "
             f"time {r['time_features']:.0f}+{r['time_clustering']:.0f}+{r['time_training']:.0f} s")
@@ -230,7 +250,7 @@ def summary_table(history: list[dict], evaluation: dict, run_dir: Path) -> str:
     lines = ["", f"DeepCluster run in {run_dir}"]
     if history:
         last = history[-1]
-        secs = sum(r["time_features"] + r["time_clustering"] + r["time_training"] for r in history)
+        secs = sum(r.get("time_features", 0) + r.get("time_clustering", 0) + r["time_training"] for r in history)
         lines.append(f"  {len(history)} epochs, {secs / 60:.1f} min; last epoch: loss {last['loss']:.3f}, "
                      f"NMI vs labels {_fmt(last.get('nmi_labels'))}, NMI vs previous {_fmt(last.get('nmi_prev'))}")
     if evaluation:
@@ -243,6 +263,7 @@ def summary_table(history: list[dict], evaluation: dict, run_dir: Path) -> str:
             lines.append(f"  | {name:<12} | {s['nmi']:.3f} | {s['ari']:.3f} | {s['acc']:.3f} |")
     else:
         lines.append("  no labelled split: the closing k-means evaluation was skipped")
-    lines.append(f"  files: config.yaml metrics.jsonl checkpoint.pt assignments.npy"
-                 f"{' eval.json' if evaluation else ''} curves.png clusters.png")
+    files = ["config.yaml", "metrics.jsonl", "checkpoint.pt", "assignments.npy", "eval.json", "curves.png",
+             "clusters.png"]
+    lines.append("  files: " + " ".join(f for f in files if (run_dir / f).exists()))
     return "\n".join(lines)

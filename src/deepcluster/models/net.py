@@ -50,6 +50,23 @@ class DeepClusterNet(nn.Module):
     def conv_body(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(self.sobel(x) if self.sobel is not None else x)
 
+    @property
+    def n_conv(self) -> int:
+        return sum(isinstance(m, nn.Conv2d) for m in self.features)
+
+    def conv_outputs(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+        """Activations after each conv block (conv, BN, ReLU), ``[conv1, ..., convL]``, each ``(B, C, H, W)``;
+        stops after conv ``upto`` when given."""
+        x = self.sobel(x) if self.sobel is not None else x
+        outs: list[torch.Tensor] = []
+        for m in self.features:
+            x = m(x)
+            if isinstance(m, nn.ReLU):
+                outs.append(x)
+                if upto is not None and len(outs) == upto:
+                    break
+        return outs
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> ``(B, feature_dim)``: the fc output before its last ReLU, which DeepCluster
         clusters."""

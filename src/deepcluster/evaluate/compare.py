@@ -1,0 +1,60 @@
+"""One Markdown table from the evaluation results of several runs (the paper's Table 1 shape, plus columns)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..config import ConfigError
+
+
+def _load(run: Path, random_init: bool) -> dict:
+    out = {}
+    for p in sorted((run / "eval").glob("*-random.json" if random_init else "*.json")):
+        if p.stem.endswith("-random") != random_init:
+            continue
+        r = json.loads(p.read_text())
+        out[r["protocol"]] = r
+    return out
+
+
+def _row(name: str, res: dict, n_conv: int) -> list[str]:
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"
+    probe = res.get("probe", {})
+    cells = [name] + [pct(probe.get(f"conv{i}")) for i in range(1, n_conv + 1)]
+    cells.append(pct(res.get("knn", {}).get("top1")))
+    cl = res.get("cluster", {})
+    cells += [f"{cl['nmi']:.3f}" if "nmi" in cl else "-", pct(cl.get("acc"))]
+    tr = res.get("transfer", {})
+    cells += [pct(tr.get("fc")), pct(tr.get("all"))]
+    cells.append(pct(res.get("retrieval", {}).get("map")))
+    return cells
+
+
+def compare_runs(runs: list[str | Path]) -> str:
+    """Rows: random init (from the first run evaluated with ``--random-init``), then every run (labelled
+    DeepCluster or supervised from its config); columns: probe top-1 per conv layer, kNN top-1, k-means NMI and
+    accuracy, transfer (fc / all), retrieval mAP. Missing results show as '-'."""
+    import yaml
+
+    rows, n_conv, random_row = [], 0, None
+    for run in map(Path, runs):
+        if not (run / "config.yaml").is_file():
+            raise ConfigError(f"{run} is not a run directory (no config.yaml): give folders written by "
+                              f"'deepcluster train'")
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        own, rand = _load(run, False), _load(run, True)
+        n_conv = max([n_conv] + [len(r["dims"]) for r in (own.get("probe"), rand.get("probe")) if r])
+        if rand and random_row is None:
+            random_row = (f"random init ({cfg['arch']})", rand)
+        kind = "supervised" if cfg.get("supervised") else "DeepCluster"
+        rows.append((f"{kind} ({run.name})", own))
+    if random_row:
+        rows.insert(0, random_row)
+    if not any(r for _, r in rows):
+        raise ConfigError("no evaluation results in these runs: run 'deepcluster eval all --run RUN_DIR' first")
+    n_conv = n_conv or 5
+    head = (["features"] + [f"conv{i}" for i in range(1, n_conv + 1)]
+            + ["kNN", "k-means NMI", "k-means ACC", "transfer fc", "transfer all", "retrieval mAP"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(_row(name, res, n_conv)) + " |" for name, res in rows]
+    return "\n".join(lines)

@@ -1,0 +1,170 @@
+"""The paper's evaluation protocols on a trained (or randomly initialised) network, each returning a dict.
+
+``load_for_eval`` turns a run directory or checkpoint into the network and its datasets; ``run_protocol`` runs
+one protocol by name. Both the ``deepcluster eval`` command and the Python API use them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..checkpoint import load_checkpoint
+from ..config import Config, ConfigError
+from ..data import default_image_size, load_datasets
+from ..preprocess import preprocess_features
+from .clustering import kmeans_quality
+from .knn import knn_accuracy
+from .layers import check_layer, layer_features, probe_dims_default
+from .metrics import ari, nmi
+from .probe import linear_probes
+from .retrieval import RegionWhitening, mean_average_precision, rmac_descriptors, rmac_from_maps
+from .transfer import finetune
+
+PROTOCOLS = ("probe", "knn", "cluster", "transfer", "retrieval")
+
+
+@dataclass
+class EvalSetup:
+    model: torch.nn.Module
+    cfg: Config
+    train_set: object
+    test_set: object
+    device: torch.device
+    run_dir: Path
+    random_init: bool
+    assignment: Optional[np.ndarray] = None
+
+    @property
+    def image_size(self) -> int:
+        return default_image_size(self.cfg)
+
+
+def load_for_eval(path: str | Path, data: Optional[str] = None, val_data: Optional[str] = None,
+                  data_root: Optional[str] = None, random_init: bool = False, device: str = "auto") -> EvalSetup:
+    """A run directory (its ``checkpoint.pt``) or a checkpoint file -> the network and the datasets to evaluate
+    on (the run's own, unless ``data``/``val_data`` name others). ``random_init`` keeps the architecture and
+    seed but not the learned weights: the "random" row of the tables."""
+    from ..train import make_model, resolve_device
+
+    path = Path(path)
+    ckpt_path = path / "checkpoint.pt" if path.is_dir() else path
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = Config.from_dict(ckpt["config"], source=str(ckpt_path))
+    over = {k: v for k, v in (("data", data), ("val_data", val_data), ("data_root", data_root)) if v is not None}
+    if data is not None and val_data is None:
+        over["val_data"] = None
+    cfg = replace(cfg, subset=None, device=device, **over).validate()
+    train_set, test_set = load_datasets(replace(cfg, supervised=False, k=2))
+    dev = resolve_device(device)
+    model = make_model(cfg, train_set, dev)
+    if not random_init:
+        model.reset_head(ckpt["head_classes"])
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError:
+            raise ConfigError(f"the weights in {ckpt_path} do not fit the {cfg.arch} network for {train_set.channels}-"
+                              f"channel {default_image_size(cfg)} px images: evaluate it on data like its "
+                              f"training data") from None
+        model.to(memory_format=torch.channels_last)
+    assignment = ckpt["assignment"].numpy() if "assignment" in ckpt and not cfg.supervised else None
+    return EvalSetup(model, cfg, train_set, test_set, dev, ckpt_path.parent, random_init, assignment)
+
+
+def _need_labels(ds, protocol: str, which: str) -> None:
+    if ds is None:
+        raise ConfigError(f"'{protocol}' needs a labelled test split: pass --val-data FOLDER (one subfolder per "
+                          f"class)")
+    if ds.targets is None:
+        raise ConfigError(f"'{protocol}' needs labels, and the {which} images {ds.name} have none: put them in one "
+                          f"subfolder per class")
+
+
+def run_protocol(name: str, s: EvalSetup, epochs: int = 10, layer: Optional[str] = None, knn_k: int = 20,
+                 target_data: Optional[str] = None, target_val_data: Optional[str] = None,
+                 queries: int = 1000, seeds: int = 3, progress: bool = True) -> dict:
+    """Run one protocol of :data:`PROTOCOLS` on ``s``; return its metrics."""
+    if name not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol '{name}': choose one of {', '.join(PROTOCOLS)}")
+    cfg, size, dev = s.cfg, s.image_size, s.device
+    desc = (lambda d: d) if progress else (lambda d: None)
+    out: dict = {"protocol": name, "random_init": s.random_init, "arch": cfg.arch}
+    if name in ("probe", "knn"):
+        _need_labels(s.train_set, name, "training")
+    if name in ("probe", "knn", "cluster", "retrieval"):
+        _need_labels(s.test_set, name, "test")
+    if name == "probe":
+        out.update(linear_probes(s.model, s.train_set, s.test_set, size, dev, epochs=epochs,
+                                 crop_scale=cfg.crop_scale, seed=cfg.seed, workers=cfg.workers,
+                                 progress=progress, batch_size=cfg.batch_size))
+    elif name == "knn":
+        layer = layer or "fc"
+        check_layer(s.model, layer)
+        feats = [layer_features(s.model, ds, layer, size, dev, cfg.batch_size, cfg.workers, desc=desc(f"knn {d}"))
+                 for ds, d in ((s.train_set, "train"), (s.test_set, "test"))]
+        out.update(layer=layer, k=knn_k, temperature=0.07,
+                   top1=knn_accuracy(feats[0], s.train_set.targets, feats[1], s.test_set.targets, knn_k))
+    elif name == "cluster":
+        layer = layer or "fc"
+        check_layer(s.model, layer)
+        f = layer_features(s.model, s.test_set, layer, size, dev, cfg.batch_size, cfg.workers,
+                           desc=desc("cluster features"))
+        out.update(layer=layer, split=s.test_set.name, **kmeans_quality(preprocess_features(f, cfg.pca_dim),
+                                                                         s.test_set.targets, seeds=seeds,
+                                                                         seed=cfg.seed))
+        if s.assignment is not None and s.train_set.targets is not None and len(s.assignment) <= len(
+                s.train_set):
+            y = s.train_set.targets[:len(s.assignment)]
+            out["pseudo_labels"] = {"nmi": nmi(y, s.assignment), "ari": ari(y, s.assignment),
+                                    "clusters": int(len(np.unique(s.assignment)))}
+    elif name == "transfer":
+        tcfg = replace(cfg, data=target_data or cfg.data, val_data=target_val_data if target_data else cfg.val_data,
+                       subset=None, supervised=True, k=2)
+        train_t, test_t = load_datasets(tcfg)
+        _need_labels(test_t, name, "target test")
+        if train_t.channels != s.train_set.channels:
+            raise ConfigError(f"the target images have {train_t.channels} channel(s), the network was built for "
+                              f"{s.train_set.channels}: use a target dataset of the same kind")
+        out["target"] = train_t.name
+        for mode in ("fc", "all"):
+            out[mode] = finetune(s.model, train_t, test_t, size, dev, mode, epochs=epochs, crop_scale=cfg.crop_scale,
+                                 seed=cfg.seed, workers=cfg.workers, progress=progress, batch_size=cfg.batch_size)
+    elif name == "retrieval":
+        out.update(_retrieval(s, layer or f"conv{s.model.n_conv}", queries, progress))
+    return out
+
+
+def _retrieval(s: EvalSetup, layer: str, queries: int, progress: bool) -> dict:
+    """R-MAC from a conv layer's map: regional vectors whitened with PCA learned on the *training* images; every
+    one of the first ``queries`` test images is a query against the others (same label = relevant)."""
+    from ..data import make_loader
+    from ..views import center_view
+
+    check_layer(s.model, layer)
+    if layer == "fc":
+        raise ConfigError("retrieval reads a conv layer's map (R-MAC): choose --layer conv1..conv"
+                          f"{s.model.n_conv}")
+    i = int(layer[4:])
+    s.model.eval()
+
+    def regional(ds, n):
+        rows = []
+        for images, _ in make_loader(ds, range(min(n, len(ds))), s.cfg.batch_size, s.cfg.workers):
+            x = center_view(images.to(s.device), s.image_size, ds.mean, ds.std)
+            with torch.no_grad():
+                rows.append(rmac_from_maps(s.model.conv_outputs(x.contiguous(memory_format=torch.channels_last),
+                                                                upto=i)[-1].float().cpu()))
+        return np.concatenate(rows)
+
+    whitening = RegionWhitening().fit(regional(s.train_set, 2000))
+    desc = rmac_descriptors(regional(s.test_set, queries), whitening)
+    y = s.test_set.targets[:len(desc)]
+    return {"layer": layer, "queries": len(desc), "map": mean_average_precision(desc, desc, y, y, exclude_self=True),
+            "chance": float(np.mean([(np.sum(y == c) - 1) / (len(y) - 1) for c in y]))}
+
+
+def result_name(protocol: str, random_init: bool) -> str:
+    return f"eval/{protocol}{'-random' if random_init else ''}.json"

@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+
+from deepcluster.evaluate import hungarian_accuracy, imbalance_factor, nmi
+from deepcluster.evaluate.knn import knn_accuracy, knn_predict
+
+
+def test_hungarian_accuracy_of_a_permuted_labelling_is_one():
+    y = np.random.default_rng(0).integers(0, 7, 500)
+    perm = np.random.default_rng(1).permutation(7)
+    assert hungarian_accuracy(y, perm[y]) == 1.0
+    assert nmi(y, perm[y]) == pytest.approx(1.0)
+
+
+def test_hungarian_accuracy_counts_the_best_matching():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    c = np.array([5, 5, 9, 9, 9, 9])  # best: 5->0 (2 right), 9->1 (3 right)
+    assert hungarian_accuracy(y, c) == pytest.approx(5 / 6)
+
+
+def test_imbalance_factor():
+    assert imbalance_factor(np.repeat(np.arange(4), 10)) == pytest.approx(1.0)
+    assert imbalance_factor(np.zeros(40, int), k=4) == pytest.approx(4.0)
+
+
+def test_knn_on_separated_classes_is_perfect_and_weighted_votes_matter():
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((5, 32)) * 4
+    y = np.repeat(np.arange(5), 40)
+    x = centers[y] + rng.standard_normal((200, 32)) * 0.3
+    assert knn_accuracy(x[::2], y[::2], x[1::2], y[1::2], k=10) == 1.0
+    # one very close neighbour of class 1 outvotes two far ones of class 0 at a low temperature
+    train = np.array([[1.0, 0.0], [0.0, 1.0], [0.1, 1.0]])
+    pred = knn_predict(train, np.array([1, 0, 0]), np.array([[1.0, 0.05]]), k=3, temperature=0.05)
+    assert pred.tolist() == [1]

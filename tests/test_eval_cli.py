@@ -1,0 +1,99 @@
+"""`deepcluster eval` and `deepcluster compare` end to end on generated images."""
+import json
+
+import pytest
+
+from deepcluster.cli import main
+
+COMMON = ["--device", "cpu"]
+
+
+@pytest.fixture
+def runs(image_folder, tmp_path):
+    base = ["--data", str(image_folder), "--val-data", str(image_folder), "--image-size", "32", "--k", "6",
+            "--batch-size", "16", "--pca-dim", "16", "--eval-seeds", "1", "--epochs", "1"] + COMMON
+    assert main(["train", "--out", str(tmp_path / "dc")] + base) == 0
+    assert main(["train", "--out", str(tmp_path / "sup"), "--supervised"] + base) == 0
+    return tmp_path / "dc", tmp_path / "sup"
+
+
+def test_every_protocol_and_compare(runs, image_folder, tmp_path, capsys):
+    dc, sup = runs
+    opts = ["--epochs", "1", "--queries", "20", "--target-data", str(image_folder), "--target-val-data",
+            str(image_folder)] + COMMON
+    assert main(["eval", "all", "--run", str(dc)] + opts) == 0
+    assert main(["eval", "all", "--run", str(dc), "--random-init"] + opts) == 0
+    assert main(["eval", "probe", "knn", "--checkpoint", str(sup / "checkpoint.pt")] + opts) == 0
+    for name in ("probe", "knn", "cluster", "transfer", "retrieval"):
+        res = json.loads((dc / "eval" / f"{name}.json").read_text())
+        assert res["protocol"] == name and not res["random_init"]
+        assert json.loads((dc / "eval" / f"{name}-random.json").read_text())["random_init"]
+    probe = json.loads((dc / "eval" / "probe.json").read_text())
+    assert all(0 <= probe[f"conv{i}"] <= 1 for i in range(1, 6))
+    cl = json.loads((dc / "eval" / "cluster.json").read_text())
+    assert cl["k"] == 3 and cl["pseudo_labels"]["clusters"] == 6
+    tr = json.loads((dc / "eval" / "transfer.json").read_text())
+    assert 0 <= tr["fc"] <= 1 and 0 <= tr["all"] <= 1
+    rt = json.loads((dc / "eval" / "retrieval.json").read_text())
+    assert rt["queries"] == 20 and 0 < rt["map"] <= 1 and rt["layer"] == "conv5"
+    capsys.readouterr()
+    out_md = tmp_path / "table.md"
+    assert main(["compare", str(dc), str(sup), "--out", str(out_md)]) == 0
+    table = capsys.readouterr().out
+    lines = [l for l in table.splitlines() if l.startswith("| ")]
+    assert lines[0].startswith("| features | conv1 |")
+    assert [l.split(" | ")[0] for l in lines[1:]] == ["| random init (small)", "| DeepCluster (dc)",
+                                                      "| supervised (sup)"]
+    assert out_md.read_text().strip() == table.strip()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["knn", "--layer", "conv9"], "layer 'conv9' does not exist in small: choose one of conv1"),
+    (["retrieval", "--layer", "fc"], "retrieval reads a conv layer's map"),
+    (["probe", "--data", "fashion-mnist"], "fashion-mnist images are 28 px"),
+    (["cluster", "--data", "FLAT"], "needs a labelled test split: pass --val-data"),
+    (["probe", "--data", "FLAT", "--val-data", "FLAT"], "needs labels"),
+])
+def test_bad_eval_input_gives_one_clear_line(runs, tmp_path, capsys, args, message):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    from PIL import Image
+
+    for i in range(4):
+        Image.new("RGB", (32, 32), (i * 60, 0, 0)).save(flat / f"{i}.png")
+    args = [str(flat) if a == "FLAT" else a for a in args]
+    capsys.readouterr()
+    assert main(["eval"] + args[:1] + ["--run", str(runs[0])] + args[1:] + COMMON) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_compare_refuses_a_folder_that_is_no_run(tmp_path, capsys):
+    assert main(["compare", str(tmp_path)]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_supervised_needs_labels(tmp_path, capsys):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    from PIL import Image
+
+    for i in range(4):
+        Image.new("RGB", (32, 32)).save(flat / f"{i}.png")
+    assert main(["train", "--data", str(flat), "--supervised", "--out", str(tmp_path / "r")] + COMMON) == 2
+    assert "--supervised needs labels" in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_another_architecture_is_refused(runs, tmp_path, capsys):
+    import torch
+
+    from deepcluster.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(runs[0] / "checkpoint.pt")
+    state["config"]["arch"] = "alexnet"  # the weights are still the small network's
+    state["config"]["image_size"] = 224
+    save_checkpoint(tmp_path / "other.pt", state)
+    capsys.readouterr()
+    assert main(["eval", "knn", "--checkpoint", str(tmp_path / "other.pt")] + COMMON) == 2
+    err = capsys.readouterr().err
+    assert "do not fit the alexnet network" in err and err.count("\n") == 1
