@@ -70,7 +70,9 @@ def load_for_eval(path: str | Path, data: Optional[str] = None, val_data: Option
                               f"channel {default_image_size(cfg)} px images: evaluate it on data like its "
                               f"training data") from None
         model.to(memory_format=torch.channels_last)
-    assignment = ckpt["assignment"].numpy() if "assignment" in ckpt and not cfg.supervised else None
+    # the run's pseudo-labels belong to its trained weights, not to the random-init baseline
+    learned = "assignment" in ckpt and not cfg.supervised and not random_init
+    assignment = ckpt["assignment"].numpy() if learned else None
     return EvalSetup(model, cfg, train_set, test_set, dev, ckpt_path.parent, random_init, assignment)
 
 
