@@ -18,9 +18,9 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .clustering import KMeans
-from .config import Config, TrainingError
+from .config import Config, ConfigError, TrainingError
 from .data import default_image_size, load_datasets, make_loader
-from .evaluate import imbalance_factor, kmeans_quality, nmi, ari
+from .evaluate import ari, imbalance_factor, kmeans_quality, nmi
 from .features import extract_features
 from .models import DeepClusterNet, build_model
 from .preprocess import preprocess_features
@@ -33,8 +33,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from .config import ConfigError
-
         raise ConfigError("--device cuda was asked for but no CUDA GPU is visible: use --device cpu or auto")
     return torch.device(name)
 
@@ -215,7 +213,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = 
             "head_classes": model.head.out_features, "optimizer": optimizer.state_dict(),
             "assignment": torch.from_numpy(assignment)})
         history.append(row)
-        tqdm.write(_epoch_line(row)) if not quiet else None
+        if not quiet:
+            tqdm.write(_epoch_line(row))
 
     # ---- what the run leaves: assignment, evaluation, pictures
     from .visualize import plot_curves, save_cluster_grid
