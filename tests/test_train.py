@@ -15,6 +15,14 @@ def strip_times(rows):
     return [{k: v for k, v in r.items() if k not in TIMES} for r in rows]
 
 
+def test_supervised_resume_repeats_an_uninterrupted_run_exactly(tiny_config, tmp_path):
+    cfg = dataclasses.replace(tiny_config, supervised=True, epochs=2)
+    straight = train(cfg, tmp_path / "a", quiet=True)
+    train(dataclasses.replace(cfg, epochs=1), tmp_path / "b", quiet=True)
+    resumed = train(cfg, tmp_path / "b", resume=True, quiet=True)
+    assert strip_times(resumed["metrics"]) == strip_times(straight["metrics"])
+
+
 def test_two_epochs_write_a_complete_run(tiny_config, tmp_path):
     out = tmp_path / "run"
     summary = train(tiny_config, out, quiet=True)
@@ -124,3 +132,41 @@ def test_a_non_finite_loss_keeps_the_last_good_checkpoint(tiny_config, tmp_path,
     after = snapshot(out)
     assert after["checkpoint.pt"] == before["checkpoint.pt"]
     assert after["metrics.jsonl"] == before["metrics.jsonl"]
+
+
+def test_v2_keeps_its_head_and_resumes_exactly(tiny_config, tmp_path):
+    cfg = dataclasses.replace(tiny_config, method="v2", epochs=3, proj_dim=8)
+    straight = train(cfg, tmp_path / "a", quiet=True)
+    train(dataclasses.replace(cfg, epochs=1), tmp_path / "b", quiet=True)
+    resumed = train(cfg, tmp_path / "b", resume=True, quiet=True)
+    assert strip_times(resumed["metrics"]) == strip_times(straight["metrics"])
+    a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in "ab")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert torch.equal(a["bank"], b["bank"]) and a["bank"].shape == (36, 8)
+    # the bank holds unit vectors, the prototypes are unit vectors, and they are the bank's k-means centroids
+    assert torch.allclose(a["bank"].norm(dim=1), torch.ones(36), atol=1e-5)
+    protos = a["model"]["head.prototypes"]
+    assert protos.shape == (6, 8) and torch.allclose(protos.norm(dim=1), torch.ones(6), atol=1e-5)
+    assert all(np.isfinite(r["loss"]) and r["clusters"] == 6 for r in straight["metrics"])
+
+
+def test_v2_projection_persists_across_epochs(tiny_config, tmp_path, monkeypatch):
+    """v1 re-initialises its head every epoch; v2 must not: epoch 2 starts from the projection epoch 1 learned."""
+    import importlib
+
+    t = importlib.import_module("deepcluster.train")  # the module, not the function the package exports
+
+    cfg = dataclasses.replace(tiny_config, method="v2", epochs=2, proj_dim=8)
+    train(dataclasses.replace(cfg, epochs=1), tmp_path / "one", quiet=True)
+    after_one = load_checkpoint(tmp_path / "one" / "checkpoint.pt")["model"]["head.projection.weight"]
+    seen = []
+    real = t.train_on_labels
+
+    def spy(model, *a, **k):
+        seen.append(model.head.projection.weight.detach().clone())
+        return real(model, *a, **k)
+
+    monkeypatch.setattr(t, "train_on_labels", spy)
+    train(cfg, tmp_path / "two", quiet=True)
+    assert len(seen) == 2 and torch.equal(seen[1], after_one) and not torch.equal(seen[0], seen[1])

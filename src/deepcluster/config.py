@@ -13,6 +13,7 @@ from typing import Any, Optional
 import yaml
 
 ARCHS = ("small", "alexnet", "vgg16")
+METHODS = ("v1", "v2")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -45,6 +46,11 @@ class Config:
     # model
     arch: str = _opt("network: " + ", ".join(ARCHS), "small")
     sobel: bool = _opt("fixed Sobel input filter (grayscale + two edge kernels), as in the paper", True)
+    method: str = _opt("v1: the paper's DeepCluster (fresh linear head each epoch, uniform sampling); v2: "
+                       "DeepCluster-v2 (prototypes = k-means centroids of a memory bank of projections, nothing "
+                       "re-initialised)", "v1")
+    proj_dim: int = _opt("v2: dimension of the normalised projection the prototypes live in", 128)
+    temperature: float = _opt("v2: temperature of the cosine logits", 0.1)
     # clustering
     k: int = _opt("number of k-means clusters (the paper: 10000 on ImageNet)", 100)
     pca_dim: int = _opt("PCA-whitening dimension before k-means (capped at the feature dimension)", 256)
@@ -71,6 +77,9 @@ class Config:
                 raise ConfigError(msg)
 
         need(self.arch in ARCHS, f"unknown architecture '{self.arch}': choose one of {', '.join(ARCHS)} (--arch)")
+        need(self.method in METHODS, f"unknown method '{self.method}': choose v1 or v2 (--method)")
+        need(self.proj_dim >= 2, f"proj_dim = {self.proj_dim} must be at least 2 (--proj-dim)")
+        need(self.temperature > 0, f"temperature = {self.temperature} must be positive (--temperature)")
         need(self.device in DEVICES, f"unknown device '{self.device}': choose one of {', '.join(DEVICES)} (--device)")
         need(self.k >= 2, f"k = {self.k} is too small: k-means needs at least 2 clusters (--k)")
         need(self.epochs >= 1, f"epochs = {self.epochs}: train at least one epoch (--epochs)")

@@ -58,10 +58,12 @@ def compute_features(model: DeepClusterNet, dataset, cfg: Config, device: torch.
     return extract_features(model.embed, loader, len(dataset), prep, device, desc)
 
 
-def train_on_labels(model: DeepClusterNet, optimizer, head_optimizer: Optional[torch.optim.Optimizer], dataset, indices: np.ndarray,
-                    targets: np.ndarray, cfg: Config, epoch: int, device: torch.device) -> float:
+def train_on_labels(model: DeepClusterNet, optimizer, head_optimizer: Optional[torch.optim.Optimizer], dataset,
+                    indices: np.ndarray, targets: np.ndarray, cfg: Config, epoch: int, device: torch.device,
+                    bank: Optional[torch.Tensor] = None) -> float:
     """One pass over ``indices`` (dataset indices) with the augmented view and cross-entropy against
-    ``targets[index]``. Returns the mean loss."""
+    ``targets[index]``. With a ``bank`` (v2), the head's normalised projections are written into it by index.
+    Returns the mean loss."""
     size = default_image_size(cfg)
     gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
     y_all = torch.from_numpy(targets).to(device)
@@ -73,6 +75,8 @@ def train_on_labels(model: DeepClusterNet, optimizer, head_optimizer: Optional[t
         x = train_view(images.to(device, non_blocking=True), size, dataset.mean, dataset.std, cfg.crop_scale,
                        generator=gen).contiguous(memory_format=torch.channels_last)
         loss = F.cross_entropy(model(x), y_all[idx.to(device)])
+        if bank is not None:
+            bank[idx] = model.head.last_z.to(bank.device)
         if not torch.isfinite(loss):
             raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}, batch {step}: lower the "
                                 f"learning rate (--lr, now {cfg.lr}); the last checkpoint is kept as it was")
@@ -114,6 +118,46 @@ def deepcluster_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, ep
         "empty_resplit": km.n_resplit_, "imbalance": imbalance_factor(labels, n_clusters),
         "time_features": t1 - t0, "time_clustering": t2 - t1, "time_training": t3 - t2,
     }
+
+
+def v2_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, epoch: int, device: torch.device,
+             bank: Optional[torch.Tensor]) -> tuple[np.ndarray, dict, torch.Tensor]:
+    """One DeepCluster-v2 epoch: k-means on the memory bank (the projections of every image from the previous
+    epoch's training pass; from a centre-view pass on the first epoch), its centroids become the prototypes, then
+    one pass over all images in random order predicting the assignment, refreshing the bank as it goes.
+    Returns ``(assignment, metrics, bank)``."""
+    torch.manual_seed(epoch_seed(cfg.seed, epoch))
+    t0 = time.perf_counter()
+    if bank is None:
+        feats = compute_features(model, dataset, cfg, device, desc=f"epoch {epoch} bank")
+        with torch.no_grad():
+            bank = model.head.project(F.relu(torch.from_numpy(feats).to(device))).cpu()
+    t1 = time.perf_counter()
+    x = bank.numpy()
+    km = KMeans(cfg.k, cfg.kmeans_iters, seed=epoch_seed(cfg.seed, epoch),
+                use_gpu="auto" if device.type == "cuda" else False).fit(x)
+    model.head.set_prototypes(torch.from_numpy(km.cluster_centers_))
+    t2 = time.perf_counter()
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(dataset))
+    bank = bank.clone()
+    loss = train_on_labels(model, optimizer, None, dataset, order, km.labels_, cfg, epoch, device, bank=bank)
+    t3 = time.perf_counter()
+    return km.labels_, {
+        "epoch": epoch, "loss": loss, "kmeans_objective": km.inertia_ / len(x), "clusters": cfg.k,
+        "empty_resplit": km.n_resplit_, "imbalance": imbalance_factor(km.labels_, cfg.k),
+        "time_features": t1 - t0, "time_clustering": t2 - t1, "time_training": t3 - t2,
+    }, bank
+
+
+def restore_model(model: DeepClusterNet, ckpt: dict) -> None:
+    """Give ``model`` the head the checkpoint was saved with, then load its weights."""
+    c = ckpt["config"]
+    if c.get("method", "v1") == "v2":
+        model.use_prototypes(ckpt["head_classes"], c["proj_dim"], c["temperature"])
+    else:
+        model.reset_head(ckpt["head_classes"])
+    model.load_state_dict(ckpt["model"])
+    model.to(memory_format=torch.channels_last)
 
 
 def supervised_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, epoch: int,
@@ -176,17 +220,22 @@ def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = 
 
     # ---- model and optimiser
     model = make_model(cfg, train_set, device)
-    if cfg.supervised:  # one head for the true classes, trained with the body
-        model.reset_head(int(train_set.targets.max()) + 1)
-    optimizer = torch.optim.SGD(model.parameters() if cfg.supervised else model.body_parameters(), lr=cfg.lr,
-                                momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    start, previous, history = 1, None, []
+    # v1 replaces its head every epoch and trains it with its own optimiser; the supervised baseline and v2 keep
+    # one head (class layer; projection + prototypes) trained with the body.
+    # The head is in place before the optimiser is made, so the optimiser holds the parameters that are trained.
+    persistent_head = cfg.supervised or cfg.method == "v2"
     if ckpt is not None:
-        model.reset_head(ckpt["head_classes"])
-        model.load_state_dict(ckpt["model"])
-        model.to(memory_format=torch.channels_last)
+        restore_model(model, ckpt)
+    elif cfg.supervised:
+        model.reset_head(int(train_set.targets.max()) + 1)
+    elif cfg.method == "v2":
+        model.use_prototypes(cfg.k, cfg.proj_dim, cfg.temperature)
+    optimizer = torch.optim.SGD(model.parameters() if persistent_head else model.body_parameters(), lr=cfg.lr,
+                                momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    start, previous, history, bank = 1, None, [], None
+    if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
-        start, previous = ckpt["epoch"] + 1, ckpt["assignment"].numpy()
+        start, previous, bank = ckpt["epoch"] + 1, ckpt["assignment"].numpy(), ckpt.get("bank")
         history = run.keep_metrics(ckpt["epoch"])
         say(f"resuming after epoch {ckpt['epoch']}")
     elif resuming:
@@ -198,6 +247,9 @@ def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = 
                       total=cfg.epochs, disable=quiet):
         if cfg.supervised:
             assignment, row = supervised_epoch(model, optimizer, train_set, cfg, epoch, device)
+        elif cfg.method == "v2":
+            assignment, row, bank = v2_epoch(model, optimizer, train_set, cfg, epoch, device, bank)
+            row["nmi_prev"] = nmi(previous, assignment) if previous is not None else None
         else:
             assignment, row = deepcluster_epoch(model, optimizer, train_set, cfg, epoch, device)
             row["nmi_prev"] = nmi(previous, assignment) if previous is not None else None
@@ -211,7 +263,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = 
         save_checkpoint(run / "checkpoint.pt", {
             "epoch": epoch, "config": cfg.to_dict(), "arch": cfg.arch, "model": model.state_dict(),
             "head_classes": model.head.out_features, "optimizer": optimizer.state_dict(),
-            "assignment": torch.from_numpy(assignment)})
+            "assignment": torch.from_numpy(assignment), **({"bank": bank} if bank is not None else {})})
         history.append(row)
         if not quiet:
             tqdm.write(_epoch_line(row))

@@ -48,7 +48,7 @@ def load_for_eval(path: str | Path, data: Optional[str] = None, val_data: Option
     """A run directory (its ``checkpoint.pt``) or a checkpoint file -> the network and the datasets to evaluate
     on (the run's own, unless ``data``/``val_data`` name others). ``random_init`` keeps the architecture and
     seed but not the learned weights: the "random" row of the tables."""
-    from ..train import make_model, resolve_device
+    from ..train import make_model, resolve_device, restore_model
 
     path = Path(path)
     ckpt_path = path / "checkpoint.pt" if path.is_dir() else path
@@ -62,14 +62,12 @@ def load_for_eval(path: str | Path, data: Optional[str] = None, val_data: Option
     dev = resolve_device(device)
     model = make_model(cfg, train_set, dev)
     if not random_init:
-        model.reset_head(ckpt["head_classes"])
         try:
-            model.load_state_dict(ckpt["model"])
+            restore_model(model, ckpt)
         except RuntimeError:
             raise ConfigError(f"the weights in {ckpt_path} do not fit the {cfg.arch} network for {train_set.channels}-"
                               f"channel {default_image_size(cfg)} px images: evaluate it on data like its "
                               f"training data") from None
-        model.to(memory_format=torch.channels_last)
     # the run's pseudo-labels belong to its trained weights, not to the random-init baseline
     learned = "assignment" in ckpt and not cfg.supervised and not random_init
     assignment = ckpt["assignment"].numpy() if learned else None

@@ -12,6 +12,38 @@ from .convnets import BUILDERS
 from .sobel import Sobel
 
 
+class PrototypeHead(nn.Module):
+    """DeepCluster-v2's head (Caron et al., SwAV paper, 2020): a linear projection to ``dim``, L2-normalised,
+    scored by cosine against ``k`` prototypes (the k-means centroids of the previous epoch's projections, not
+    trained) divided by a temperature. The projection persists across epochs; only the prototypes change.
+    ``last_z`` keeps the latest normalised projections so the trainer can refresh its memory bank."""
+
+    def __init__(self, in_dim: int, dim: int, k: int, temperature: float):
+        super().__init__()
+        self.projection = nn.Linear(in_dim, dim)
+        nn.init.normal_(self.projection.weight, 0.0, 0.01)
+        nn.init.zeros_(self.projection.bias)
+        self.register_buffer("prototypes", F.normalize(torch.randn(k, dim), dim=1))
+        self.temperature = temperature
+        self.last_z: torch.Tensor | None = None
+
+    @property
+    def out_features(self) -> int:
+        return self.prototypes.shape[0]
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """``(B, in_dim)`` -> unit-norm ``(B, dim)``."""
+        return F.normalize(self.projection(h), dim=1)
+
+    def set_prototypes(self, centroids: torch.Tensor) -> None:
+        self.prototypes = F.normalize(centroids.to(self.prototypes), dim=1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        z = self.project(h)
+        self.last_z = z.detach()
+        return z @ self.prototypes.T / self.temperature
+
+
 class DeepClusterNet(nn.Module):
     def __init__(self, arch: str, in_channels: int, image_size: int, sobel: bool = True, n_classes: int = 1):
         super().__init__()
@@ -43,6 +75,12 @@ class DeepClusterNet(nn.Module):
         nn.init.zeros_(head.bias)
         self.head = head
         return head
+
+    def use_prototypes(self, k: int, dim: int, temperature: float) -> PrototypeHead:
+        """Switch to DeepCluster-v2's persistent prototype head."""
+        p = next(self.classifier.parameters())
+        self.head = PrototypeHead(self.feature_dim, dim, k, temperature).to(device=p.device, dtype=p.dtype)
+        return self.head
 
     def body_parameters(self):
         return [p for n, p in self.named_parameters() if not n.startswith("head.")]
