@@ -31,7 +31,7 @@ def test_every_protocol_and_compare(runs, image_folder, tmp_path, capsys):
     probe = json.loads((dc / "eval" / "probe.json").read_text())
     assert all(0 <= probe[f"conv{i}"] <= 1 for i in range(1, 6))
     cl = json.loads((dc / "eval" / "cluster.json").read_text())
-    assert cl["k"] == 3 and cl["pseudo_labels"]["clusters"] == 6
+    assert cl["k"] == 3 and cl["pseudo_labels"]["clusters"] == 6 and 0 <= cl["l2"]["nmi"] <= 1
     assert "pseudo_labels" not in json.loads((dc / "eval" / "cluster-random.json").read_text())
     tr = json.loads((dc / "eval" / "transfer.json").read_text())
     assert 0 <= tr["fc"] <= 1 and 0 <= tr["all"] <= 1

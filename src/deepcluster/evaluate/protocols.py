@@ -15,7 +15,7 @@ import torch
 from ..checkpoint import load_checkpoint
 from ..config import Config, ConfigError
 from ..data import default_image_size, load_datasets
-from ..preprocess import preprocess_features
+from ..preprocess import l2_normalize, preprocess_features
 from .clustering import kmeans_quality
 from .knn import knn_accuracy
 from .layers import check_layer, layer_features, probe_dims_default
@@ -112,9 +112,12 @@ def run_protocol(name: str, s: EvalSetup, epochs: int = 10, layer: Optional[str]
         check_layer(s.model, layer)
         f = layer_features(s.model, s.test_set, layer, size, dev, cfg.batch_size, cfg.workers,
                            desc=desc("cluster features"))
-        out.update(layer=layer, split=s.test_set.name, **kmeans_quality(preprocess_features(f, cfg.pca_dim),
-                                                                         s.test_set.targets, seeds=seeds,
-                                                                         seed=cfg.seed))
+        y = s.test_set.targets
+        out.update(layer=layer, split=s.test_set.name,
+                   **kmeans_quality(preprocess_features(f, cfg.pca_dim), y, seeds=seeds, seed=cfg.seed))
+        # Whitening to pca_dim suits DeepCluster's own large-k clustering but can hurt a k = classes one
+        # (docs/small-data.md): plain L2-normalised features are scored too.
+        out["l2"] = kmeans_quality(l2_normalize(f), y, seeds=seeds, seed=cfg.seed)
         if s.assignment is not None and s.train_set.targets is not None and len(s.assignment) <= len(
                 s.train_set):
             y = s.train_set.targets[:len(s.assignment)]
