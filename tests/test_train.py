@@ -15,14 +15,6 @@ def strip_times(rows):
     return [{k: v for k, v in r.items() if k not in TIMES} for r in rows]
 
 
-def test_supervised_resume_repeats_an_uninterrupted_run_exactly(tiny_config, tmp_path):
-    cfg = dataclasses.replace(tiny_config, supervised=True, epochs=2)
-    straight = train(cfg, tmp_path / "a", quiet=True)
-    train(dataclasses.replace(cfg, epochs=1), tmp_path / "b", quiet=True)
-    resumed = train(cfg, tmp_path / "b", resume=True, quiet=True)
-    assert strip_times(resumed["metrics"]) == strip_times(straight["metrics"])
-
-
 def test_two_epochs_write_a_complete_run(tiny_config, tmp_path):
     out = tmp_path / "run"
     summary = train(tiny_config, out, quiet=True)
@@ -44,19 +36,29 @@ def test_two_epochs_write_a_complete_run(tiny_config, tmp_path):
         assert 0 <= ev[name]["nmi"] <= 1 and 1 / 3 - 1e-9 <= ev[name]["acc"] <= 1
 
 
-def test_resume_repeats_an_uninterrupted_run_exactly(tiny_config, tmp_path):
-    cfg = dataclasses.replace(tiny_config, epochs=3)
+def assert_resume_is_exact(cfg, tmp_path):
+    """Run ``cfg`` straight into ``a``; run one epoch into ``b`` and resume it to the end. Both must end with the
+    same metrics (times aside) and the same weights; returns their checkpoints."""
     straight = train(cfg, tmp_path / "a", quiet=True)
     train(dataclasses.replace(cfg, epochs=1), tmp_path / "b", quiet=True)
     resumed = train(cfg, tmp_path / "b", resume=True, quiet=True)
     assert strip_times(resumed["metrics"]) == strip_times(straight["metrics"])
     a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in "ab")
-    assert a["epoch"] == b["epoch"] == 3
+    assert a["epoch"] == b["epoch"] == cfg.epochs
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+    return a, b, straight
+
+
+def test_resume_repeats_an_uninterrupted_run_exactly(tiny_config, tmp_path):
+    a, b, _ = assert_resume_is_exact(dataclasses.replace(tiny_config, epochs=3), tmp_path)
     assert torch.equal(a["assignment"], b["assignment"])
     lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+
+
+def test_supervised_resume_repeats_an_uninterrupted_run_exactly(tiny_config, tmp_path):
+    assert_resume_is_exact(dataclasses.replace(tiny_config, supervised=True, epochs=2), tmp_path)
 
 
 def test_resume_drops_metrics_of_epochs_the_checkpoint_lacks(tiny_config, tmp_path):
@@ -135,14 +137,8 @@ def test_a_non_finite_loss_keeps_the_last_good_checkpoint(tiny_config, tmp_path,
 
 
 def test_v2_keeps_its_head_and_resumes_exactly(tiny_config, tmp_path):
-    cfg = dataclasses.replace(tiny_config, method="v2", epochs=3, proj_dim=8)
-    straight = train(cfg, tmp_path / "a", quiet=True)
-    train(dataclasses.replace(cfg, epochs=1), tmp_path / "b", quiet=True)
-    resumed = train(cfg, tmp_path / "b", resume=True, quiet=True)
-    assert strip_times(resumed["metrics"]) == strip_times(straight["metrics"])
-    a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in "ab")
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
+    a, b, straight = assert_resume_is_exact(
+        dataclasses.replace(tiny_config, method="v2", epochs=3, proj_dim=8), tmp_path)
     assert torch.equal(a["bank"], b["bank"]) and a["bank"].shape == (36, 8)
     # the bank holds unit vectors, the prototypes are unit vectors, and they are the bank's k-means centroids
     assert torch.allclose(a["bank"].norm(dim=1), torch.ones(36), atol=1e-5)
