@@ -139,7 +139,6 @@ def v2_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, epoch: int,
     model.head.set_prototypes(torch.from_numpy(km.cluster_centers_))
     t2 = time.perf_counter()
     order = np.random.default_rng([cfg.seed, epoch]).permutation(len(dataset))
-    bank = bank.clone()
     loss = train_on_labels(model, optimizer, None, dataset, order, km.labels_, cfg, epoch, device, bank=bank)
     t3 = time.perf_counter()
     return km.labels_, {

@@ -21,6 +21,13 @@ from ..views import center_view, train_view
 from .layers import conv_grids, conv_shapes, pool, probe_dims_default
 
 
+def sgd_cosine(params, lr: float, steps: int):
+    """The evaluation's optimiser: SGD (momentum 0.9, weight decay 1e-4) with the lr cosine-decayed to 0 over
+    ``steps`` steps. Returns ``(optimizer, scheduler)``; step both every batch."""
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+
+
 def snapshot(model: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("head.")}
 
@@ -46,9 +53,7 @@ def linear_probes(model, train_set, test_set, image_size: int, device, epochs: i
     dims = [c * g * g for (c, _, _), g in zip(shapes, grids)]
     torch.manual_seed(seed)
     heads = nn.ModuleList(nn.Linear(d, n_classes) for d in dims).to(device)
-    opt = torch.optim.SGD(heads.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
-    steps = epochs * math.ceil(len(train_set) / batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    opt, sched = sgd_cosine(heads.parameters(), lr, epochs * math.ceil(len(train_set) / batch_size))
     before = snapshot(model)
     model.eval()  # BatchNorm uses (and keeps) its running statistics
     y_train = torch.as_tensor(train_set.targets, device=device)

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from ..data import make_loader
 from ..views import center_view, train_view
+from .probe import sgd_cosine
 
 MODES = ("fc", "all")
 
@@ -28,9 +29,7 @@ def finetune(model, train_set, test_set, image_size: int, device, mode: str = "f
     n_classes = int(max(train_set.targets.max(), test_set.targets.max())) + 1
     m.reset_head(n_classes)
     params = (list(m.classifier.parameters()) + list(m.head.parameters())) if mode == "fc" else list(m.parameters())
-    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
-    steps = epochs * math.ceil(len(train_set) / batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    opt, sched = sgd_cosine(params, lr, epochs * math.ceil(len(train_set) / batch_size))
     y_train = torch.as_tensor(train_set.targets, device=device)
     gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
     for _ in tqdm(range(epochs), desc=f"transfer ({mode})", unit="epoch", disable=not progress, leave=False):
