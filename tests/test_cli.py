@@ -13,11 +13,11 @@ def test_two_epoch_smoke_run_through_the_command_line(image_folder, tmp_path, ca
                "--device", "cpu", "--eval-seeds", "1", "--no-sobel"])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "| trained " in text and "| raw pixels " in text and "2 epochs" in text
+    assert "| trained " in text and "| pixels " in text and "2 epochs" in text
     saved = (out / "config.yaml").read_text()
     assert "k: 6" in saved and "sobel: false" in saved and "epochs: 2" in saved
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
-    assert json.loads((out / "eval.json").read_text())["trained"]["k"] == 3
+    assert json.loads((out / "eval.json").read_text())["k"] == 3
     # a second identical call refuses; --resume on a finished run only reports again
     assert main(["train", "--config", str(cfg), "--data", str(image_folder), "--epochs", "2", "--out", str(out),
                  "--device", "cpu", "--eval-seeds", "1", "--no-sobel"]) == 2

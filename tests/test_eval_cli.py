@@ -43,7 +43,7 @@ def test_every_protocol_and_compare(runs, image_folder, tmp_path, capsys):
     table = capsys.readouterr().out
     lines = [l for l in table.splitlines() if l.startswith("| ")]
     assert lines[0].startswith("| features | conv1 |")
-    assert [l.split(" | ")[0] for l in lines[1:]] == ["| random init (small)", "| DeepCluster (dc)",
+    assert [l.split(" | ")[0] for l in lines[1:]] == ["| random init (small)", "| DeepCluster v1 (dc)",
                                                       "| supervised (sup)"]
     assert out_md.read_text().strip() == table.strip()
 

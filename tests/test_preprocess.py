@@ -43,3 +43,12 @@ def test_transform_applies_the_fitted_projection_to_new_data():
     x = correlated(seed=2)
     p = PCAWhitening(5).fit(x[:1000])
     np.testing.assert_allclose(p.transform(x[1000:]), (x[1000:] - p.mean_) @ p._proj, rtol=1e-4, atol=1e-4)
+
+
+def test_unwhitened_pca_keeps_the_variance_of_each_component():
+    rng = np.random.default_rng(3)
+    rotation = np.linalg.qr(rng.standard_normal((6, 6)))[0]
+    x = (rng.standard_normal((4000, 6)) * [5, 4, 3, 2, 1, 0.5]) @ rotation
+    z = PCAWhitening(4, whiten=False).fit(x).transform(x)
+    np.testing.assert_allclose(z.std(0, ddof=1), [5, 4, 3, 2], rtol=0.05)
+    np.testing.assert_allclose(PCAWhitening(4).fit(x).transform(x).std(0, ddof=1), 1, rtol=1e-3)

@@ -30,10 +30,14 @@ def test_two_epochs_write_a_complete_run(tiny_config, tmp_path):
     assignment = np.load(out / "assignments.npy")
     assert assignment.shape == (36,) and len(np.unique(assignment)) == 6
     ev = summary["eval"]
-    assert set(ev) >= {"trained", "random-init", "raw pixels"} and ev["trained"]["k"] == 3
-    for name in ("trained", "random-init", "raw pixels"):
+    assert ev["k"] == 3 and json.loads((out / "eval.json").read_text()) == ev
+    rows = {(r["features"], r["preprocessing"]): r for r in ev["results"]}
+    assert set(rows) == {("trained", "L2"), ("trained", "PCA-whitened 16 + L2"), ("random-init", "L2"),
+                         ("random-init", "PCA-whitened 16 + L2"), ("pixels", "raw"), ("pixels", "L2"),
+                         ("pixels", "PCA-50 + L2")}
+    for r in rows.values():
         # with 3 balanced classes, the best one-to-one matching can never be worse than 1/3
-        assert 0 <= ev[name]["nmi"] <= 1 and 1 / 3 - 1e-9 <= ev[name]["acc"] <= 1
+        assert 0 <= r["nmi"] <= 1 and 1 / 3 - 1e-9 <= r["acc"] <= 1 and r["k"] == 3
 
 
 def assert_resume_is_exact(cfg, tmp_path):
@@ -85,6 +89,19 @@ def test_an_existing_run_is_never_overwritten_by_accident(tiny_config, tmp_path)
     with pytest.raises(ConfigError, match=r"another config \(k: 6 -> 5\)"):
         train(dataclasses.replace(tiny_config, k=5), out, resume=True, quiet=True)
     assert snapshot(out) == before
+
+
+def test_a_supervised_run_resumes_under_other_clustering_settings(tiny_config, tmp_path):
+    from deepcluster.rundir import RunDir
+
+    sup = dataclasses.replace(tiny_config, supervised=True)
+    RunDir(tmp_path).write_config(sup)
+    # k, the PCA and the method are never read by a supervised run: the same run, resumable
+    assert RunDir(tmp_path).open(dataclasses.replace(sup, k=50, pca_dim=8, method="v2"), True, False)
+    with pytest.raises(ConfigError, match=r"another config \(lr: 0.05 -> 0.5\)"):
+        RunDir(tmp_path).open(dataclasses.replace(sup, lr=0.5), True, False)
+    with pytest.raises(ConfigError, match=r"another config \(supervised: True -> False\)"):
+        RunDir(tmp_path).open(tiny_config, True, False)
 
 
 @pytest.mark.parametrize("change,message", [

@@ -7,10 +7,11 @@ import numpy as np
 class PCAWhitening:
     """PCA to ``n_components`` dims with whitening (every kept component scaled to unit variance), as faiss's
     ``PCAMatrix(d, n, eigen_power=-0.5)`` in the paper. ``eps`` is added to the eigenvalues so that directions of
-    (near) zero variance are not blown up into noise."""
+    (near) zero variance are not blown up into noise. ``whiten=False`` keeps each component's variance: a plain
+    PCA projection."""
 
-    def __init__(self, n_components: int = 256, eps: float = 1e-5):
-        self.n_components, self.eps = n_components, eps
+    def __init__(self, n_components: int = 256, eps: float = 1e-5, whiten: bool = True):
+        self.n_components, self.eps, self.whiten = n_components, eps, whiten
 
     def fit(self, x: np.ndarray) -> "PCAWhitening":
         """x: ``(N, D)``. Learns ``mean_ (D,)``, ``components_ (n, D)`` and ``explained_variance_ (n,)``."""
@@ -31,7 +32,8 @@ class PCAWhitening:
         signs = np.sign(self.components_[np.arange(n), np.abs(self.components_).argmax(1)])
         self.components_ *= signs[:, None]
         scale = self.eps * max(float(self.explained_variance_.max(initial=0.0)), 1e-12)
-        self._proj = (self.components_ / np.sqrt(self.explained_variance_ + scale)[:, None]).T.astype(np.float32)
+        gain = 1 / np.sqrt(self.explained_variance_ + scale) if self.whiten else np.ones(n)
+        self._proj = (self.components_ * gain[:, None]).T.astype(np.float32)
         self._mean32 = self.mean_.astype(np.float32)
         return self
 

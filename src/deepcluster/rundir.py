@@ -14,6 +14,8 @@ from .config import Config, ConfigError
 
 # Settings that may change when a run is resumed: they do not change what is computed, only how or how far.
 RESUMABLE_CHANGES = ("epochs", "device", "workers", "eval_seeds", "data_root")
+# settings a supervised run never reads
+CLUSTERING_ONLY = ("k", "pca_dim", "kmeans_iters", "method", "proj_dim", "temperature")
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "assignments.npy", "eval.json", "curves.png",
              "clusters.png")
 
@@ -62,7 +64,8 @@ class RunDir:
                                   f"--overwrite to replace it")
             old = Config.from_yaml(saved_cfg).to_dict()
             new = cfg.to_dict()
-            diff = [k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k]]
+            ignored = RESUMABLE_CHANGES + (CLUSTERING_ONLY if new["supervised"] else ())
+            diff = [k for k in new if k not in ignored and old.get(k) != new[k]]
             if diff:
                 changes = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff)
                 raise ConfigError(f"{self.path} holds a run with another config ({changes}): use the same "

@@ -23,7 +23,8 @@ def _row(name: str, res: dict, n_conv: int) -> list[str]:
     cells = [name] + [pct(probe.get(f"conv{i}")) for i in range(1, n_conv + 1)]
     cells.append(pct(res.get("knn", {}).get("top1")))
     cl = res.get("cluster", {})
-    cells += [f"{cl['nmi']:.3f}" if "nmi" in cl else "-", pct(cl.get("acc"))]
+    for scores in (cl, cl.get("l2", {})):
+        cells += [f"{scores['nmi']:.3f}" if "nmi" in scores else "-", pct(scores.get("acc"))]
     tr = res.get("transfer", {})
     cells += [pct(tr.get("fc")), pct(tr.get("all"))]
     cells.append(pct(res.get("retrieval", {}).get("map")))
@@ -32,8 +33,8 @@ def _row(name: str, res: dict, n_conv: int) -> list[str]:
 
 def compare_runs(runs: list[str | Path]) -> str:
     """Rows: random init (from the first run evaluated with ``--random-init``), then every run (labelled
-    DeepCluster or supervised from its config); columns: probe top-1 per conv layer, kNN top-1, k-means NMI and
-    accuracy, transfer (fc / all), retrieval mAP. Missing results show as '-'."""
+    DeepCluster v1/v2 or supervised from its config); columns: probe top-1 per conv layer, kNN top-1, k-means NMI
+    and accuracy on PCA-whitened + L2 features (the run's pre-processing) and on L2-normalised ones, transfer (fc / all), retrieval mAP. Missing results show as '-'."""
     import yaml
 
     rows, n_conv, random_row = [], 0, None
@@ -46,7 +47,7 @@ def compare_runs(runs: list[str | Path]) -> str:
         n_conv = max([n_conv] + [len(r["dims"]) for r in (own.get("probe"), rand.get("probe")) if r])
         if rand and random_row is None:
             random_row = (f"random init ({cfg['arch']})", rand)
-        kind = "supervised" if cfg.get("supervised") else "DeepCluster"
+        kind = "supervised" if cfg.get("supervised") else f"DeepCluster {cfg.get('method', 'v1')}"
         rows.append((f"{kind} ({run.name})", own))
     if random_row:
         rows.insert(0, random_row)
@@ -54,7 +55,7 @@ def compare_runs(runs: list[str | Path]) -> str:
         raise ConfigError("no evaluation results in these runs: run 'deepcluster eval all --run RUN_DIR' first")
     n_conv = n_conv or 5
     head = (["features"] + [f"conv{i}" for i in range(1, n_conv + 1)]
-            + ["kNN", "k-means NMI", "k-means ACC", "transfer fc", "transfer all", "retrieval mAP"])
+            + ["kNN", "k-means NMI", "k-means ACC", "k-means NMI (L2)", "k-means ACC (L2)", "transfer fc", "transfer all", "retrieval mAP"])
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(_row(name, res, n_conv)) + " |" for name, res in rows]
     return "\n".join(lines)
