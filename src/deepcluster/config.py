@@ -51,6 +51,9 @@ class Config:
                        "re-initialised)", "v1")
     proj_dim: int = _opt("v2: dimension of the normalised projection the prototypes live in", 128)
     temperature: float = _opt("v2: temperature of the cosine logits", 0.1)
+    bank: str = _opt("v2: what the memory bank holds: 'train' (each image's projection from the previous epoch's "
+                     "training pass, as in SwAV's DeepCluster-v2) or 'centre' (a centre-view, eval-mode pass at "
+                     "the start of each epoch: no crop or dropout noise, one extraction pass more)", "train")
     # clustering
     k: int = _opt("number of k-means clusters (the paper: 10000 on ImageNet)", 100)
     pca_dim: int = _opt("PCA-whitening dimension before k-means (capped at the feature dimension)", 256)
@@ -78,6 +81,7 @@ class Config:
 
         need(self.arch in ARCHS, f"unknown architecture '{self.arch}': choose one of {', '.join(ARCHS)} (--arch)")
         need(self.method in METHODS, f"unknown method '{self.method}': choose v1 or v2 (--method)")
+        need(self.bank in ("train", "centre"), f"unknown bank '{self.bank}': choose train or centre (--bank)")
         need(self.proj_dim >= 2, f"proj_dim = {self.proj_dim} must be at least 2 (--proj-dim)")
         need(self.temperature > 0, f"temperature = {self.temperature} must be positive (--temperature)")
         need(self.device in DEVICES, f"unknown device '{self.device}': choose one of {', '.join(DEVICES)} (--device)")

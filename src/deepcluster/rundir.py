@@ -15,7 +15,7 @@ from .config import Config, ConfigError
 # Settings that may change when a run is resumed: they do not change what is computed, only how or how far.
 RESUMABLE_CHANGES = ("epochs", "device", "workers", "eval_seeds", "data_root")
 # settings a supervised run never reads
-CLUSTERING_ONLY = ("k", "pca_dim", "kmeans_iters", "method", "proj_dim", "temperature")
+CLUSTERING_ONLY = ("k", "pca_dim", "kmeans_iters", "method", "proj_dim", "temperature", "bank")
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "assignments.npy", "eval.json", "curves.png",
              "clusters.png")
 

@@ -123,12 +123,12 @@ def deepcluster_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, ep
 def v2_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, epoch: int, device: torch.device,
              bank: Optional[torch.Tensor]) -> tuple[np.ndarray, dict, torch.Tensor]:
     """One DeepCluster-v2 epoch: k-means on the memory bank (the projections of every image from the previous
-    epoch's training pass; from a centre-view pass on the first epoch), its centroids become the prototypes, then
-    one pass over all images in random order predicting the assignment, refreshing the bank as it goes.
-    Returns ``(assignment, metrics, bank)``."""
+    epoch's training pass; from a centre-view pass on the first epoch, or every epoch with ``cfg.bank ==
+    "centre"``), its centroids become the prototypes, then one pass over all images in random order predicting the
+    assignment, refreshing the bank as it goes. Returns ``(assignment, metrics, bank)``."""
     torch.manual_seed(epoch_seed(cfg.seed, epoch))
     t0 = time.perf_counter()
-    if bank is None:
+    if bank is None or cfg.bank == "centre":
         feats = compute_features(model, dataset, cfg, device, desc=f"epoch {epoch} bank")
         with torch.no_grad():
             bank = model.head.project(F.relu(torch.from_numpy(feats).to(device))).cpu()
@@ -139,7 +139,8 @@ def v2_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, epoch: int,
     model.head.set_prototypes(torch.from_numpy(km.cluster_centers_))
     t2 = time.perf_counter()
     order = np.random.default_rng([cfg.seed, epoch]).permutation(len(dataset))
-    loss = train_on_labels(model, optimizer, None, dataset, order, km.labels_, cfg, epoch, device, bank=bank)
+    loss = train_on_labels(model, optimizer, None, dataset, order, km.labels_, cfg, epoch, device,
+                           bank=bank if cfg.bank == "train" else None)
     t3 = time.perf_counter()
     return km.labels_, {
         "epoch": epoch, "loss": loss, "kmeans_objective": km.inertia_ / len(x), "clusters": cfg.k,
