@@ -34,7 +34,8 @@ def _row(name: str, res: dict, n_conv: int) -> list[str]:
 def compare_runs(runs: list[str | Path]) -> str:
     """Rows: random init (from the first run evaluated with ``--random-init``), then every run (labelled
     DeepCluster v1/v2 or supervised from its config); columns: probe top-1 per conv layer, kNN top-1, k-means NMI
-    and accuracy on PCA-whitened + L2 features (the run's pre-processing) and on L2-normalised ones, transfer (fc / all), retrieval mAP. Missing results show as '-'."""
+    and accuracy on PCA-whitened + L2 features (the run's pre-processing) and on L2-normalised ones, transfer
+    (fc / all), retrieval mAP. Missing results show as '-'."""
     import yaml
 
     rows, n_conv, random_row = [], 0, None
@@ -55,7 +56,8 @@ def compare_runs(runs: list[str | Path]) -> str:
         raise ConfigError("no evaluation results in these runs: run 'deepcluster eval all --run RUN_DIR' first")
     n_conv = n_conv or 5
     head = (["features"] + [f"conv{i}" for i in range(1, n_conv + 1)]
-            + ["kNN", "k-means NMI", "k-means ACC", "k-means NMI (L2)", "k-means ACC (L2)", "transfer fc", "transfer all", "retrieval mAP"])
+            + ["kNN", "k-means NMI", "k-means ACC", "k-means NMI (L2)", "k-means ACC (L2)", "transfer fc",
+               "transfer all", "retrieval mAP"])
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(_row(name, res, n_conv)) + " |" for name, res in rows]
     return "\n".join(lines)
