@@ -125,7 +125,7 @@ def v2_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, epoch: int,
     """One DeepCluster-v2 epoch: k-means on the memory bank (the projections of every image from the previous
     epoch's training pass; from a centre-view pass on the first epoch, or every epoch with ``cfg.bank ==
     "centre"``), its centroids become the prototypes, then one pass over all images in random order predicting the
-    assignment, refreshing the bank as it goes. Returns ``(assignment, metrics, bank)``."""
+    assignment, refreshing a "train" bank as it goes. Returns ``(assignment, metrics, bank)``."""
     torch.manual_seed(epoch_seed(cfg.seed, epoch))
     t0 = time.perf_counter()
     if bank is None or cfg.bank == "centre":
