@@ -1,11 +1,12 @@
 # Two commands do all set-up on a fresh machine (Debian, Python >= 3.10):
-#   make demo   DeepCluster on Fashion-MNIST with the demo config, then its report
+#   make demo   DeepCluster on Fashion-MNIST with the demo config; its report is runs/fashion-mnist/report/index.html
 #   make test   the test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 RUN    ?= runs/fashion-mnist
 FMNIST  = /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+BROWSER = /usr/bin/chromedriver
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup demo test bench table1 clean
@@ -22,6 +23,11 @@ $(FMNIST):
 	$(SUDO) apt-get update -q
 	$(SUDO) apt-get install -y -q dataset-fashion-mnist
 
+# The report tests open pages in a real headless browser: Debian's chromium and its driver.
+$(BROWSER):
+	$(SUDO) apt-get update -q
+	$(SUDO) apt-get install -y -q chromium chromium-driver
+
 # --resume: a second `make demo` continues (or just re-reports) the same run instead of replacing it.
 demo: setup
 	$(BIN)/deepcluster train --config configs/fashion-mnist.yaml --out $(RUN) --resume
@@ -37,7 +43,7 @@ table1: setup
 	  $(BIN)/deepcluster eval probe knn cluster retrieval --run $$r --epochs 5 || exit 1; done
 	$(BIN)/deepcluster compare $(RUN) $(RUN)-v2 $(RUN)-supervised --out docs/table1-fashion-mnist.md
 
-test: setup
+test: setup $(BROWSER)
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -51,3 +51,50 @@ def tiny_config(image_folder: Path) -> Config:
     """A config that trains in a few seconds on ``image_folder``."""
     return Config(data=str(image_folder), arch="small", image_size=32, k=6, epochs=2, batch_size=16,
                   pca_dim=16, eval_seeds=1, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium driven by Selenium: Debian's ``chromium`` and ``chromium-driver``, installed by
+    ``make setup``. Nothing is fetched: the driver is given by path, so Selenium's own downloader stays idle."""
+    import os
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chrome, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chrome and driver_path, "the report tests need chromium and chromedriver: run 'make setup'"
+    os.environ.setdefault("SE_OFFLINE", "true")
+    opts = webdriver.ChromeOptions()
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1300,900"):
+        opts.add_argument(a)
+    opts.binary_location = chrome
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
+    yield driver
+    driver.quit()
+
+
+def open_page(browser, page: Path, screenshot: Path) -> dict:
+    """Load ``page`` in the browser and report what a reader would meet: images that did not load, console
+    errors, section ids, links to anything outside the page, and a full-page screenshot written to
+    ``screenshot``."""
+    browser.get_log("browser")  # drop messages of earlier pages
+    browser.get(page.resolve().as_uri())
+    info = browser.execute_script("""
+        const imgs = [...document.images];
+        return {
+          images: imgs.length,
+          broken: imgs.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt),
+          sections: [...document.querySelectorAll('section')].map(s => s.id),
+          external: [...document.querySelectorAll('[src],[href]')].map(e => e.getAttribute('src') || e.getAttribute('href'))
+                      .filter(u => !u.startsWith('data:') && !u.startsWith('#')),
+          height: document.documentElement.scrollHeight,
+          text: document.body.innerText,
+        };""")
+    info["errors"] = [m for m in browser.get_log("browser") if m["level"] in ("SEVERE", "ERROR")]
+    browser.set_window_size(1300, min(info["height"], 12000))
+    browser.save_screenshot(str(screenshot))
+    browser.set_window_size(1300, 900)
+    return info

@@ -63,6 +63,39 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--queries", type=int, default=1000, help="retrieval: test images used as queries (default 1000)")
     e.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
+    r = sub.add_parser("report", help="(re)write RUN_DIR/report/index.html, the run's page of pictures and tables",
+                       description="Write the run report: one self-contained HTML page (opens offline) with the "
+                                   "config, curves, cluster sizes and images, clusters against labels, a t-SNE "
+                                   "map, first-layer filters and the evaluation tables. Training writes it too.")
+    r.add_argument("run", metavar="RUN_DIR")
+    r.add_argument("--data", help="the run's training images, if they moved (default: the run's own)")
+    r.add_argument("--data-root", help="folder of the built-in dataset's files")
+    r.add_argument("--map-images", type=int, default=1000, help="images in the t-SNE map (default 1000)")
+    r.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+    v = sub.add_parser("visualize", help="pictures of what filters respond to, as grid PNGs")
+    vsub = v.add_subparsers(dest="what", required=True, metavar="WHAT")
+    vf = vsub.add_parser("filters", help="images made by gradient ascent to excite a sample of a layer's filters",
+                         description="Start from noise and maximise each filter's mean activation (with L2 decay, "
+                                     "blur and jitter), for a sample of the filters of one conv layer.")
+    vt = vsub.add_parser("top-images", help="the dataset images that excite a sample of a layer's filters most")
+    for p_ in (vf, vt):
+        src_ = p_.add_mutually_exclusive_group(required=True)
+        src_.add_argument("--checkpoint", metavar="FILE", help="checkpoint file")
+        src_.add_argument("--run", metavar="RUN_DIR", help="run directory (uses its checkpoint.pt)")
+        p_.add_argument("--layer", type=int, required=True, metavar="N", help="conv layer, 1 = first")
+        p_.add_argument("--out", metavar="FILE.png", help="where to write the grid (default: next to the "
+                                                          "checkpoint, filters-convN.png / top-images-convN.png)")
+        p_.add_argument("--seed", type=int, default=0, help="which filters are drawn (default 0)")
+        p_.add_argument("--device", default="auto", help="auto, cpu or cuda")
+        p_.add_argument("--data-root", help="folder of the built-in dataset's files")
+    vf.add_argument("--filters", type=int, default=32, help="filters drawn at random (default 32)")
+    vf.add_argument("--steps", type=int, default=300, help="gradient-ascent steps (default 300)")
+    vf.add_argument("--size", type=int, help="image side in px (default: the network's input size)")
+    vt.add_argument("--filters", type=int, default=12, help="filters drawn at random (default 12)")
+    vt.add_argument("--top", type=int, default=9, help="images per filter (default 9, as in the paper)")
+    vt.add_argument("--data", help="images to search (default: the run's training data)")
+
     c = sub.add_parser("compare", help="one Markdown table of the evaluation results of several runs")
     c.add_argument("runs", nargs="+", metavar="RUN_DIR")
     c.add_argument("--out", metavar="FILE.md", help="also write the table to this file")
@@ -87,6 +120,41 @@ def run_eval(args: argparse.Namespace) -> None:
         print(f"{name}: {json.dumps(shown)}")
 
 
+def run_visualize(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .evaluate.protocols import load_for_eval
+    from .rundir import atomic_write
+    from .visualize import gradient_ascent, image_rows, sample_filters, tile_grid, top_images
+
+    setup = load_for_eval(args.run or args.checkpoint, getattr(args, "data", None), None, args.data_root,
+                          device=args.device)
+    model, ds = setup.model, setup.train_set
+    filters = sample_filters(model, args.layer, args.filters, args.seed)
+    name = "filters" if args.what == "filters" else "top-images"
+    out = Path(args.out or setup.run_dir / f"{name}-conv{args.layer}.png")
+    if args.what == "filters":
+        if args.steps < 1:
+            raise ConfigError(f"--steps {args.steps}: take at least one step")
+        size = args.size or setup.image_size
+        if size < 8:
+            raise ConfigError(f"--size {size} is too small: use at least 8 pixels")
+        images = gradient_ascent(model, args.layer, filters, size, ds.channels, ds.mean, ds.std, steps=args.steps,
+                                 seed=args.seed, device=setup.device)
+        grid = tile_grid(images, [f"#{f}" for f in filters], cols=8, cell=max(64, size))
+    else:
+        if args.top < 1:
+            raise ConfigError(f"--top {args.top}: show at least one image per filter")
+        best, acts = top_images(model, ds, args.layer, filters, setup.image_size, n=args.top,
+                                batch_size=setup.cfg.batch_size, device=setup.device)
+        rows = [[ds[int(i)][0] for i in row] for row in best]
+        grid = image_rows(rows, [f"conv{args.layer} #{f}\ntop {a[0]:.2f}" for f, a in zip(filters, acts)],
+                          cell=64, label_w=110)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda tmp: grid.save(tmp, format="PNG"))
+    print(f"{name} of {len(filters)} conv{args.layer} filters of {setup.run_dir}: {out}")
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     cfg = Config.from_yaml(args.config) if args.config else Config()
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
@@ -106,6 +174,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             train(config_from_args(args), args.out, resume=args.resume, overwrite=args.overwrite)
         elif args.command == "eval":
             run_eval(args)
+        elif args.command == "report":
+            from .visualize import build_report
+
+            if args.map_images < 0:
+                raise ConfigError(f"--map-images {args.map_images} must be >= 0")
+            print(build_report(args.run, args.data, args.data_root, args.device, args.map_images))
+        elif args.command == "visualize":
+            run_visualize(args)
         elif args.command == "compare":
             from .evaluate.compare import compare_runs
             from .rundir import atomic_write_text

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from .config import Config, ConfigError
 
 # Settings that may change when a run is resumed: they do not change what is computed, only how or how far.
-RESUMABLE_CHANGES = ("epochs", "device", "workers", "eval_seeds", "data_root")
+RESUMABLE_CHANGES = ("epochs", "device", "workers", "eval_seeds", "data_root", "report",
+                     "tensorboard")
 # settings a supervised run never reads
 CLUSTERING_ONLY = ("k", "pca_dim", "kmeans_iters", "method", "proj_dim", "temperature", "bank")
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "assignments.npy", "eval.json", "curves.png",
-             "clusters.png")
+             "clusters.png", "report/index.html")
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
@@ -77,6 +79,7 @@ class RunDir:
         if overwrite:
             for name in RUN_FILES:
                 (self.path / name).unlink(missing_ok=True)
+            shutil.rmtree(self.path / "tensorboard", ignore_errors=True)  # the replaced run's event files
         return False
 
     def write_config(self, cfg: Config) -> None:

@@ -7,6 +7,7 @@ repeats epoch e + 1 exactly as an uninterrupted run would (deterministic on CPU)
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
@@ -24,7 +25,7 @@ from .evaluate import ari, imbalance_factor, kmeans_quality, nmi
 from .features import extract_features
 from .models import DeepClusterNet, build_model
 from .preprocess import PCAWhitening, l2_normalize, preprocess_features
-from .rundir import RunDir
+from .rundir import RUN_FILES, RunDir
 from .sampler import pseudo_labels, uniform_over_clusters
 from .views import center_view, train_view
 
@@ -215,6 +216,10 @@ def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = 
     # ---- data (every check on the inputs comes before anything is written)
     train_set, val_set = load_datasets(cfg)
     device = resolve_device(cfg.device)
+    if cfg.tensorboard:
+        from .visualize.tensorboard import check_tensorboard
+
+        check_tensorboard()
 
     # ---- run directory
     run = RunDir(out)
@@ -250,6 +255,11 @@ def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = 
 
     # ---- the DeepCluster loop
     labels_known = train_set.targets is not None
+    tb = None
+    if cfg.tensorboard:
+        from .visualize.tensorboard import TensorBoardLog
+
+        tb = TensorBoardLog(run.path, first_epoch=start)
     for epoch in tqdm(range(start, cfg.epochs + 1), desc="deepcluster", unit="epoch", initial=start - 1,
                       total=cfg.epochs, disable=quiet):
         if cfg.supervised:
@@ -274,8 +284,14 @@ def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = 
         history.append(row)
         if not quiet:
             tqdm.write(_epoch_line(row))
+        if tb is not None:
+            tb.epoch(row, train_set, assignment, cfg.seed)
+        if cfg.report and epoch < cfg.epochs:
+            _report(run, cfg, history, model, train_set, assignment, device, final=False)
 
     # ---- what the run leaves: assignment, evaluation, pictures
+    import matplotlib.pyplot as plt
+
     from .visualize import plot_curves, save_cluster_grid
 
     if previous is not None and not cfg.supervised:
@@ -285,11 +301,28 @@ def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = 
     evaluation = evaluate_features(model, cfg, eval_set, device) if eval_set is not None else {}
     if evaluation:
         run.write_json("eval.json", evaluation)
-    plot_curves(history, run / "curves.png")
+    if tb is not None:
+        tb.evaluation(evaluation, cfg.epochs)
+        tb.close()
+    plt.close(plot_curves(history, run / "curves.png"))
     if previous is not None and not cfg.supervised:
         save_cluster_grid(train_set, previous, run / "clusters.png", seed=cfg.seed)
+    if cfg.report:
+        _report(run, cfg, history, model, train_set, previous, device, final=True)
     say(summary_table(history, evaluation, run.path))
     return {"metrics": history, "eval": evaluation, "run_dir": str(run.path)}
+
+
+def _report(run: RunDir, cfg: Config, history: list[dict], model, dataset, assignment, device, final: bool) -> None:
+    """Rewrite the run's HTML report; a failure to draw it warns and never stops training."""
+    from .visualize import write_report
+
+    try:
+        write_report(run.path, cfg, history, model=model, dataset=dataset, assignment=assignment, final=final,
+                     device=device)
+    except Exception as e:  # noqa: BLE001 - the pictures must never cost a run
+        warnings.warn(f"the report was not written ({type(e).__name__}: {e}); rebuild it with "
+                      f"'deepcluster report {run.path}'")
 
 
 def _fmt(v, spec=".3f") -> str:
@@ -321,7 +354,5 @@ def summary_table(history: list[dict], evaluation: dict, run_dir: Path) -> str:
                          f"| {r['acc']:.3f} |")
     else:
         lines.append("  no labelled split: the closing k-means evaluation was skipped")
-    files = ["config.yaml", "metrics.jsonl", "checkpoint.pt", "assignments.npy", "eval.json", "curves.png",
-             "clusters.png"]
-    lines.append("  files: " + " ".join(f for f in files if (run_dir / f).exists()))
+    lines.append("  files: " + " ".join(f for f in RUN_FILES + ("tensorboard/",) if (run_dir / f).exists()))
     return "\n".join(lines)

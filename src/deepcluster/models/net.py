@@ -92,17 +92,23 @@ class DeepClusterNet(nn.Module):
     def n_conv(self) -> int:
         return sum(isinstance(m, nn.Conv2d) for m in self.features)
 
-    def conv_outputs(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+    def conv_outputs(self, x: torch.Tensor, upto: int | None = None, pre_relu: bool = False) -> list[torch.Tensor]:
         """Activations after each conv block (conv, BN, ReLU), ``[conv1, ..., convL]``, each ``(B, C, H, W)``;
-        stops after conv ``upto`` when given."""
+        stops after conv ``upto`` when given. ``pre_relu`` gives the BN outputs instead (what gradient ascent
+        maximises: the ReLU would zero its gradient wherever a filter is off)."""
         x = self.sobel(x) if self.sobel is not None else x
         outs: list[torch.Tensor] = []
         for m in self.features:
-            x = m(x)
             if isinstance(m, nn.ReLU):
-                outs.append(x)
+                if pre_relu:
+                    outs.append(x)
+                x = F.relu(x)
+                if not pre_relu:
+                    outs.append(x)
                 if upto is not None and len(outs) == upto:
                     break
+            else:
+                x = m(x)
         return outs
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,44 +1,53 @@
-"""Curves of a run over its epochs, as one PNG."""
+"""Curves of a run over its epochs, as one figure."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..rundir import atomic_write  # noqa: E402
 
+# (title, [(metrics key, legend)], message when no epoch has the key)
+PANELS = (
+    ("clusters vs labels", [("nmi_labels", "NMI"), ("ari_labels", "ARI")], "no labels"),
+    ("NMI(epoch t, epoch t-1)", [("nmi_prev", "NMI t/t-1")], "needs two epochs"),
+    ("training loss", [("loss", "loss")], "no epoch yet"),
+    ("k-means objective (per image)", [("kmeans_objective", "objective")], "no clustering"),
+    ("empty clusters re-split", [("empty_resplit", "re-split")], "no clustering"),
+    ("cluster-size imbalance", [("imbalance", "imbalance (1 = equal sizes)")], "no clustering"),
+)
 
-def plot_curves(history: list[dict], path: str | Path) -> None:
-    """Three panels: NMI (and ARI) of the assignment against the labels, NMI against the previous epoch's
-    assignment (the paper's Fig. 2a and 2b), and the training loss."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+
+def plot_curves(history: list[dict], path: Optional[str | Path] = None):
+    """Six panels over the epochs: NMI and ARI of the assignment against the labels (the paper's Fig. 2a), NMI
+    against the previous epoch's assignment (Fig. 2b), the training loss, the k-means objective, the empty
+    clusters re-split and the cluster-size imbalance. Panels without data say why. Saved as PNG to ``path``
+    when given; returns the figure (close it with ``plt.close``)."""
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.4))
     epochs = [r["epoch"] for r in history]
-
-    def line(ax, key, label, **kw):
-        pts = [(e, r[key]) for e, r in zip(epochs, history) if r.get(key) is not None]
-        if pts:
-            ax.plot(*zip(*pts), marker="o", label=label, **kw)
-        return bool(pts)
-
-    ax = axes[0]
-    if line(ax, "nmi_labels", "NMI") | line(ax, "ari_labels", "ARI", ls="--"):
-        ax.legend()
-    else:
-        ax.text(0.5, 0.5, "no labels", ha="center", va="center", transform=ax.transAxes)
-    ax.set_title("clusters vs labels")
-    axes[1].set_title("NMI(epoch t, epoch t-1)")
-    if not line(axes[1], "nmi_prev", "NMI t/t-1"):
-        axes[1].text(0.5, 0.5, "needs two epochs", ha="center", va="center", transform=axes[1].transAxes)
-    axes[2].set_title("training loss")
-    line(axes[2], "loss", "loss", color="C3")
-    for ax in axes:
+    for ax, (title, keys, missing) in zip(axes.flat, PANELS):
+        drawn = False
+        for i, (key, label) in enumerate(keys):
+            pts = [(e, r[key]) for e, r in zip(epochs, history) if r.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ls="--" if i else "-", label=label, color=f"C{i}")
+                drawn = True
+        if drawn and len(keys) > 1:
+            ax.legend()
+        if not drawn:
+            ax.text(0.5, 0.5, missing, ha="center", va="center", transform=ax.transAxes, color="0.4")
+        ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if epochs:
             ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    if path is not None:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    return fig

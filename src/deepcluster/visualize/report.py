@@ -1,0 +1,240 @@
+"""The run report: one self-contained HTML page (pictures inlined as PNG data, no script, nothing fetched) that
+reads top to bottom: status, config, curves, per-epoch table, cluster sizes, cluster image grids, clusters
+against labels, a 2-D map of the features, first-layer filters, evaluation tables.
+
+Training rewrites it after every epoch (the page then reloads itself every minute) and once more at the end;
+``deepcluster report RUN_DIR`` rebuilds it from the run directory at any time.
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..config import Config, ConfigError
+from ..rundir import RunDir, atomic_write_text
+from .curves import plot_curves
+from .filters import first_layer_kernels, stretch, tile_grid
+from .grids import cluster_rows, image_rows, pick_clusters
+from .plots import cluster_sizes_figure, confusion_figure, embedding_figure, png_bytes, tsne_map
+
+SECTIONS = ("status", "config", "curves", "epochs", "sizes", "clusters", "confusion", "map", "filters", "evaluation")
+
+STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; max-width: 1320px; margin: 1.5em auto; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
+table { border-collapse: collapse; font-size: 13px; margin: 0.5em 0; } td, th { border: 1px solid #ddd; padding: 2px 8px; text-align: right; }
+th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; border: 1px solid #eee; } .note { color: #666; } nav a { margin-right: 0.8em; }
+.cols { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
+"""
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return html.escape("-" if v is None else str(v))
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += _flatten(v, f"{prefix}{k}.")
+        elif isinstance(v, list):
+            out.append((prefix + k, json.dumps(v)[:200]))
+        else:
+            out.append((prefix + k, v))
+    return out
+
+
+def feature_sample(model, dataset, cfg: Config, device, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices, L2-normalised fc features)`` of a fixed random sample of ``n`` images (centre view)."""
+    from ..data import default_image_size, make_loader
+    from ..preprocess import l2_normalize
+    from ..views import center_view
+
+    idx = np.sort(np.random.default_rng(cfg.seed).choice(len(dataset), min(n, len(dataset)), replace=False))
+    size = default_image_size(cfg)
+    model.eval()
+    feats = []
+    with torch.inference_mode():
+        for images, _ in make_loader(dataset, idx.tolist(), cfg.batch_size, 0):
+            x = center_view(images.to(device), size, dataset.mean, dataset.std)
+            feats.append(model.embed(x.contiguous(memory_format=torch.channels_last)).float().cpu().numpy())
+    return idx, l2_normalize(np.concatenate(feats))
+
+
+def evaluation_tables(run: RunDir) -> str:
+    """The closing k-means evaluation (``eval.json``) and every ``deepcluster eval`` result (``eval/*.json``)."""
+    parts = []
+    if (run / "eval.json").is_file():
+        ev = json.loads((run / "eval.json").read_text())
+        if ev.get("results"):
+            parts.append(f"<h3>k-means with k = {ev['k']} (mean of {ev['seeds']} seeds) on {html.escape(ev['split'])}"
+                         f" ({ev['images']} images)</h3>")
+            parts.append(_table(["features", "pre-processing", "NMI", "ARI", "accuracy"],
+                                [[r["features"], r["preprocessing"], r["nmi"], r["ari"], r["acc"]]
+                                 for r in ev["results"]]))
+    results: dict[str, dict[str, dict]] = {}  # protocol -> {"trained" | "random init": flat results}
+    for p in sorted((run / "eval").glob("*.json")) if (run / "eval").is_dir() else []:
+        try:
+            res = json.loads(p.read_text())
+        except json.JSONDecodeError:
+            continue
+        which = "random init" if res.get("random_init") else "trained"
+        results.setdefault(res.get("protocol", p.stem), {})[which] = dict(_flatten(res))
+    for protocol, by in results.items():
+        cols = [c for c in ("trained", "random init") if c in by]
+        keys = [k for k in dict.fromkeys(k for c in cols for k in by[c]) if k not in ("protocol", "random_init")]
+        parts.append(f"<h3>deepcluster eval {html.escape(protocol)}</h3>")
+        parts.append(_table(["result"] + cols, [[k] + [by[c].get(k) for c in cols] for k in keys]))
+    return "".join(parts) or '<p class="note">No evaluation yet: it runs at the end of training, or with ' \
+                             '<code>deepcluster eval all --run RUN_DIR</code>.</p>'
+
+
+def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model=None, dataset=None,
+                 assignment: Optional[np.ndarray] = None, final: bool = True, device="cpu",
+                 map_images: int = 1000) -> Path:
+    """Write ``RUN_DIR/report/index.html`` (atomically) from what is given; sections whose inputs are missing
+    (no epoch yet, no labels, no dataset) say so instead. ``final=False`` marks a run in progress: the page
+    then reloads itself every 60 s. Returns the page's path."""
+    run = RunDir(run_dir)
+    device = torch.device(device)
+    targets = getattr(dataset, "targets", None) if dataset is not None else None
+    if assignment is not None and dataset is not None and len(assignment) != len(dataset):
+        raise ConfigError(f"the run's assignment has {len(assignment)} images but the data has {len(dataset)}: "
+                          f"give the data the run was trained on (--data)")
+    classes = getattr(dataset, "classes", ()) or ()
+    done = history[-1]["epoch"] if history else 0
+    sec: dict[str, str] = {}
+
+    state = ("finished" if final else f"in progress: epoch {done} of {cfg.epochs} done; this page reloads "
+             f"every minute")
+    status = [f"<p><b>{html.escape(state)}</b>. Data: {html.escape(str(getattr(dataset, 'name', cfg.data)))}"
+              f"{f', {len(dataset)} images' if dataset is not None else ''}; written "
+              f"{datetime.datetime.now().isoformat(timespec='seconds')}.</p>"]
+    if history:
+        last = history[-1]
+        status.append(_table(["last epoch", "loss", "NMI vs labels", "NMI vs previous", "clusters", "imbalance"],
+                             [[last["epoch"], last.get("loss"), last.get("nmi_labels"), last.get("nmi_prev"),
+                               last.get("clusters"), last.get("imbalance")]]))
+    else:
+        status.append('<p class="note">No epoch has finished yet: the pictures appear after the first one.</p>')
+    sec["status"] = "".join(status)
+    items = list(cfg.to_dict().items())
+    per_col = -(-len(items) // 3)  # three setting/value column pairs keep the table short
+    sec["config"] = _table(["setting", "value"] * 3,
+                           [sum((list(items[c * per_col + r]) if c * per_col + r < len(items) else ["", ""]
+                                 for c in range(3)), []) for r in range(per_col)])
+
+    sec["curves"] = _img(png_bytes(plot_curves(history)), "curves over epochs")
+    keys = [k for k in ("loss", "nmi_labels", "ari_labels", "nmi_prev", "kmeans_objective", "clusters",
+                        "empty_resplit", "imbalance", "time_features", "time_clustering", "time_training")
+            if any(r.get(k) is not None for r in history)]
+    sec["epochs"] = _table(["epoch"] + keys, [[r["epoch"]] + [r.get(k) for k in keys] for r in history]) \
+        if history else '<p class="note">No epoch yet.</p>'
+
+    no_assign = '<p class="note">No clustering yet: it appears after the first epoch.</p>'
+    if assignment is None:
+        for s in ("sizes", "clusters", "confusion"):
+            sec[s] = no_assign
+    else:
+        sec["sizes"] = _img(png_bytes(cluster_sizes_figure(assignment, cfg.k)), "cluster sizes")
+        if dataset is None:
+            sec["clusters"] = '<p class="note">The data could not be loaded, so no images are shown.</p>'
+        else:
+            grids = []
+            for name, ids in pick_clusters(assignment, targets, seed=cfg.seed):
+                grids.append(f"<h3>{html.escape(name)}</h3>")
+                grids.append(_img(png_bytes(image_rows(*cluster_rows(dataset, assignment, ids, 12, cfg.seed))),
+                                  f"{name} clusters"))
+            sec["clusters"] = "".join(grids)
+        sec["confusion"] = _img(png_bytes(confusion_figure(assignment, targets, classes)), "clusters by label") \
+            if targets is not None else '<p class="note">The data has no labels (one subfolder per class gives ' \
+                                        'them), so clusters cannot be compared with classes.</p>'
+
+    if model is not None and dataset is not None and min(map_images, len(dataset)) >= 5:
+        idx, feats = feature_sample(model, dataset, cfg, device, map_images)
+        xy = tsne_map(feats)
+        sec["map"] = (f'<p class="note">t-SNE of the L2-normalised fc features of {len(idx)} images drawn at '
+                      f'random, by the current network.</p>'
+                      + _img(png_bytes(embedding_figure(xy, assignment[idx] if assignment is not None else
+                                                        np.zeros(len(idx), int),
+                                                        None if targets is None else targets[idx], classes)),
+                             "t-SNE map of the features"))
+    else:
+        sec["map"] = '<p class="note">Needs the network and at least 5 images (--map-images).</p>'
+    if model is not None:
+        k = first_layer_kernels(model)
+        sobel = " (grey + Sobel composed with conv1, as seen from the pixels)" if model.sobel is not None else ""
+        sec["filters"] = (f'<p class="note">{len(k)} conv1 kernels{sobel}, each contrast-stretched. '
+                          f'<code>deepcluster visualize filters</code> draws deeper layers.</p>'
+                          + _img(png_bytes(tile_grid(stretch(k), cols=16, cell=40)), "first-layer filters"))
+    else:
+        sec["filters"] = '<p class="note">No network yet.</p>'
+    sec["evaluation"] = evaluation_tables(run)
+
+    titles = {"status": "Status", "config": "Configuration", "curves": "Curves over epochs",
+              "epochs": "Epochs", "sizes": "Cluster sizes", "clusters": "Clusters (images drawn at random)",
+              "confusion": "Clusters against labels", "map": "Map of the features",
+              "filters": "First-layer filters", "evaluation": "Evaluation"}
+    nav = " ".join(f'<a href="#{s}">{titles[s]}</a>' for s in SECTIONS)
+    body = "".join(f'<section id="{s}"><h2>{titles[s]}</h2>{sec[s]}</section>' for s in SECTIONS)
+    refresh = "" if final else '<meta http-equiv="refresh" content="60">'
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{refresh}'
+            f'<title>DeepCluster run {html.escape(run.path.name)}</title><style>{STYLE}</style></head><body>'
+            f'<h1>DeepCluster run {html.escape(run.path.name)}</h1><nav>{nav}</nav>{body}</body></html>\n')
+    out = run / "report" / "index.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, page)
+    return out
+
+
+def build_report(run_dir: str | Path, data: Optional[str] = None, data_root: Optional[str] = None,
+                 device: str = "auto", map_images: int = 1000) -> Path:
+    """Rebuild the report of a run directory from its files: config, metrics, checkpoint (network and the last
+    assignment) and the training data (the run's own, unless ``data``/``data_root`` say where it is now)."""
+    from ..checkpoint import load_checkpoint
+    from ..data import load_datasets
+    from ..train import make_model, resolve_device, restore_model
+
+    run = RunDir(run_dir)
+    if not (run / "config.yaml").is_file():
+        raise ConfigError(f"{run.path} is not a run directory (no config.yaml): give a folder written by "
+                          f"'deepcluster train'")
+    cfg = Config.from_yaml(run / "config.yaml")
+    over = {k: v for k, v in (("data", data), ("data_root", data_root)) if v is not None}
+    cfg = replace(cfg, device=device, **over).validate()
+    dataset, _ = load_datasets(replace(cfg, supervised=False, k=2))
+    dev = resolve_device(device)
+    history = run.read_metrics()
+    model, assignment = None, None
+    if (run / "checkpoint.pt").is_file():
+        ckpt = load_checkpoint(run / "checkpoint.pt")
+        model = make_model(cfg, dataset, dev)
+        try:
+            restore_model(model, ckpt)
+        except RuntimeError:
+            raise ConfigError(f"the weights in {run / 'checkpoint.pt'} do not fit the {cfg.arch} network for "
+                              f"this data: give the data the run was trained on (--data)") from None
+        assignment = ckpt["assignment"].numpy()
+        history = [r for r in history if r["epoch"] <= ckpt["epoch"]]
+    final = bool(history) and history[-1]["epoch"] >= cfg.epochs
+    return write_report(run.path, cfg, history, model=model, dataset=dataset, assignment=assignment, final=final,
+                        device=dev, map_images=map_images)
