@@ -1,14 +1,14 @@
 """On the real Fashion-MNIST files (Debian's dataset-fashion-mnist)."""
-import dataclasses
-
 import numpy as np
 import pytest
 
+from conftest import open_page
 from deepcluster import Config, fashion_mnist, train
+from deepcluster.visualize.report import SECTIONS
 
 
 @pytest.mark.slow
-def test_fashion_mnist_files_and_a_short_run(tmp_path):
+def test_fashion_mnist_files_and_a_short_run(tmp_path, browser):
     tr, te = fashion_mnist("train"), fashion_mnist("test")
     assert tuple(tr.images.shape) == (60000, 1, 28, 28) and tuple(te.images.shape) == (10000, 1, 28, 28)
     assert np.bincount(tr.targets).tolist() == [6000] * 10 and np.bincount(te.targets).tolist() == [1000] * 10
@@ -24,3 +24,7 @@ def test_fashion_mnist_files_and_a_short_run(tmp_path):
     rows = {(r["features"], r["preprocessing"]): r for r in ev["results"]}
     assert 0.4 < rows["pixels", "raw"]["nmi"] < 0.6 and 0.4 < rows["pixels", "L2"]["nmi"] < 0.65
     assert rows["trained", "L2"]["nmi"] > 0.2
+    # its report opens whole in a real browser
+    info = open_page(browser, tmp_path / "run" / "report" / "index.html", tmp_path / "report.png")
+    assert info["broken"] == [] and info["errors"] == [] and info["sections"] == list(SECTIONS)
+    assert "fashion-mnist/train, 3000 images" in info["text"] and info["images"] >= 8
