@@ -5,7 +5,7 @@ Python API::
     from deepcluster import Config, train
     summary = train(Config(data="fashion-mnist", k=100, epochs=2), out="runs/try")
 """
-from .clustering import KMeans, k_means, repair_empty_clusters
+from .clustering import PIC, KMeans, build_clustering, k_means, repair_empty_clusters
 from .config import Config, ConfigError, DeepClusterError, TrainingError
 from .data import ImageFolder, TensorImages, fashion_mnist
 from .evaluate import hungarian_accuracy, kmeans_quality, knn_accuracy, nmi
@@ -19,7 +19,7 @@ from .sampler import pseudo_labels, uniform_over_clusters
 from .train import train
 
 __version__ = "0.1.0"
-__all__ = ["PROTOCOLS", "compare_runs", "knn_accuracy", "linear_probes", "load_for_eval", "run_protocol", "Config", "ConfigError", "DeepClusterError", "DeepClusterNet", "ImageFolder", "KMeans", "PCAWhitening",
+__all__ = ["PIC", "PROTOCOLS", "build_clustering", "compare_runs", "knn_accuracy", "linear_probes", "load_for_eval", "run_protocol", "Config", "ConfigError", "DeepClusterError", "DeepClusterNet", "ImageFolder", "KMeans", "PCAWhitening",
            "Sobel", "TensorImages", "TrainingError", "build_model", "extract_features", "fashion_mnist",
            "hungarian_accuracy", "k_means", "kmeans_quality", "l2_normalize", "nmi", "preprocess_features",
            "pseudo_labels", "repair_empty_clusters", "train", "uniform_over_clusters"]

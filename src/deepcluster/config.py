@@ -55,9 +55,16 @@ class Config:
                      "training pass, as in SwAV's DeepCluster-v2) or 'centre' (a centre-view, eval-mode pass at "
                      "the start of each epoch: no crop or dropout noise, one extraction pass more)", "train")
     # clustering
+    clustering: str = _opt("kmeans, or pic: Power Iteration Clustering on a k-NN graph of the features, which "
+                           "finds its own number of clusters (--k is then unused); v1 only", "kmeans")
     k: int = _opt("number of k-means clusters (the paper: 10000 on ImageNet)", 100)
     pca_dim: int = _opt("PCA-whitening dimension before k-means (capped at the feature dimension)", 256)
     kmeans_iters: int = _opt("k-means iterations per epoch", 20)
+    pic_neighbors: int = _opt("PIC: neighbours of each image in the graph", 5)
+    pic_sigma: float = _opt("PIC: edge weight exp(-d^2 / sigma^2) on squared distances d^2", 0.2)
+    pic_alpha: float = _opt("PIC: weight of the graph term in the power iterations", 0.001)
+    pic_iters: int = _opt("PIC: power iterations", 200)
+    pic_singletons: bool = _opt("PIC: move images left alone in a cluster to their nearest neighbour's cluster", True)
     # optimisation
     epochs: int = _opt("number of DeepCluster epochs", 10)
     batch_size: int = _opt("mini-batch size", 256)
@@ -90,6 +97,14 @@ class Config:
         need(self.temperature > 0, f"temperature = {self.temperature} must be positive (--temperature)")
         need(self.device in DEVICES, f"unknown device '{self.device}': choose one of {', '.join(DEVICES)} (--device)")
         need(self.k >= 2, f"k = {self.k} is too small: k-means needs at least 2 clusters (--k)")
+        need(self.clustering in ("kmeans", "pic"),
+             f"unknown clustering '{self.clustering}': choose kmeans or pic (--clustering)")
+        need(self.clustering == "kmeans" or self.method == "v1",
+             "--clustering pic works with --method v1: v2's prototypes are k-means centroids")
+        need(self.pic_neighbors >= 1, f"pic_neighbors = {self.pic_neighbors} must be at least 1 (--pic-neighbors)")
+        need(self.pic_sigma > 0, f"pic_sigma = {self.pic_sigma} must be positive (--pic-sigma)")
+        need(0 < self.pic_alpha < 1, f"pic_alpha = {self.pic_alpha} must lie in (0, 1) (--pic-alpha)")
+        need(self.pic_iters >= 1, f"pic_iters = {self.pic_iters} must be positive (--pic-iters)")
         need(self.epochs >= 1, f"epochs = {self.epochs}: train at least one epoch (--epochs)")
         need(self.batch_size >= 1, f"batch size = {self.batch_size} must be positive (--batch-size)")
         need(self.pca_dim >= 1, f"pca_dim = {self.pca_dim} must be positive (--pca-dim)")

@@ -187,7 +187,7 @@ def load_datasets(cfg: Config):
     if cfg.supervised and train.targets is None:
         raise ConfigError(f"--supervised needs labels, and {train.name} has none: put the images in one "
                           f"subfolder per class")
-    if cfg.k > len(train) and not cfg.supervised:
+    if cfg.k > len(train) and not cfg.supervised and cfg.clustering == "kmeans":
         raise ConfigError(f"k = {cfg.k} clusters but only {len(train)} images: lower --k to at most {len(train)}")
     return train, val
 

@@ -17,7 +17,8 @@ from .config import Config, ConfigError
 RESUMABLE_CHANGES = ("epochs", "device", "workers", "eval_seeds", "data_root", "report",
                      "tensorboard")
 # settings a supervised run never reads
-CLUSTERING_ONLY = ("k", "pca_dim", "kmeans_iters", "method", "proj_dim", "temperature", "bank")
+CLUSTERING_ONLY = ("k", "pca_dim", "kmeans_iters", "method", "proj_dim", "temperature", "bank", "clustering",
+                   "pic_neighbors", "pic_sigma", "pic_alpha", "pic_iters", "pic_singletons")
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "assignments.npy", "eval.json", "curves.png",
              "clusters.png", "report/index.html")
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .clustering import KMeans
+from .clustering import build_clustering
 from .config import Config, ConfigError, TrainingError
 from .data import default_image_size, load_datasets, make_loader
 from .evaluate import ari, imbalance_factor, kmeans_quality, nmi
@@ -104,9 +104,8 @@ def deepcluster_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, ep
     feats = compute_features(model, dataset, cfg, device, desc=f"epoch {epoch} features")
     t1 = time.perf_counter()
     x = preprocess_features(feats, cfg.pca_dim)
-    km = KMeans(cfg.k, cfg.kmeans_iters, seed=epoch_seed(cfg.seed, epoch),
-                use_gpu="auto" if device.type == "cuda" else False).fit(x)
-    labels, n_clusters = pseudo_labels(km.labels_)
+    clus = build_clustering(cfg, epoch_seed(cfg.seed, epoch), "auto" if device.type == "cuda" else False).fit(x)
+    labels, n_clusters = pseudo_labels(clus.labels_)
     t2 = time.perf_counter()
     head = model.reset_head(n_clusters)
     # The head has its own optimiser, without momentum, since it starts from scratch every epoch.
@@ -115,8 +114,8 @@ def deepcluster_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, ep
     loss = train_on_labels(model, optimizer, head_opt, dataset, sample, labels, cfg, epoch, device)
     t3 = time.perf_counter()
     return labels, {
-        "epoch": epoch, "loss": loss, "kmeans_objective": km.inertia_ / len(x), "clusters": n_clusters,
-        "empty_resplit": km.n_resplit_, "imbalance": imbalance_factor(labels, n_clusters),
+        "epoch": epoch, "loss": loss, "clusters": n_clusters, **clus.health_,
+        "imbalance": imbalance_factor(labels, n_clusters),
         "time_features": t1 - t0, "time_clustering": t2 - t1, "time_training": t3 - t2,
     }
 
@@ -135,8 +134,7 @@ def v2_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, epoch: int,
             bank = model.head.project(F.relu(torch.from_numpy(feats).to(device))).cpu()
     t1 = time.perf_counter()
     x = bank.numpy()
-    km = KMeans(cfg.k, cfg.kmeans_iters, seed=epoch_seed(cfg.seed, epoch),
-                use_gpu="auto" if device.type == "cuda" else False).fit(x)
+    km = build_clustering(cfg, epoch_seed(cfg.seed, epoch), "auto" if device.type == "cuda" else False).fit(x)
     model.head.set_prototypes(torch.from_numpy(km.cluster_centers_))
     t2 = time.perf_counter()
     order = np.random.default_rng([cfg.seed, epoch]).permutation(len(dataset))
@@ -144,8 +142,8 @@ def v2_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, epoch: int,
                            bank=bank if cfg.bank == "train" else None)
     t3 = time.perf_counter()
     return km.labels_, {
-        "epoch": epoch, "loss": loss, "kmeans_objective": km.inertia_ / len(x), "clusters": cfg.k,
-        "empty_resplit": km.n_resplit_, "imbalance": imbalance_factor(km.labels_, cfg.k),
+        "epoch": epoch, "loss": loss, "clusters": cfg.k, **km.health_,
+        "imbalance": imbalance_factor(km.labels_, cfg.k),
         "time_features": t1 - t0, "time_clustering": t2 - t1, "time_training": t3 - t2,
     }, bank
 
@@ -227,7 +225,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = 
     ckpt = load_checkpoint(run / "checkpoint.pt") if resuming and (run / "checkpoint.pt").exists() else None
     run.write_config(cfg)
     say(f"deepcluster: {len(train_set)} images from {train_set.name}, arch {cfg.arch}"
-        f"{' + sobel' if cfg.sobel else ''}, k = {cfg.k}, {cfg.epochs} epochs on {device}, run dir {run.path}")
+        f"{' + sobel' if cfg.sobel else ''}, {'PIC' if cfg.clustering == 'pic' else f'k = {cfg.k}'}, "
+        f"{cfg.epochs} epochs on {device}, run dir {run.path}")
     say(cfg.to_yaml().rstrip())
 
     # ---- model and optimiser
@@ -332,8 +331,10 @@ def _fmt(v, spec=".3f") -> str:
 def _epoch_line(r: dict) -> str:
     if "time_features" not in r:  # supervised baseline
         return f"epoch {r['epoch']:3d}  loss {r['loss']:.3f}  time {r['time_training']:.0f} s"
+    repair = (f"re-split {r['empty_resplit']}" if "empty_resplit" in r else
+              f"clusters {r['clusters']} (singletons moved {r.get('singletons_moved', 0)})")
     return (f"epoch {r['epoch']:3d}  loss {r['loss']:.3f}  NMI(labels) {_fmt(r.get('nmi_labels'))}  "
-            f"NMI(t-1) {_fmt(r.get('nmi_prev'))}  re-split {r['empty_resplit']}  imbalance {r['imbalance']:.2f}  "
+            f"NMI(t-1) {_fmt(r.get('nmi_prev'))}  {repair}  imbalance {r['imbalance']:.2f}  "
             f"time {r['time_features']:.0f}+{r['time_clustering']:.0f}+{r['time_training']:.0f} s")
 
 

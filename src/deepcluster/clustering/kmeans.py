@@ -41,7 +41,7 @@ class KMeans:
 
     Learned attributes: ``labels_ (N,)``, ``cluster_centers_ (k, d)``, ``inertia_`` (sum of squared distances to
     the assigned centroid), ``n_iter_``, ``n_resplit_`` (empty clusters re-split in all), ``objective_`` (per
-    iteration).
+    iteration), ``health_`` (the figures the training logs: objective per point, clusters re-split).
     """
 
     def __init__(self, n_clusters: int, n_iter: int = 20, seed: int = 0, init: str = "random", n_init: int = 1,
@@ -79,6 +79,7 @@ class KMeans:
         self.labels_, self.cluster_centers_ = labels, centroids
         self.n_resplit_ = int(sum(s.nsplit for s in stats)) + n_after
         self.inertia_ = float(((x - centroids[labels]) ** 2).sum())
+        self.health_ = {"kmeans_objective": self.inertia_ / n, "empty_resplit": self.n_resplit_}
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:

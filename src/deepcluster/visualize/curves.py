@@ -17,18 +17,23 @@ PANELS = (
     ("clusters vs labels", [("nmi_labels", "NMI"), ("ari_labels", "ARI")], "no labels"),
     ("NMI(epoch t, epoch t-1)", [("nmi_prev", "NMI t/t-1")], "needs two epochs"),
     ("training loss", [("loss", "loss")], "no epoch yet"),
-    ("k-means objective (per image)", [("kmeans_objective", "objective")], "no clustering"),
-    ("empty clusters re-split", [("empty_resplit", "re-split")], "no clustering"),
+    ("number of clusters", [("clusters", "clusters")], "no clustering"),
+    ("k-means objective (per image)", [("kmeans_objective", "objective")], "not k-means"),
+    ("clusters repaired", [("empty_resplit", "empty, re-split"), ("singletons_moved", "singletons moved")],
+     "no clustering"),
     ("cluster-size imbalance", [("imbalance", "imbalance (1 = equal sizes)")], "no clustering"),
+    ("seconds per epoch", [("time_features", "features"), ("time_clustering", "clustering"),
+                           ("time_training", "training")], "no timing"),
 )
 
 
 def plot_curves(history: list[dict], path: Optional[str | Path] = None):
-    """Six panels over the epochs: NMI and ARI of the assignment against the labels (the paper's Fig. 2a), NMI
-    against the previous epoch's assignment (Fig. 2b), the training loss, the k-means objective, the empty
-    clusters re-split and the cluster-size imbalance. Panels without data say why. Saved as PNG to ``path``
+    """Eight panels over the epochs: NMI and ARI of the assignment against the labels (the paper's Fig. 2a), NMI
+    against the previous epoch's assignment (Fig. 2b), the training loss, the number of clusters, the k-means
+    objective, the clusters repaired (empty ones re-split by k-means, singletons moved by PIC), the
+    cluster-size imbalance and the time of each stage. Panels without data say why. Saved as PNG to ``path``
     when given; returns the figure (close it with ``plt.close``)."""
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.4))
+    fig, axes = plt.subplots(2, 4, figsize=(16, 6.4))
     epochs = [r["epoch"] for r in history]
     for ax, (title, keys, missing) in zip(axes.flat, PANELS):
         drawn = False

@@ -126,7 +126,10 @@ def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model
 
     state = ("finished" if final else f"in progress: epoch {done} of {cfg.epochs} done; this page reloads "
              f"every minute")
-    status = [f"<p><b>{html.escape(state)}</b>. Data: {html.escape(str(getattr(dataset, 'name', cfg.data)))}"
+    what = ("supervised baseline (true labels)" if cfg.supervised else
+            f"DeepCluster {cfg.method}, " + ("PIC" if cfg.clustering == "pic" else f"k-means with k = {cfg.k}"))
+    data = html.escape(str(getattr(dataset, "name", cfg.data)))
+    status = [f"<p><b>{html.escape(state)}</b>. {html.escape(what)}. Data: {data}"
               f"{f', {len(dataset)} images' if dataset is not None else ''}; written "
               f"{datetime.datetime.now().isoformat(timespec='seconds')}.</p>"]
     if history:
@@ -144,9 +147,8 @@ def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model
                                  for c in range(3)), []) for r in range(per_col)])
 
     sec["curves"] = _img(png_bytes(plot_curves(history)), "curves over epochs")
-    keys = [k for k in ("loss", "nmi_labels", "ari_labels", "nmi_prev", "kmeans_objective", "clusters",
-                        "empty_resplit", "imbalance", "time_features", "time_clustering", "time_training")
-            if any(r.get(k) is not None for r in history)]
+    keys = [k for k in dict.fromkeys(k for r in history for k in r) if k != "epoch"
+            and any(r.get(k) is not None for r in history)]
     sec["epochs"] = _table(["epoch"] + keys, [[r["epoch"]] + [r.get(k) for k in keys] for r in history]) \
         if history else '<p class="note">No epoch yet.</p>'
 
@@ -155,7 +157,7 @@ def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model
         for s in ("sizes", "clusters", "confusion"):
             sec[s] = no_assign
     else:
-        sec["sizes"] = _img(png_bytes(cluster_sizes_figure(assignment, cfg.k)), "cluster sizes")
+        sec["sizes"] = _img(png_bytes(cluster_sizes_figure(assignment)), "cluster sizes")
         if dataset is None:
             sec["clusters"] = '<p class="note">The data could not be loaded, so no images are shown.</p>'
         else:
