@@ -88,13 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "checkpoint, filters-convN.png / top-images-convN.png)")
         p_.add_argument("--seed", type=int, default=0, help="which filters are drawn (default 0)")
         p_.add_argument("--device", default="auto", help="auto, cpu or cuda")
+        p_.add_argument("--data", help="images (default: the run's training data); top-images searches them, "
+                                       "filters takes their channels and normalisation")
         p_.add_argument("--data-root", help="folder of the built-in dataset's files")
     vf.add_argument("--filters", type=int, default=32, help="filters drawn at random (default 32)")
     vf.add_argument("--steps", type=int, default=300, help="gradient-ascent steps (default 300)")
     vf.add_argument("--size", type=int, help="image side in px (default: the network's input size)")
     vt.add_argument("--filters", type=int, default=12, help="filters drawn at random (default 12)")
     vt.add_argument("--top", type=int, default=9, help="images per filter (default 9, as in the paper)")
-    vt.add_argument("--data", help="images to search (default: the run's training data)")
+
+    i = sub.add_parser("import-original", help="convert a checkpoint of the reference implementation into ours",
+                       description="Convert a checkpoint of the reference DeepCluster code (facebookresearch/"
+                                   "deepcluster: AlexNet or VGG-16, with or without Sobel) into a deepcluster "
+                                   "checkpoint that 'eval' and 'visualize' take. Nothing in the file is executed.")
+    i.add_argument("source", metavar="CHECKPOINT.pth.tar")
+    i.add_argument("out", metavar="OUT.pt")
+    i.add_argument("--data", default="", help="images to record as the checkpoint's data (else give --data to "
+                                              "eval / visualize)")
+    i.add_argument("--overwrite", action="store_true", help="replace OUT.pt if it exists")
 
     c = sub.add_parser("compare", help="one Markdown table of the evaluation results of several runs")
     c.add_argument("runs", nargs="+", metavar="RUN_DIR")
@@ -127,8 +138,7 @@ def run_visualize(args: argparse.Namespace) -> None:
     from .rundir import atomic_write
     from .visualize import gradient_ascent, image_rows, sample_filters, tile_grid, top_images
 
-    setup = load_for_eval(args.run or args.checkpoint, getattr(args, "data", None), None, args.data_root,
-                          device=args.device)
+    setup = load_for_eval(args.run or args.checkpoint, args.data, None, args.data_root, device=args.device)
     model, ds = setup.model, setup.train_set
     filters = sample_filters(model, args.layer, args.filters, args.seed)
     name = "filters" if args.what == "filters" else "top-images"
@@ -153,6 +163,33 @@ def run_visualize(args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: grid.save(tmp, format="PNG"))
     print(f"{name} of {len(filters)} conv{args.layer} filters of {setup.run_dir}: {out}")
+
+
+def run_import_original(args: argparse.Namespace) -> None:
+    import pickle
+    from pathlib import Path
+
+    import torch
+
+    from .checkpoint import save_checkpoint
+    from .models.original import original_to_checkpoint
+
+    src, out = Path(args.source), Path(args.out)
+    if not src.is_file():
+        raise ConfigError(f"{src} does not exist: give the reference checkpoint file (e.g. checkpoint.pth.tar)")
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"{out} exists: choose another OUT.pt or pass --overwrite")
+    try:  # weights only: a crafted file cannot run code here
+        state = torch.load(src, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"{src} cannot be loaded safely ({first[:160]}): it is damaged or holds more than "
+                          f"weights") from None
+    ckpt = original_to_checkpoint(state, str(src), args.data)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, ckpt)
+    print(f"{src}: {ckpt['arch']}{' + sobel' if ckpt['config']['sobel'] else ''}, epoch {ckpt['epoch']}, head of "
+          f"{ckpt['head_classes']} clusters -> {out}")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -182,6 +219,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(build_report(args.run, args.data, args.data_root, args.device, args.map_images))
         elif args.command == "visualize":
             run_visualize(args)
+        elif args.command == "import-original":
+            run_import_original(args)
         elif args.command == "compare":
             from .evaluate.compare import compare_runs
             from .rundir import atomic_write_text

@@ -90,6 +90,7 @@ class Config:
             if not ok:
                 raise ConfigError(msg)
 
+        need(bool(self.data), "no data given: pass --data ('fashion-mnist' or a folder of images)")
         need(self.arch in ARCHS, f"unknown architecture '{self.arch}': choose one of {', '.join(ARCHS)} (--arch)")
         need(self.method in METHODS, f"unknown method '{self.method}': choose v1 or v2 (--method)")
         need(self.bank in ("train", "centre"), f"unknown bank '{self.bank}': choose train or centre (--bank)")

@@ -1,0 +1,88 @@
+"""The reference implementation's published checkpoints (AlexNet and VGG-16 with BatchNorm and Sobel) converted
+into ours, so that evaluation and visualisation work on the paper's own weights.
+
+The reference saves ``{"epoch", "arch", "state_dict"[, "optimizer"]}`` with keys ``sobel.0.*`` (grey 1x1 conv),
+``sobel.1.*`` (the two Sobel kernels), ``features.module.N.*`` (convs and BatchNorms under DataParallel),
+``classifier.I.*`` (the two Linear layers of the fc block) and ``top_layer.*`` (the last head). Its feature
+stacks list conv, BN, ReLU and pooling layers in the same order as ours, so feature indices carry over; the
+Sobel filter is fixed in both and is checked, not copied.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+
+from ..config import Config, ConfigError
+from .net import DeepClusterNet
+
+ARCHS = {"alexnet": "alexnet", "vgg16": "vgg16"}
+
+
+def _clean(key: str) -> str:
+    return key.replace("module.", "")  # DataParallel wrappers, at any depth
+
+
+def convert_original(state: dict, source: str = "checkpoint") -> tuple[str, bool, dict, int]:
+    """Reference checkpoint dict -> ``(arch, sobel, our state_dict, head classes)``; the weights are checked
+    against the shapes of our network of that architecture at 224 px. Raises ConfigError on anything else."""
+    sd = state.get("state_dict", state) if isinstance(state, dict) else None
+    if not isinstance(sd, dict) or not any(_clean(k).startswith("features.") for k in sd):
+        raise ConfigError(f"{source} is not a checkpoint of the reference DeepCluster code (no 'features.*' weights "
+                          f"in its state_dict)")
+    sd = {_clean(k): v for k, v in sd.items()}
+    arch = str(state.get("arch", "")).lower()
+    n_convs = sum(1 for k, v in sd.items() if k.startswith("features.") and k.endswith(".weight") and v.ndim == 4)
+    arch = arch if arch in ARCHS else {5: "alexnet", 13: "vgg16"}.get(n_convs, "")
+    if arch not in ARCHS:
+        raise ConfigError(f"{source}: architecture '{state.get('arch')}' with {n_convs} convs is neither the "
+                          f"reference's alexnet nor vgg16")
+    sobel = "sobel.1.weight" in sd
+    if sobel:
+        _check_sobel(sd, source)
+    linears = sorted((int(m.group(1)) for k in sd if (m := re.fullmatch(r"classifier\.(\d+)\.weight", k))))
+    if len(linears) != 2 or "top_layer.weight" not in sd:
+        raise ConfigError(f"{source}: expected two Linear layers in 'classifier' and a 'top_layer', found "
+                          f"classifier layers {linears}")
+    ours = {k: v for k, v in sd.items() if k.startswith("features.")}
+    for theirs, mine in zip(linears, (1, 4)):  # our fc block: Dropout, Linear, ReLU, Dropout, Linear
+        for p in ("weight", "bias"):
+            ours[f"classifier.{mine}.{p}"] = sd[f"classifier.{theirs}.{p}"]
+    ours["head.weight"], ours["head.bias"] = sd["top_layer.weight"], sd["top_layer.bias"]
+    head_classes = int(sd["top_layer.weight"].shape[0])
+
+    model = DeepClusterNet(arch, 3, 224, sobel=sobel, n_classes=head_classes)
+    want = model.state_dict()
+    for k, v in want.items():
+        if k.startswith("sobel."):
+            ours[k] = v  # fixed buffers, checked above
+        elif k.endswith("num_batches_tracked") and k not in ours:
+            ours[k] = torch.zeros((), dtype=torch.long)  # older PyTorch did not save it
+    missing = sorted(set(want) - set(ours))
+    extra = sorted(set(ours) - set(want))
+    wrong = [k for k in want if k in ours and tuple(ours[k].shape) != tuple(want[k].shape)]
+    if missing or extra or wrong:
+        raise ConfigError(f"{source} does not fit our {arch}: missing {missing[:3]}, unexpected {extra[:3]}, "
+                          f"wrong shapes {wrong[:3]}")
+    return arch, sobel, {k: ours[k].detach().clone().float() if ours[k].is_floating_point() else ours[k]
+                         for k in want}, head_classes
+
+
+def _check_sobel(sd: dict, source: str) -> None:
+    gray, edges = sd["sobel.0.weight"].float(), sd["sobel.1.weight"].float()
+    gx = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]])
+    ok = (gray.shape == (1, 3, 1, 1) and torch.allclose(gray, torch.full_like(gray, 1 / 3), atol=1e-4)
+          and edges.shape == (2, 1, 3, 3) and torch.allclose(edges[:, 0], torch.stack([gx, gx.t()]), atol=1e-4))
+    biases = [sd.get(f"sobel.{i}.bias") for i in (0, 1)]
+    if not ok or any(b is not None and b.abs().max() > 1e-6 for b in biases):
+        raise ConfigError(f"{source}: its Sobel layers are not the fixed grey + Sobel filter the paper uses")
+
+
+def original_to_checkpoint(state: dict, source: str = "checkpoint", data: str = "") -> dict:
+    """A reference checkpoint as one of ours (see :func:`deepcluster.checkpoint.save_checkpoint`): our config
+    for the architecture at 224 px (``data`` recorded if given), the converted weights, the head's size and the
+    reference's epoch."""
+    arch, sobel, model, head_classes = convert_original(state, source)
+    cfg = Config(data=data, arch=arch, sobel=sobel, image_size=224, k=max(head_classes, 2))
+    return {"epoch": int(state.get("epoch", 0)), "config": cfg.to_dict(), "arch": arch, "model": model,
+            "head_classes": head_classes, "imported_from": "facebookresearch/deepcluster"}
