@@ -73,15 +73,23 @@ class RunDir:
                 changes = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff)
                 raise ConfigError(f"{self.path} holds a run with another config ({changes}): use the same "
                                   f"settings to resume, or another --out")
+            self._remove_stale_temporaries()
             return True
         if not saved_cfg.exists() and self.path.is_dir() and any(self.path.iterdir()) and not (resume or overwrite):
             raise ConfigError(f"{self.path} is not empty and holds no deepcluster run: choose an empty or new "
                               f"--out (or pass --overwrite to write into it)")
+        self._remove_stale_temporaries()
         if overwrite:
             for name in RUN_FILES:
                 (self.path / name).unlink(missing_ok=True)
             shutil.rmtree(self.path / "tensorboard", ignore_errors=True)  # the replaced run's event files
         return False
+
+    def _remove_stale_temporaries(self) -> None:
+        """Delete the half-written temporaries of a process killed while writing (the files they were to
+        replace are whole: they are replaced only once a temporary is complete)."""
+        for stale in [*self.path.glob(".*.tmp[0-9]*"), *self.path.glob("report/.*.tmp[0-9]*")]:
+            stale.unlink()
 
     def write_config(self, cfg: Config) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
