@@ -4,7 +4,7 @@ import pickle
 import pytest
 import torch
 
-from deepcluster import ConfigError
+from deepcluster import ConfigError, DeepClusterError
 from deepcluster.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -27,7 +27,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(DeepClusterError, match="No space left on device.*the previous version is intact"):
         save_checkpoint(tmp_path / "c.pt", {"epoch": 2})
     monkeypatch.undo()
     assert load_checkpoint(tmp_path / "c.pt")["epoch"] == 1

@@ -43,6 +43,7 @@ class Config:
     image_size: Optional[int] = _opt("network input size in pixels (default: 28 for fashion-mnist, "
                                      "32 for the small net on folders, 224 for alexnet/vgg16)")
     subset: Optional[int] = _opt("use only the first N training images (quick tries)")
+    strict: bool = _opt("stop on unreadable image files instead of skipping them with a warning", False)
     # model
     arch: str = _opt("network: " + ", ".join(ARCHS), "small")
     sobel: bool = _opt("fixed Sobel input filter (grayscale + two edge kernels), as in the paper", True)

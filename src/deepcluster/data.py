@@ -60,12 +60,45 @@ class TensorImages(Dataset):
         return TensorImages(self.images[:n], t, self.classes, self.mean, self.std, self.name)
 
 
+def _looks_whole(path: Path) -> bool:
+    """JPEG and PNG files end with a marker (EOI ``FFD9``, the ``IEND`` chunk); a file cut short lacks it. PIL's
+    ``verify`` reads only headers, so this cheap look at the last bytes is what catches truncated files."""
+    suffix = path.suffix.lower()
+    if suffix not in (".jpg", ".jpeg", ".png"):
+        return True
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 1024))
+        tail = f.read()  # some writers append a few bytes after the marker, so look at the last kilobyte
+    return (b"\xff\xd9" if suffix in (".jpg", ".jpeg") else b"IEND") in tail
+
+
+def to_rgb_array(im) -> np.ndarray:
+    """Any PIL image -> ``uint8 (H, W, 3)``: 16-bit and 32-bit grey scaled down to 8 bits (not clipped),
+    float images taken as [0, 1] when they fit in it, transparency composited over white, CMYK and palettes
+    converted by PIL."""
+    from PIL import Image
+
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 1.0 if im.mode == "F" and a.max() <= 1.0 else 65535.0 if a.max() > 255 else 255.0
+        a = np.clip(a / top * 255.0, 0, 255).round().astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, im)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
 class ImageFolder(Dataset):
     """Every image file under ``root`` (recursively), decoded with PIL, resized (shorter side) and centre-cropped
-    to a ``load_size`` square, as RGB ``uint8``. Subfolder names of ``root`` become ``targets`` when every image
-    sits in one; they are only used for evaluation."""
+    to a ``load_size`` square, as RGB ``uint8`` (see :func:`to_rgb_array` for other modes). Subfolder names of
+    ``root`` become ``targets`` when every image sits in one; they are only used for evaluation.
 
-    def __init__(self, root: str | Path, load_size: int):
+    Unreadable files (empty, truncated, not images) are skipped with one warning that counts them and names a
+    few; with ``strict`` they are an error instead."""
+
+    def __init__(self, root: str | Path, load_size: int, strict: bool = False):
         from PIL import Image
 
         self.root = Path(root)
@@ -78,11 +111,14 @@ class ImageFolder(Dataset):
             try:
                 with Image.open(p) as im:
                     im.verify()
-                good.append(p)
+                (good if _looks_whole(p) else bad).append(p)
             except Exception:
                 bad.append(p)
         if bad:
             names = ", ".join(str(p.relative_to(self.root)) for p in bad[:3])
+            if strict:
+                raise ConfigError(f"{len(bad)} unreadable image file(s) in {self.root} (e.g. {names}): remove "
+                                  f"them, or drop --strict to skip them")
             warnings.warn(f"skipped {len(bad)} unreadable image file(s) in {self.root} (e.g. {names})")
         if not good:
             what = "no readable image" if files else "no image files (" + ", ".join(IMAGE_EXTENSIONS[:4]) + ", ...)"
@@ -105,16 +141,19 @@ class ImageFolder(Dataset):
     def __getitem__(self, i: int):
         from PIL import Image
 
-        with Image.open(self.files[i]) as im:
-            im = im.convert("RGB")
-            s = self.load_size
-            w, h = im.size
-            scale = s / min(w, h)
-            nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
-            im = im.resize((nw, nh), Image.BILINEAR)
-            left, top = (nw - s) // 2, (nh - s) // 2
-            im = im.crop((left, top, left + s, top + s))
-            arr = np.asarray(im, dtype=np.uint8)
+        try:
+            with Image.open(self.files[i]) as im:
+                im = Image.fromarray(to_rgb_array(im))
+        except Exception as e:
+            raise ConfigError(f"cannot read {self.files[i]} ({type(e).__name__}: {e}); it was readable when the "
+                              f"folder was scanned: remove or restore it, then --resume") from None
+        s = self.load_size
+        w, h = im.size
+        scale = s / min(w, h)
+        nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
+        im = im.resize((nw, nh), Image.BILINEAR)
+        left, top = (nw - s) // 2, (nh - s) // 2
+        arr = np.asarray(im.crop((left, top, left + s, top + s)), dtype=np.uint8)
         return torch.from_numpy(arr.copy()).permute(2, 0, 1), i
 
     def subset(self, n: int) -> "ImageFolder":
@@ -178,8 +217,8 @@ def load_datasets(cfg: Config):
         if size != 28:
             raise ConfigError(f"fashion-mnist images are 28 px: drop --image-size {size} or set it to 28")
     else:
-        train = ImageFolder(cfg.data, load_size_for(size))
-        val = ImageFolder(cfg.val_data, load_size_for(size)) if cfg.val_data else None
+        train = ImageFolder(cfg.data, load_size_for(size), cfg.strict)
+        val = ImageFolder(cfg.val_data, load_size_for(size), cfg.strict) if cfg.val_data else None
     if cfg.subset:
         train = train.subset(min(cfg.subset, len(train)))
     if len(train) < 2:

@@ -11,10 +11,10 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, DeepClusterError
 
 # Settings that may change when a run is resumed: they do not change what is computed, only how or how far.
-RESUMABLE_CHANGES = ("epochs", "device", "workers", "eval_seeds", "data_root", "report",
+RESUMABLE_CHANGES = ("epochs", "device", "workers", "eval_seeds", "data_root", "report", "strict",
                      "tensorboard")
 # settings a supervised run never reads
 CLUSTERING_ONLY = ("k", "pca_dim", "kmeans_iters", "method", "proj_dim", "temperature", "bank", "clustering",
@@ -32,6 +32,10 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # disk full, quota, permissions: the previous file, if any, is still whole
+        kept = "the previous version is intact" if path.exists() else "nothing was written"
+        raise DeepClusterError(f"could not write {path} ({e.strerror or e}); {kept}: free disk space or fix the "
+                               f"folder's permissions, then --resume") from None
     finally:
         if tmp.exists():
             tmp.unlink()

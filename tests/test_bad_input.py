@@ -1,0 +1,123 @@
+"""The bad-input catalogue (docs/robustness.md): every case gives a sensible result or one clear line, and
+nothing already written is lost. Cases covered elsewhere are named in the catalogue with their test."""
+import dataclasses
+import errno
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deepcluster import ConfigError, DeepClusterError, ImageFolder, train
+from deepcluster.cli import main
+
+
+def save(img: Image.Image, path, **kw):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, **kw)
+    return path
+
+
+@pytest.fixture
+def odd_modes(tmp_path):
+    """One image per awkward kind, each 20x12 px (smaller than the 32 px input), with a known content."""
+    root = tmp_path / "odd"
+    grad = np.tile(np.linspace(0, 255, 20).astype(np.uint8), (12, 1))
+    save(Image.fromarray(grad), root / "grey.png")
+    save(Image.fromarray((grad.astype(np.uint16) * 257)), root / "grey16.png")  # 16-bit PNG
+    save(Image.fromarray(grad).convert("CMYK"), root / "cmyk.jpg", quality=95)
+    rgba = np.zeros((12, 20, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:, :10, 3] = 255  # left half opaque red, right half fully transparent
+    save(Image.fromarray(rgba, "RGBA"), root / "rgba.png")
+    save(Image.fromarray(grad).convert("P"), root / "palette.gif")
+    return root
+
+
+def test_every_mode_becomes_rgb_with_its_content(odd_modes):
+    ds = ImageFolder(odd_modes, 32)
+    got = {p.name: ds[i][0] for i, p in enumerate(ds.files)}
+    assert set(got) == {"grey.png", "grey16.png", "cmyk.jpg", "rgba.png", "palette.gif"}
+    for img in got.values():
+        assert img.shape == (3, 32, 32) and img.dtype.is_floating_point is False
+    # 16-bit grey is scaled to 8 bits, not clipped to white: it matches the 8-bit gradient
+    assert np.abs(got["grey16.png"].numpy().astype(int) - got["grey.png"].numpy().astype(int)).max() <= 1
+    assert got["grey.png"][:, :, 0].float().mean() < 60 < got["grey.png"][:, :, -1].float().mean()
+    # transparency over white: the opaque half stays red, the transparent half is white
+    r = got["rgba.png"].numpy()
+    assert tuple(r[:, 16, 2]) == (200, 0, 0) and tuple(r[:, 16, 29]) == (255, 255, 255)
+    assert abs(int(got["cmyk.jpg"][0].float().mean()) - int(got["grey.png"][0].float().mean())) < 12
+
+
+def test_broken_files_are_skipped_with_one_warning_or_refused_with_strict(image_folder, tmp_path):
+    good = next(image_folder.rglob("*.png"))
+    (image_folder / "disk" / "empty.png").write_bytes(b"")
+    (image_folder / "disk" / "text.jpg").write_text("not an image at all")
+    data = good.read_bytes()
+    (image_folder / "disk" / "cut.png").write_bytes(data[: len(data) // 2])  # truncated PNG
+    jpg = save(Image.open(good).convert("RGB"), tmp_path / "x.jpg")
+    (image_folder / "hstripe" / "cut.jpg").write_bytes(jpg.read_bytes()[:-200])  # truncated JPEG
+    (image_folder / "notes.txt").write_text("text files are not image files: not even counted")
+    with pytest.warns(UserWarning, match=r"skipped 4 unreadable image file\(s\)") as rec:
+        ds = ImageFolder(image_folder, 32)
+    assert len(rec) == 1 and len(ds) == 36
+    with pytest.raises(ConfigError, match="4 unreadable image file.*drop --strict"):
+        ImageFolder(image_folder, 32, strict=True)
+
+
+def test_a_file_damaged_after_the_scan_is_one_clear_line(image_folder, tmp_path, capsys):
+    ds = ImageFolder(image_folder, 32)
+    ds.files[3].write_bytes(b"gone bad")
+    with pytest.raises(ConfigError, match=r"cannot read .*03\.png.*remove or restore it, then --resume"):
+        ds[3]
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(tiny_config, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    train(dataclasses.replace(tiny_config, epochs=1), out, quiet=True)
+    before = (out / "checkpoint.pt").read_bytes()
+    import torch
+
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    args = ["train", "--data", tiny_config.data, "--out", str(out), "--resume", "--epochs", "2", "--image-size",
+            "32", "--k", "6", "--batch-size", "16", "--pca-dim", "16", "--eval-seeds", "1", "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("deepcluster: error")]
+    assert len(errors) == 1 and "Traceback" not in err
+    assert "No space left on device" in errors[0] and "the previous version is intact" in errors[0]
+    assert (out / "checkpoint.pt").read_bytes() == before
+    assert not [f for f in out.iterdir() if ".tmp" in f.name]
+    monkeypatch.undo()
+    assert main(args) == 0  # space back: the run resumes and finishes
+    assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--k", "1"], "k = 1 is too small"),
+    (["--k", "37"], "lower --k to at most 36"),
+    (["--image-size", "4"], "too small: use at least 8 pixels"),
+    (["--data", ""], "no data given"),
+    (["--clustering", "spectral"], "unknown clustering 'spectral'"),
+    (["--pic-alpha", "2"], "pic_alpha = 2.0 must lie in (0, 1)"),
+])
+def test_bad_settings_are_one_line(image_folder, tmp_path, capsys, args, message):
+    rc = main(["train", "--data", str(image_folder), "--out", str(tmp_path / "r"), "--device", "cpu", *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_tiny_images_and_a_folder_of_odd_modes_train(odd_modes, tmp_path):
+    for i in range(6):  # a few more, of 5x7 px: far smaller than the crop
+        save(Image.fromarray(np.full((7, 5), 40 * i, np.uint8)), odd_modes / f"tiny{i}.png")
+    summary = train(dataclasses.replace(
+        __import__("deepcluster").Config(), data=str(odd_modes), image_size=32, k=3, epochs=1, batch_size=4,
+        pca_dim=4, device="cpu"), tmp_path / "run", quiet=True)
+    assert summary["metrics"][0]["clusters"] == 3 and summary["eval"] == {}  # no labels: no closing k-means
