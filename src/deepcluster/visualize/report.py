@@ -25,7 +25,10 @@ from .filters import first_layer_kernels, stretch, tile_grid
 from .grids import cluster_rows, image_rows, pick_clusters
 from .plots import cluster_sizes_figure, confusion_figure, embedding_figure, png_bytes, tsne_map
 
-SECTIONS = ("status", "config", "curves", "epochs", "sizes", "clusters", "confusion", "map", "filters", "evaluation")
+SECTIONS = {"status": "Status", "config": "Configuration", "curves": "Curves over epochs", "epochs": "Epochs",
+            "sizes": "Cluster sizes", "clusters": "Clusters (images drawn at random)",
+            "confusion": "Clusters against labels", "map": "Map of the features", "filters": "First-layer filters",
+            "evaluation": "Evaluation"}  # section id -> heading, in page order
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; max-width: 1320px; margin: 1.5em auto; padding: 0 1em; color: #222; }
@@ -192,12 +195,8 @@ def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model
         sec["filters"] = '<p class="note">No network yet.</p>'
     sec["evaluation"] = evaluation_tables(run)
 
-    titles = {"status": "Status", "config": "Configuration", "curves": "Curves over epochs",
-              "epochs": "Epochs", "sizes": "Cluster sizes", "clusters": "Clusters (images drawn at random)",
-              "confusion": "Clusters against labels", "map": "Map of the features",
-              "filters": "First-layer filters", "evaluation": "Evaluation"}
-    nav = " ".join(f'<a href="#{s}">{titles[s]}</a>' for s in SECTIONS)
-    body = "".join(f'<section id="{s}"><h2>{titles[s]}</h2>{sec[s]}</section>' for s in SECTIONS)
+    nav = " ".join(f'<a href="#{s}">{title}</a>' for s, title in SECTIONS.items())
+    body = "".join(f'<section id="{s}"><h2>{title}</h2>{sec[s]}</section>' for s, title in SECTIONS.items())
     refresh = "" if final else '<meta http-equiv="refresh" content="60">'
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{refresh}'
             f'<title>DeepCluster run {html.escape(run.path.name)}</title><style>{STYLE}</style></head><body>'
