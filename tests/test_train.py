@@ -204,3 +204,11 @@ def test_v2_centre_bank_is_the_centre_view_projection_of_the_previous_weights(ti
     assert torch.allclose(a["bank"], expected, atol=1e-5)
     # epoch 1's bank came from the initial weights, and training did not overwrite it with crop/dropout noise
     assert not torch.allclose(epoch1["bank"], expected, atol=1e-3)
+
+
+def test_cosine_schedule_sets_each_epochs_lr_and_resumes_exactly(tiny_config, tmp_path):
+    cfg = dataclasses.replace(tiny_config, lr=0.04, lr_schedule="cosine", epochs=3)
+    a, _, straight = assert_resume_is_exact(cfg, tmp_path)
+    # half a cosine over 3 epochs: lr * (1 + cos(pi * (e - 1) / 3)) / 2 = 0.04, 0.03, 0.01
+    np.testing.assert_allclose([r["lr"] for r in straight["metrics"]], [0.04, 0.03, 0.01], rtol=1e-12)
+    assert all(abs(g["lr"] - 0.01) < 1e-12 for g in a["optimizer"]["param_groups"])

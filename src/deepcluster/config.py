@@ -70,6 +70,8 @@ class Config:
     epochs: int = _opt("number of DeepCluster epochs", 10)
     batch_size: int = _opt("mini-batch size", 256)
     lr: float = _opt("SGD learning rate of the network and of the head", 0.05)
+    lr_schedule: str = _opt("constant, or cosine: each epoch's lr follows a half cosine from --lr down towards 0 "
+                            "over --epochs", "constant")
     momentum: float = _opt("SGD momentum of the network (the head uses none)", 0.9)
     weight_decay: float = _opt("weight decay of the network and of the head", 1e-5)
     crop_scale: float = _opt("smallest area fraction of the random resized crop", 0.08)
@@ -112,6 +114,8 @@ class Config:
         need(self.pca_dim >= 1, f"pca_dim = {self.pca_dim} must be positive (--pca-dim)")
         need(self.kmeans_iters >= 1, f"kmeans_iters = {self.kmeans_iters} must be positive (--kmeans-iters)")
         need(self.lr > 0, f"lr = {self.lr} must be positive (--lr)")
+        need(self.lr_schedule in ("constant", "cosine"),
+             f"unknown lr schedule '{self.lr_schedule}': choose constant or cosine (--lr-schedule)")
         need(0 <= self.momentum < 1, f"momentum = {self.momentum} must lie in [0, 1) (--momentum)")
         need(self.weight_decay >= 0, f"weight decay = {self.weight_decay} must be >= 0 (--weight-decay)")
         need(0 < self.crop_scale <= 1, f"crop_scale = {self.crop_scale} must lie in (0, 1] (--crop-scale)")

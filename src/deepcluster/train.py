@@ -6,6 +6,7 @@ repeats epoch e + 1 exactly as an uninterrupted run would (deterministic on CPU)
 """
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import replace
@@ -40,6 +41,14 @@ def resolve_device(name: str) -> torch.device:
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 10_007 + epoch
+
+
+def epoch_lr(cfg: Config, epoch: int) -> float:
+    """The learning rate of epoch ``epoch`` (1-based): ``cfg.lr``, or with the cosine schedule
+    ``lr * (1 + cos(pi * (epoch - 1) / epochs)) / 2``, from ``lr`` at the first epoch towards 0."""
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
+    return cfg.lr
 
 
 def make_model(cfg: Config, dataset, device: torch.device) -> DeepClusterNet:
@@ -109,7 +118,7 @@ def deepcluster_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, ep
     t2 = time.perf_counter()
     head = model.reset_head(n_clusters)
     # The head has its own optimiser, without momentum, since it starts from scratch every epoch.
-    head_opt = torch.optim.SGD(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    head_opt = torch.optim.SGD(head.parameters(), lr=epoch_lr(cfg, epoch), weight_decay=cfg.weight_decay)
     sample = uniform_over_clusters(labels, len(dataset), np.random.default_rng([cfg.seed, epoch]))
     loss = train_on_labels(model, optimizer, head_opt, dataset, sample, labels, cfg, epoch, device)
     t3 = time.perf_counter()
@@ -261,6 +270,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = 
         tb = TensorBoardLog(run.path, first_epoch=start)
     for epoch in tqdm(range(start, cfg.epochs + 1), desc="deepcluster", unit="epoch", initial=start - 1,
                       total=cfg.epochs, disable=quiet):
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr(cfg, epoch)
         if cfg.supervised:
             assignment, row = supervised_epoch(model, optimizer, train_set, cfg, epoch, device)
         elif cfg.method == "v2":
@@ -269,6 +280,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = 
         else:
             assignment, row = deepcluster_epoch(model, optimizer, train_set, cfg, epoch, device)
             row["nmi_prev"] = nmi(previous, assignment) if previous is not None else None
+        row["lr"] = epoch_lr(cfg, epoch)
         if labels_known and not cfg.supervised:
             row["nmi_labels"] = nmi(train_set.targets, assignment)
             row["ari_labels"] = ari(train_set.targets, assignment)
