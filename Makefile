@@ -36,7 +36,8 @@ demo: setup
 # alike. Trainings resume (or only re-report); evaluations are redone.
 table1: setup
 	test -f $(RUN)/checkpoint.pt || $(MAKE) demo
-	$(BIN)/deepcluster train --config configs/fashion-mnist.yaml --method v2 --bank centre --lr 0.01 --out $(RUN)-v2 --resume
+	$(BIN)/deepcluster train --config configs/fashion-mnist.yaml --method v2 --bank centre --lr 0.01 \
+	  --lr-schedule constant --epochs 8 --out $(RUN)-v2 --resume
 	$(BIN)/deepcluster train --config configs/fashion-mnist-supervised.yaml --out $(RUN)-supervised --resume
 	$(BIN)/deepcluster eval probe knn cluster retrieval --run $(RUN) --random-init --epochs 5
 	for r in $(RUN) $(RUN)-v2 $(RUN)-supervised; do \
