@@ -25,10 +25,11 @@ def main() -> None:
     ap.add_argument("--config", default="configs/fashion-mnist.yaml")
     ap.add_argument("--images", type=int, default=10000, help="training images used (the first N)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating (DeepCluster, supervised) epoch pairs")
+    ap.add_argument("--k", type=int, default=100, help="clusters (default 100, the figure in the README's table)")
     args = ap.parse_args()
 
     cfg = Config.from_yaml(args.config)
-    cfg.subset, cfg.device = args.images, "cpu" if not torch.cuda.is_available() else "cuda"
+    cfg.subset, cfg.k, cfg.device = args.images, args.k, "cpu" if not torch.cuda.is_available() else "cuda"
     cfg.validate()
     data, _ = load_datasets(cfg)
     device = torch.device(cfg.device)
