@@ -166,26 +166,15 @@ def run_visualize(args: argparse.Namespace) -> None:
 
 
 def run_import_original(args: argparse.Namespace) -> None:
-    import pickle
     from pathlib import Path
 
-    import torch
-
-    from .checkpoint import save_checkpoint
+    from .checkpoint import load_weights_only, save_checkpoint
     from .models.original import original_to_checkpoint
 
     src, out = Path(args.source), Path(args.out)
-    if not src.is_file():
-        raise ConfigError(f"{src} does not exist: give the reference checkpoint file (e.g. checkpoint.pth.tar)")
     if out.exists() and not args.overwrite:
         raise ConfigError(f"{out} exists: choose another OUT.pt or pass --overwrite")
-    try:  # weights only: a crafted file cannot run code here
-        state = torch.load(src, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ConfigError(f"{src} cannot be loaded safely ({first[:160]}): it is damaged or holds more than "
-                          f"weights") from None
-    ckpt = original_to_checkpoint(state, str(src), args.data)
+    ckpt = original_to_checkpoint(load_weights_only(src), str(src), args.data)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, ckpt)
     print(f"{src}: {ckpt['arch']}{' + sobel' if ckpt['config']['sobel'] else ''}, epoch {ckpt['epoch']}, head of "
