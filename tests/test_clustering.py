@@ -1,7 +1,10 @@
 import numpy as np
 import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
 
-from deepcluster.clustering import KMeans, k_means, repair_empty_clusters
+from deepcluster.clustering import KMeans, gpu_available, k_means, repair_empty_clusters
+from deepcluster.clustering.kmeans import _assign, _split_empty
 from deepcluster.evaluate import nmi
 
 
@@ -83,3 +86,92 @@ def test_repair_with_nothing_empty_changes_nothing():
     x, y = blobs(k=3, per=5)
     new, _, n = repair_empty_clusters(x, y, np.zeros((3, 16), np.float32), np.random.default_rng(0))
     assert n == 0 and np.array_equal(new, y)
+
+
+# --- the PyTorch backend (run here on the CPU) ---------------------------------------------------------------
+
+def test_torch_backend_finds_the_same_partition_as_faiss():
+    x, y = blobs(k=8, per=250, d=16)
+    kw = dict(seed=3, init="k-means++", n_init=3)
+    f = KMeans(8, backend="faiss", **kw).fit(x)
+    t = KMeans(8, backend="torch", use_gpu=False, **kw).fit(x)
+    assert t.backend_ == "torch:cpu" and f.backend_ == "faiss:cpu"
+    assert adjusted_rand_score(f.labels_, t.labels_) == 1.0 and adjusted_rand_score(y, t.labels_) == 1.0
+    assert t.inertia_ == pytest.approx(f.inertia_, rel=0.01)
+    assert t.labels_.dtype == np.int64 and t.labels_.shape == (2000,)
+    assert t.cluster_centers_.dtype == np.float32 and t.cluster_centers_.shape == (8, 16)
+    assert t.inertia_ == pytest.approx(((x - t.cluster_centers_[t.labels_]) ** 2).sum(), rel=1e-5)
+    assert t.health_ == {"kmeans_objective": t.inertia_ / 2000, "empty_resplit": t.n_resplit_}
+    assert np.array_equal(t.predict(x), t.labels_)
+
+
+def test_torch_backend_random_init_is_seeded():
+    x = np.random.default_rng(0).standard_normal((500, 8)).astype(np.float32)
+    a, b, c = (KMeans(20, seed=s, backend="torch").fit(x).labels_ for s in (1, 1, 2))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_torch_backend_objective_never_increases():
+    x = np.random.default_rng(0).standard_normal((2000, 8)).astype(np.float32)
+    km = KMeans(20, n_iter=30, seed=0, backend="torch").fit(x)
+    obj = km.objective_
+    assert km.n_resplit_ == 0  # splits may raise the objective a little; this data set has none
+    assert km.n_iter_ == len(obj) >= 10 and obj[-1] < obj[0]
+    assert (np.diff(obj) <= 1e-6 * obj[:-1]).all()
+    # the last objective is the inertia of the kept centroids' assignment, up to float32 rounding
+    assert km.inertia_ <= obj[-1] * (1 + 1e-5)
+
+
+def test_torch_backend_splits_empty_clusters():
+    # 300 copies of 3 points and k = 10: the random init duplicates centroids, so >= 7 clusters go empty at once
+    x = np.repeat(np.eye(3, 4, dtype=np.float32), 100, 0)
+    km = KMeans(10, seed=0, backend="torch").fit(x)
+    assert np.bincount(km.labels_, minlength=10).min() > 0
+    assert km.n_resplit_ >= 7
+
+
+def test_split_empty_halves_a_big_donor_and_spares_singletons():
+    eps = 1 / 1024
+    centroids = np.array([[9, 9], [1, 2], [5, 5]], np.float32)
+    counts = np.array([0, 5, 1], np.float64)  # cluster 1 is the only one with more than one point
+    assert _split_empty(centroids, counts, np.random.default_rng(0)) == 1
+    np.testing.assert_allclose(centroids[0], [1 + eps, 2 * (1 - eps)], rtol=1e-7)  # relative, opposite signs
+    np.testing.assert_allclose(centroids[1], [1 - eps, 2 * (1 + eps)], rtol=1e-7)
+    np.testing.assert_array_equal(centroids[2], [5, 5])
+    np.testing.assert_array_equal(counts, [2.5, 2.5, 1])
+    # a second empty cluster in the same pass takes from one of the halves, never from the singleton
+    centroids = np.array([[9, 9], [1, 2], [5, 5], [7, 7]], np.float32)
+    counts = np.array([0, 5, 1, 0], np.float64)
+    assert _split_empty(centroids, counts, np.random.default_rng(0)) == 2
+    assert counts.sum() == 6 and counts.min() > 0 and counts[2] == 1 and counts[3] == 1.25
+    np.testing.assert_array_equal(centroids[2], [5, 5])
+
+
+def test_chunked_assignment_equals_brute_force():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((103, 6)).astype(np.float32)
+    c = rng.standard_normal((7, 6)).astype(np.float32)
+    brute = ((x[:, None] - c[None]) ** 2).sum(-1)
+    for chunk in (10, 1, None):  # blocks that do not divide N, one row at a time, and the default (one block)
+        labels, d2 = _assign(torch.from_numpy(x), torch.from_numpy(c), chunk=chunk)
+        assert labels.dtype == torch.int64
+        np.testing.assert_array_equal(labels.numpy(), brute.argmin(1))
+        np.testing.assert_allclose(d2.numpy(), brute.min(1), rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="unknown k-means backend 'cuda': choose one of auto, faiss, torch"):
+        KMeans(8, backend="cuda")
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or gpu_available(), reason="needs a machine without a GPU")
+def test_gpu_demanded_without_one_is_refused_and_auto_falls_back_to_faiss_cpu():
+    x, _ = blobs(k=3, per=10)
+    with pytest.raises(ValueError, match="use_gpu=True but no CUDA GPU is visible"):
+        KMeans(3, use_gpu=True).fit(x)
+    with pytest.raises(ValueError, match="use_gpu=True but no CUDA GPU is visible"):
+        KMeans(3, use_gpu=True, backend="torch").fit(x)
+    with pytest.raises(ValueError, match="backend='faiss' but this faiss has no GPU support"):
+        KMeans(3, use_gpu=True, backend="faiss").fit(x)
+    assert KMeans(3).fit(x).backend_ == "faiss:cpu"
+    assert KMeans(3, backend="torch").fit(x).backend_ == "torch:cpu"

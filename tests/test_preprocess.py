@@ -42,7 +42,7 @@ def test_l2_normalize_leaves_zero_rows_zero():
 def test_transform_applies_the_fitted_projection_to_new_data():
     x = correlated(seed=2)
     p = PCAWhitening(5).fit(x[:1000])
-    np.testing.assert_allclose(p.transform(x[1000:]), (x[1000:] - p.mean_) @ p._proj, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(p.transform(x[1000:]), (x[1000:] - p.mean_) @ p.projection_, rtol=1e-4, atol=1e-4)
 
 
 def test_unwhitened_pca_keeps_the_variance_of_each_component():

@@ -199,7 +199,7 @@ def test_v2_centre_bank_is_the_centre_view_projection_of_the_previous_weights(ti
     model = t.make_model(cfg, data, torch.device("cpu"))
     t.restore_model(model, epoch1)
     with torch.no_grad():
-        feats = torch.from_numpy(t.compute_features(model, data, cfg, torch.device("cpu"), desc=None))
+        feats = torch.from_numpy(t.centre_view_features(model, data, cfg, torch.device("cpu"), desc=None))
         expected = model.head.project(torch.relu(feats))
     assert torch.allclose(a["bank"], expected, atol=1e-5)
     # epoch 1's bank came from the initial weights, and training did not overwrite it with crop/dropout noise

@@ -17,6 +17,7 @@ from .models import DeepClusterNet, Sobel, build_model
 from .preprocess import PCAWhitening, l2_normalize, preprocess_features
 from .sampler import pseudo_labels, uniform_over_clusters
 from .train import train
+from . import distributed
 
 __version__ = "0.1.0"
 __all__ = ["PIC", "PROTOCOLS", "build_clustering", "compare_runs", "knn_accuracy", "linear_probes", "load_for_eval", "run_protocol", "Config", "ConfigError", "DeepClusterError", "DeepClusterNet", "ImageFolder", "KMeans", "PCAWhitening",

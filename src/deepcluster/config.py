@@ -15,6 +15,7 @@ import yaml
 ARCHS = ("small", "alexnet", "vgg16")
 METHODS = ("v1", "v2")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 class DeepClusterError(Exception):
@@ -60,6 +61,8 @@ class Config:
                            "finds its own number of clusters (--k is then unused); v1 only", "kmeans")
     k: int = _opt("number of k-means clusters (the paper: 10000 on ImageNet)", 100)
     pca_dim: int = _opt("PCA-whitening dimension before k-means (capped at the feature dimension)", 256)
+    pca_sample: int = _opt("images the PCA is fitted on each epoch (all when N is not larger); the others are "
+                           "projected as they are extracted, so clustering holds N x pca_dim floats", 65536)
     kmeans_iters: int = _opt("k-means iterations per epoch", 20)
     pic_neighbors: int = _opt("PIC: neighbours of each image in the graph", 5)
     pic_sigma: float = _opt("PIC: edge weight exp(-d^2 / sigma^2) on squared distances d^2", 0.2)
@@ -78,7 +81,9 @@ class Config:
     # run
     seed: int = _opt("random seed; every epoch derives its own seeds from it", 31)
     device: str = _opt("auto (CUDA when present), cpu or cuda", "auto")
-    workers: int = _opt("data-loading worker processes (0 loads in the main process)", 0)
+    workers: int = _opt("data-loading worker processes per training process (0 loads in the main process)", 0)
+    precision: str = _opt("auto (bf16 autocast on CUDA GPUs, full precision on CPUs), fp32, bf16 or fp16 "
+                          "(autocast for the network's passes; fp16 also scales the loss)", "auto")
     supervised: bool = _opt("train on the true labels instead of clusters: the supervised baseline of the "
                             "evaluation tables", False)
     eval_seeds: int = _opt("k-means restarts averaged in the final evaluation", 3)
@@ -112,6 +117,9 @@ class Config:
         need(self.epochs >= 1, f"epochs = {self.epochs}: train at least one epoch (--epochs)")
         need(self.batch_size >= 1, f"batch size = {self.batch_size} must be positive (--batch-size)")
         need(self.pca_dim >= 1, f"pca_dim = {self.pca_dim} must be positive (--pca-dim)")
+        need(self.pca_sample >= 2, f"pca_sample = {self.pca_sample} must be at least 2 (--pca-sample)")
+        need(self.precision in PRECISIONS,
+             f"unknown precision '{self.precision}': choose one of {', '.join(PRECISIONS)} (--precision)")
         need(self.kmeans_iters >= 1, f"kmeans_iters = {self.kmeans_iters} must be positive (--kmeans-iters)")
         need(self.lr > 0, f"lr = {self.lr} must be positive (--lr)")
         need(self.lr_schedule in ("constant", "cosine"),

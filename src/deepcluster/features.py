@@ -1,29 +1,130 @@
-"""Model + dataset -> ``(N, D)`` features in dataset order, whatever order the loader visits them in."""
+"""Model + images -> features in dataset order, whatever order the loader visits them in, on one process or
+many; and the clustering input (PCA-whitened, L2-normalised features) projected while extracting, so that the
+clustering stage holds ``N x pca_dim`` floats, never ``N x D``."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
+
+from . import distributed as dist
+from .data import default_image_size, make_loader
+from .preprocess import PCAWhitening, l2_normalize
+from .views import center_view
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def amp_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of a ``precision`` setting on ``device`` (None: full precision). "auto" is bf16 on CUDA
+    GPUs that have it (fp16 on older ones) and full precision on CPUs, where bf16 convolutions are mostly slower."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return AMP_DTYPES.get(precision)
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 @torch.inference_mode()
-def extract_features(forward: Callable[[torch.Tensor], torch.Tensor], loader, n: int,
-                     prepare: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
-                     desc: Optional[str] = "features") -> np.ndarray:
+def iter_features(forward: Forward, loader, prepare: Forward, device: torch.device, desc: Optional[str] = None,
+                  amp: Optional[torch.dtype] = None, project: Optional[Forward] = None
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(indices (B,), features (B, D) float32)`` for each batch ``(images, indices)`` of ``loader``:
+    ``forward(prepare(images))`` under autocast ``amp``, then ``project`` in full precision on the device."""
+    for images, idx in tqdm(loader, desc=desc, leave=False, disable=desc is None, unit="batch"):
+        with autocast(device, amp):
+            f = forward(prepare(images.to(device, non_blocking=True)))
+        f = f.float()
+        if project is not None:
+            f = project(f)
+        yield idx.numpy(), f.cpu().numpy()
+
+
+def extract_features(forward: Forward, loader, n: int, prepare: Forward, device: torch.device,
+                     desc: Optional[str] = "features", amp: Optional[torch.dtype] = None) -> np.ndarray:
     """Run ``forward(prepare(images))`` over ``loader`` (batches of ``(images, indices)``) and return a float32
     array ``(n, D)`` whose row ``i`` belongs to dataset item ``i``. Rows are written by index, never by batch
     position, so any sampler order gives the same array. Every row must be visited exactly once."""
-    out: Optional[np.ndarray] = None
-    seen = np.zeros(n, dtype=bool)
-    for images, idx in tqdm(loader, desc=desc, leave=False, disable=desc is None, unit="batch"):
-        f = forward(prepare(images.to(device, non_blocking=True))).float().cpu().numpy()
+    return _fill(iter_features(forward, loader, prepare, device, desc, amp), n, None, None)
+
+
+def _fill(batches, n: int, positions: Optional[np.ndarray], out: Optional[np.ndarray]) -> np.ndarray:
+    """Write every batch's rows into ``out (n, D)`` (made at the first batch when None): at the dataset index,
+    or at its position in the sorted ``positions`` when given. Raises when not all ``n`` rows were written."""
+    seen = 0
+    for idx, f in batches:
         if out is None:
             out = np.empty((n, f.shape[1]), dtype=np.float32)
-        idx = idx.numpy()
+        if positions is not None:
+            idx = np.searchsorted(positions, idx)
         out[idx] = f
-        seen[idx] = True
-    if out is None or not seen.all():
-        raise RuntimeError(f"feature extraction visited {int(seen.sum())} of {n} items")
+        seen += len(idx)
+    if out is None or seen != n:
+        raise RuntimeError(f"feature extraction visited {seen} of {n} items")
     return out
+
+
+def dataset_features(forward: Forward, dataset, indices: np.ndarray, prepare: Forward, device: torch.device,
+                     batch_size: int, workers: int = 0, desc: Optional[str] = "features",
+                     amp: Optional[torch.dtype] = None, project: Optional[Forward] = None,
+                     out: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+    """Features of the dataset items ``indices`` (sorted, distinct), each process extracting its share
+    (``indices[rank::world]``). On rank 0: ``(M, D)`` with row ``j`` for item ``indices[j]``, or, given ``out``
+    ``(N, D)``, ``out`` with rows ``indices`` filled (written in place: no second copy). None on other ranks."""
+    indices = np.asarray(indices, dtype=np.int64)
+    mine = indices[dist.rank()::dist.world_size()]
+    loader = make_loader(dataset, mine, batch_size, workers, pin_memory=device.type == "cuda")
+    batches = iter_features(forward, loader, prepare, device, desc if dist.is_main() else None, amp, project)
+    if not dist.enabled():
+        return _fill(batches, len(indices), None if out is not None else indices, out)
+    rows = _fill(batches, len(mine), mine, None) if len(mine) else None
+    return dist.gather_rows(rows, mine, len(indices), out, positions=None if out is not None else indices)
+
+
+def centre_view_features(model, dataset, cfg, device: torch.device, indices: Optional[np.ndarray] = None,
+                         project: Optional[Forward] = None, out: Optional[np.ndarray] = None,
+                         desc: Optional[str] = "features") -> Optional[np.ndarray]:
+    """The network's fc features (``model.embed``, eval mode) of the centre view of ``indices`` (default: every
+    image), as :func:`dataset_features` returns them."""
+    size = default_image_size(cfg)
+    prep = lambda x: center_view(x, size, dataset.mean, dataset.std).contiguous(memory_format=torch.channels_last)
+    model.eval()
+    indices = np.arange(len(dataset)) if indices is None else indices
+    return dataset_features(model.embed, dataset, indices, prep, device, cfg.batch_size, cfg.workers, desc,
+                            amp_dtype(cfg.precision, device), project, out)
+
+
+def whitened_features(model, dataset, cfg, device: torch.device, rng: np.random.Generator,
+                      desc: Optional[str] = "features") -> Optional[np.ndarray]:
+    """The clustering input ``(N, pca_dim)``: fc features PCA-whitened and L2-normalised, on rank 0 (None on
+    other ranks).
+
+    The PCA is fitted on ``cfg.pca_sample`` images drawn with ``rng`` (all of them when N is not larger, which is
+    then exactly the paper's pre-processing); the other images are projected on the device as they are
+    extracted. So the largest arrays are ``pca_sample x D`` while fitting (freed before the rest is extracted)
+    and ``N x pca_dim``, where keeping all ``N x D`` features would cost 21 GB on ImageNet with AlexNet."""
+    n = len(dataset)
+    fit = np.arange(n) if n <= cfg.pca_sample else np.sort(rng.choice(n, cfg.pca_sample, replace=False))
+    f = centre_view_features(model, dataset, cfg, device, fit, desc=desc)
+    pca = dist.on_main(lambda: PCAWhitening(cfg.pca_dim).fit(f))
+    if len(fit) == n:
+        return l2_normalize(pca.transform(f)) if dist.is_main() else None
+    out = None
+    if dist.is_main():
+        out = np.empty((n, pca.components_.shape[0]), dtype=np.float32)
+        out[fit] = l2_normalize(pca.transform(f))
+    del f
+    mean = torch.from_numpy(pca.mean_.astype(np.float32)).to(device)
+    proj = torch.from_numpy(pca.projection_).to(device)
+    project = lambda z: F.normalize((z - mean) @ proj, dim=1)
+    rest = np.setdiff1d(np.arange(n), fit, assume_unique=True)
+    return centre_view_features(model, dataset, cfg, device, rest, project, out, desc)

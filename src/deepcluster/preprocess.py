@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+CHUNK = 8192  # rows centred at a time
+
 
 class PCAWhitening:
     """PCA to ``n_components`` dims with whitening (every kept component scaled to unit variance), as faiss's
@@ -14,14 +16,15 @@ class PCAWhitening:
         self.n_components, self.eps, self.whiten = n_components, eps, whiten
 
     def fit(self, x: np.ndarray) -> "PCAWhitening":
-        """x: ``(N, D)``. Learns ``mean_ (D,)``, ``components_ (n, D)`` and ``explained_variance_ (n,)``."""
+        """x: ``(N, D)``. Learns ``mean_ (D,)``, ``components_ (n, D)``, ``explained_variance_ (n,)`` and
+        ``projection_ (D, n)``, the matrix that maps centred rows to their (whitened) components."""
         x = np.asarray(x, dtype=np.float32)
         n = min(self.n_components, x.shape[1], max(1, x.shape[0] - 1))
         self.mean_ = x.mean(0, dtype=np.float64)
         mean32 = self.mean_.astype(np.float32)
         cov = np.zeros((x.shape[1], x.shape[1]))
-        for s in range(0, len(x), 65536):  # chunks: never a float64 copy of the whole (N, D) matrix
-            xc = x[s:s + 65536] - mean32
+        for s in range(0, len(x), CHUNK):  # chunks: never a centred copy of the whole (N, D) matrix
+            xc = x[s:s + CHUNK] - mean32
             cov += xc.T @ xc
         cov /= max(1, x.shape[0] - 1)
         vals, vecs = np.linalg.eigh(cov)  # ascending
@@ -33,13 +36,17 @@ class PCAWhitening:
         self.components_ *= signs[:, None]
         scale = self.eps * max(float(self.explained_variance_.max(initial=0.0)), 1e-12)
         gain = 1 / np.sqrt(self.explained_variance_ + scale) if self.whiten else np.ones(n)
-        self._proj = (self.components_ * gain[:, None]).T.astype(np.float32)
+        self.projection_ = (self.components_ * gain[:, None]).T.astype(np.float32)
         self._mean32 = self.mean_.astype(np.float32)
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """``(N, D)`` -> ``(N, n_components)`` float32 with (about) identity covariance on the fitted data."""
-        return (np.asarray(x, dtype=np.float32) - self._mean32) @ self._proj
+        x = np.asarray(x, dtype=np.float32)
+        out = np.empty((len(x), self.projection_.shape[1]), dtype=np.float32)
+        for s in range(0, len(x), CHUNK):  # chunks: the only (N, .) array made is the result
+            out[s:s + CHUNK] = (x[s:s + CHUNK] - self._mean32) @ self.projection_
+        return out
 
     def fit_transform(self, x: np.ndarray) -> np.ndarray:
         return self.fit(x).transform(x)

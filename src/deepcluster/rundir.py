@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Optional
 from .config import Config, ConfigError, DeepClusterError
 
 # Settings that may change when a run is resumed: they do not change what is computed, only how or how far.
-RESUMABLE_CHANGES = ("epochs", "device", "workers", "eval_seeds", "data_root", "report", "strict",
+RESUMABLE_CHANGES = ("epochs", "device", "workers", "precision", "eval_seeds", "data_root", "report", "strict",
                      "tensorboard")
 # settings a supervised run never reads
 CLUSTERING_ONLY = ("k", "pca_dim", "kmeans_iters", "method", "proj_dim", "temperature", "bank", "clustering",

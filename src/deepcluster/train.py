@@ -3,6 +3,9 @@ one epoch on a sample drawn uniformly over clusters. Then again.
 
 Every epoch derives its random numbers from ``(seed, epoch)``, so a run resumed from the checkpoint of epoch e
 repeats epoch e + 1 exactly as an uninterrupted run would (deterministic on CPU).
+
+The same code runs alone or under ``torchrun`` (see :mod:`deepcluster.distributed`): every process extracts its
+shard, rank 0 clusters and broadcasts, every process trains on its slice of the common sample list, rank 0 writes.
 """
 from __future__ import annotations
 
@@ -18,12 +21,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import distributed as dist
 from .checkpoint import load_checkpoint, save_checkpoint
 from .clustering import build_clustering
 from .config import Config, ConfigError, TrainingError
 from .data import default_image_size, load_datasets, make_loader
 from .evaluate import ari, imbalance_factor, kmeans_quality, nmi
-from .features import extract_features
+from .features import amp_dtype, autocast, centre_view_features, whitened_features
 from .models import DeepClusterNet, build_model
 from .preprocess import PCAWhitening, l2_normalize, preprocess_features
 from .rundir import RUN_FILES, RunDir
@@ -36,6 +40,8 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but no CUDA GPU is visible: use --device cpu or auto")
+    if name == "cuda":  # under torchrun each process has its own GPU (distributed.setup picked it)
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)
 
 
@@ -58,49 +64,50 @@ def make_model(cfg: Config, dataset, device: torch.device) -> DeepClusterNet:
     return model.to(device, memory_format=torch.channels_last)
 
 
-def compute_features(model: DeepClusterNet, dataset, cfg: Config, device: torch.device,
-                     desc: Optional[str] = "features") -> np.ndarray:
-    """``(N, feature_dim)`` features of the centre view, in dataset order, in eval mode."""
-    size = default_image_size(cfg)
-    loader = make_loader(dataset, range(len(dataset)), cfg.batch_size, cfg.workers, device.type == "cuda")
-    model.eval()
-    prep = lambda x: center_view(x, size, dataset.mean, dataset.std).contiguous(memory_format=torch.channels_last)
-    return extract_features(model.embed, loader, len(dataset), prep, device, desc)
-
-
 def train_on_labels(model: DeepClusterNet, optimizer, head_optimizer: Optional[torch.optim.Optimizer], dataset,
                     indices: np.ndarray, targets: np.ndarray, cfg: Config, epoch: int, device: torch.device,
-                    bank: Optional[torch.Tensor] = None) -> float:
-    """One pass over ``indices`` (dataset indices) with the augmented view and cross-entropy against
-    ``targets[index]``. With a ``bank`` (v2), the head's normalised projections are written into it by index.
-    Returns the mean loss."""
+                    projections: Optional[list] = None) -> float:
+    """One pass over ``indices`` (dataset indices; under torchrun this process's slice of them) with the
+    augmented view and cross-entropy against ``targets[index]``. With a ``projections`` list (v2), each batch's
+    ``(indices, normalised head projections)`` are appended to it. Returns the mean loss over all processes."""
     size = default_image_size(cfg)
-    gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+    # Each process draws its own crops and dropout masks; rank 0's are those of a single-process run.
+    gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch) + 7919 * dist.rank())
+    if dist.rank():
+        torch.manual_seed(epoch_seed(cfg.seed, epoch) + 7919 * dist.rank())
     y_all = torch.from_numpy(targets).to(device)
-    loader = make_loader(dataset, indices, cfg.batch_size, cfg.workers, device.type == "cuda")
+    loader = make_loader(dataset, dist.shard(indices), cfg.batch_size, cfg.workers, device.type == "cuda")
     model.train()
+    # Wrapped afresh each epoch: v1 has a new head, and DDP's construction hands every process rank 0's weights.
+    net = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled() else model
+    amp = amp_dtype(cfg.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)  # fp16 gradients underflow unscaled
     total, count = 0.0, 0
-    bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, unit="batch")
+    bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, unit="batch", disable=not dist.is_main())
     for step, (images, idx) in enumerate(bar):
         x = train_view(images.to(device, non_blocking=True), size, dataset.mean, dataset.std, cfg.crop_scale,
                        generator=gen).contiguous(memory_format=torch.channels_last)
-        loss = F.cross_entropy(model(x), y_all[idx.to(device)])
-        if bank is not None:
-            bank[idx] = model.head.last_z.to(bank.device)
+        with autocast(device, amp):
+            loss = F.cross_entropy(net(x), y_all[idx.to(device)])
+        if projections is not None:
+            projections.append((idx.numpy(), model.head.last_z.float().cpu().numpy()))
         if not torch.isfinite(loss):
             raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}, batch {step}: lower the "
                                 f"learning rate (--lr, now {cfg.lr}); the last checkpoint is kept as it was")
         optimizer.zero_grad(set_to_none=True)
         if head_optimizer is not None:
             head_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
         if head_optimizer is not None:
-            head_optimizer.step()
+            scaler.step(head_optimizer)
+        scaler.update()
         total += loss.item() * len(idx)
         count += len(idx)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{total / count:.3f}")
+    total, count = dist.all_sum([total, count])
     return total / max(count, 1)
 
 
@@ -110,11 +117,15 @@ def deepcluster_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, ep
     # The global generator (head initialisation, dropout) restarts from (seed, epoch): resume-exact.
     torch.manual_seed(epoch_seed(cfg.seed, epoch))
     t0 = time.perf_counter()
-    feats = compute_features(model, dataset, cfg, device, desc=f"epoch {epoch} features")
+    x = whitened_features(model, dataset, cfg, device, np.random.default_rng([cfg.seed, epoch, 1]),
+                          desc=f"epoch {epoch} features")
     t1 = time.perf_counter()
-    x = preprocess_features(feats, cfg.pca_dim)
-    clus = build_clustering(cfg, epoch_seed(cfg.seed, epoch), "auto" if device.type == "cuda" else False).fit(x)
-    labels, n_clusters = pseudo_labels(clus.labels_)
+
+    def cluster():  # on rank 0, which alone holds x
+        clus = build_clustering(cfg, epoch_seed(cfg.seed, epoch), "auto" if device.type == "cuda" else False).fit(x)
+        return (*pseudo_labels(clus.labels_), clus.health_)
+
+    labels, n_clusters, health = dist.on_main(cluster)
     t2 = time.perf_counter()
     head = model.reset_head(n_clusters)
     # The head has its own optimiser, without momentum, since it starts from scratch every epoch.
@@ -123,36 +134,45 @@ def deepcluster_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, ep
     loss = train_on_labels(model, optimizer, head_opt, dataset, sample, labels, cfg, epoch, device)
     t3 = time.perf_counter()
     return labels, {
-        "epoch": epoch, "loss": loss, "clusters": n_clusters, **clus.health_,
+        "epoch": epoch, "loss": loss, "clusters": n_clusters, **health,
         "imbalance": imbalance_factor(labels, n_clusters),
         "time_features": t1 - t0, "time_clustering": t2 - t1, "time_training": t3 - t2,
     }
 
 
 def v2_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, epoch: int, device: torch.device,
-             bank: Optional[torch.Tensor]) -> tuple[np.ndarray, dict, torch.Tensor]:
+             bank: Optional[torch.Tensor]) -> tuple[np.ndarray, dict, Optional[torch.Tensor]]:
     """One DeepCluster-v2 epoch: k-means on the memory bank (the projections of every image from the previous
     epoch's training pass; from a centre-view pass on the first epoch, or every epoch with ``cfg.bank ==
     "centre"``), its centroids become the prototypes, then one pass over all images in random order predicting the
-    assignment, refreshing a "train" bank as it goes. Returns ``(assignment, metrics, bank)``."""
+    assignment, refreshing a "train" bank as it goes. Returns ``(assignment, metrics, bank)``; the bank lives on
+    rank 0 (None on the other ranks)."""
     torch.manual_seed(epoch_seed(cfg.seed, epoch))
     t0 = time.perf_counter()
-    if bank is None or cfg.bank == "centre":
-        feats = compute_features(model, dataset, cfg, device, desc=f"epoch {epoch} bank")
-        with torch.no_grad():
-            bank = model.head.project(F.relu(torch.from_numpy(feats).to(device))).cpu()
+    if dist.broadcast_object(bank is None or cfg.bank == "centre"):  # rank 0 alone knows whether it has a bank
+        bank = centre_view_features(model, dataset, cfg, device, project=lambda f: model.head.project(F.relu(f)),
+                                    desc=f"epoch {epoch} bank")
+        bank = torch.from_numpy(bank) if bank is not None else None
     t1 = time.perf_counter()
-    x = bank.numpy()
-    km = build_clustering(cfg, epoch_seed(cfg.seed, epoch), "auto" if device.type == "cuda" else False).fit(x)
-    model.head.set_prototypes(torch.from_numpy(km.cluster_centers_))
+
+    def cluster():  # on rank 0, which alone holds the bank
+        km = build_clustering(cfg, epoch_seed(cfg.seed, epoch), "auto" if device.type == "cuda" else False)
+        km.fit(bank.numpy())
+        return km.labels_, km.cluster_centers_, km.health_
+
+    labels, centroids, health = dist.on_main(cluster)
+    model.head.set_prototypes(torch.from_numpy(centroids))
     t2 = time.perf_counter()
     order = np.random.default_rng([cfg.seed, epoch]).permutation(len(dataset))
-    loss = train_on_labels(model, optimizer, None, dataset, order, km.labels_, cfg, epoch, device,
-                           bank=bank if cfg.bank == "train" else None)
+    rows = [] if cfg.bank == "train" else None
+    loss = train_on_labels(model, optimizer, None, dataset, order, labels, cfg, epoch, device, projections=rows)
+    if rows is not None:  # this epoch's projections become the next epoch's bank, row by dataset index
+        idx, z = (np.concatenate(a) for a in zip(*rows))
+        dist.gather_rows(z, idx, len(dataset), out=bank.numpy() if bank is not None else None)
     t3 = time.perf_counter()
-    return km.labels_, {
-        "epoch": epoch, "loss": loss, "clusters": cfg.k, **km.health_,
-        "imbalance": imbalance_factor(km.labels_, cfg.k),
+    return labels, {
+        "epoch": epoch, "loss": loss, "clusters": cfg.k, **health,
+        "imbalance": imbalance_factor(labels, cfg.k),
         "time_features": t1 - t0, "time_clustering": t2 - t1, "time_training": t3 - t2,
     }, bank
 
@@ -197,12 +217,15 @@ def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch
     ``cfg.eval_seeds`` seeds) on the fc features of the trained network and of the same network at its random
     initialisation, each L2-normalised and PCA-whitened + L2 (the training's pre-processing), and on the three
     simple pixel baselines: raw, L2-normalised, PCA-50 + L2. ``results`` lists one row per (features,
-    pre-processing)."""
+    pre-processing). Under torchrun every process extracts its share and rank 0 scores (the others get {})."""
     inputs = []
     for name, net in (("trained", model), ("random-init", make_model(cfg, dataset, device))):
-        f = compute_features(net, dataset, cfg, device, f"eval {name}")
-        inputs += [(name, "L2", l2_normalize(f)),
-                   (name, f"PCA-whitened {cfg.pca_dim} + L2", preprocess_features(f, cfg.pca_dim))]
+        f = centre_view_features(net, dataset, cfg, device, desc=f"eval {name}")
+        if f is not None:
+            inputs += [(name, "L2", l2_normalize(f)),
+                       (name, f"PCA-whitened {cfg.pca_dim} + L2", preprocess_features(f, cfg.pca_dim))]
+    if not dist.is_main():
+        return {}
     pixels = pixel_features(dataset, cfg)
     inputs += [("pixels", "raw", pixels), ("pixels", "L2", l2_normalize(pixels)),
                ("pixels", "PCA-50 + L2", l2_normalize(PCAWhitening(50, whiten=False).fit_transform(pixels)))]
@@ -216,26 +239,48 @@ def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch
 def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = False,
           quiet: bool = False) -> dict:
     """Train DeepCluster as configured, writing the run to ``out``. Returns the summary
-    ``{"metrics": [per-epoch rows], "eval": {...}, "run_dir": str}``."""
-    say = (lambda *a: None) if quiet else print
+    ``{"metrics": [per-epoch rows], "eval": {...}, "run_dir": str}``.
+
+    Under ``torchrun`` every process calls this alike; rank 0 alone prints and writes, and the summary it returns
+    is the run's (the other processes return theirs without evaluation or history)."""
     cfg = replace(cfg).validate()
+    joined = dist.setup(cfg.device)
+    try:
+        return _train(cfg, out, resume, overwrite, quiet or not dist.is_main())
+    finally:
+        if joined:
+            dist.teardown()
+
+
+def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: bool) -> dict:
+    say = (lambda *a: None) if quiet else print
+    main = dist.is_main()
 
     # ---- data (every check on the inputs comes before anything is written)
     train_set, val_set = load_datasets(cfg)
     device = resolve_device(cfg.device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed input sizes: let cuDNN pick its fastest kernels
     if cfg.tensorboard:
         from .visualize.tensorboard import check_tensorboard
 
         check_tensorboard()
 
     # ---- run directory
-    run = RunDir(out)
-    resuming = run.open(cfg, resume, overwrite)
-    ckpt = load_checkpoint(run / "checkpoint.pt") if resuming and (run / "checkpoint.pt").exists() else None
-    run.write_config(cfg)
+    run, kept = RunDir(out), {}
+
+    def open_run():  # on rank 0; every rank gets the checkpoint, less the v2 bank, which only rank 0 uses
+        resuming = run.open(cfg, resume, overwrite)
+        ckpt = load_checkpoint(run / "checkpoint.pt") if resuming and (run / "checkpoint.pt").exists() else None
+        run.write_config(cfg)
+        if ckpt is not None:
+            kept["bank"] = ckpt.pop("bank", None)
+        return resuming, ckpt
+
+    resuming, ckpt = dist.on_main(open_run)
     say(f"deepcluster: {len(train_set)} images from {train_set.name}, arch {cfg.arch}"
         f"{' + sobel' if cfg.sobel else ''}, {'PIC' if cfg.clustering == 'pic' else f'k = {cfg.k}'}, "
-        f"{cfg.epochs} epochs on {device}, run dir {run.path}")
+        f"{cfg.epochs} epochs on {device}"
+        f"{f' x {dist.world_size()} processes' if dist.enabled() else ''}, run dir {run.path}")
     say(cfg.to_yaml().rstrip())
 
     # ---- model and optimiser
@@ -255,16 +300,16 @@ def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = 
     start, previous, history, bank = 1, None, [], None
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
-        start, previous, bank = ckpt["epoch"] + 1, ckpt["assignment"].numpy(), ckpt.get("bank")
-        history = run.keep_metrics(ckpt["epoch"])
+        start, previous, bank = ckpt["epoch"] + 1, ckpt["assignment"].numpy(), kept.get("bank")
+        history = run.keep_metrics(ckpt["epoch"]) if main else []
         say(f"resuming after epoch {ckpt['epoch']}")
-    elif resuming:
+    elif resuming and main:
         history = run.keep_metrics(0)
 
     # ---- the DeepCluster loop
     labels_known = train_set.targets is not None
     tb = None
-    if cfg.tensorboard:
+    if cfg.tensorboard and main:
         from .visualize.tensorboard import TensorBoardLog
 
         tb = TensorBoardLog(run.path, first_epoch=start)
@@ -276,9 +321,11 @@ def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = 
             assignment, row = supervised_epoch(model, optimizer, train_set, cfg, epoch, device)
         elif cfg.method == "v2":
             assignment, row, bank = v2_epoch(model, optimizer, train_set, cfg, epoch, device, bank)
-            row["nmi_prev"] = nmi(previous, assignment) if previous is not None else None
         else:
             assignment, row = deepcluster_epoch(model, optimizer, train_set, cfg, epoch, device)
+        if not main:
+            continue
+        if not cfg.supervised:
             row["nmi_prev"] = nmi(previous, assignment) if previous is not None else None
         row["lr"] = epoch_lr(cfg, epoch)
         if labels_known and not cfg.supervised:
@@ -305,11 +352,13 @@ def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = 
 
     from .visualize import plot_curves, save_cluster_grid
 
-    if previous is not None and not cfg.supervised:
-        run.save_array("assignments.npy", previous)
     eval_set = val_set if val_set is not None and val_set.targets is not None else (
         train_set if labels_known else None)
     evaluation = evaluate_features(model, cfg, eval_set, device) if eval_set is not None else {}
+    if not main:
+        return {"metrics": history, "eval": evaluation, "run_dir": str(run.path)}
+    if previous is not None and not cfg.supervised:
+        run.save_array("assignments.npy", previous)
     if evaluation:
         run.write_json("eval.json", evaluation)
     if tb is not None:

@@ -1,4 +1,5 @@
-"""k-means as a scikit-learn-shaped estimator over faiss (CPU, or GPU when present)."""
+"""k-means as a scikit-learn-shaped estimator over faiss (CPU, or GPU when present) or PyTorch (CUDA GPU when faiss
+has no GPU support, as with the PyPI wheel ``faiss-cpu``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -24,63 +25,246 @@ def _flat_index(d: int, use_gpu: bool):
 
 
 def gpu_available() -> bool:
+    """Whether faiss itself can run on a GPU (not whether torch can: see :func:`_resolve_backend`)."""
     faiss = _faiss()
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
 INITS = {"random": "ClusteringInitMethod_RANDOM", "k-means++": "ClusteringInitMethod_KMEANS_PLUS_PLUS"}
+BACKENDS = ("auto", "faiss", "torch")
+_CHUNK_ELEMS = 1 << 24  # distances held at once by _assign: rows x k float32 = 64 MiB, whatever N is
+_SPLIT_EPS = 1 / 1024  # relative perturbation that separates the two copies of a split centroid (faiss's value)
+
+
+def _resolve_backend(backend: str, use_gpu: bool | str) -> tuple[str, str]:
+    """``(backend, device)`` that a ``KMeans(backend=..., use_gpu=...)`` runs on: ("faiss", "cpu" | "cuda") or
+    ("torch", "cpu" | "cuda:<i>"). A GPU is wanted with use_gpu "auto" or True; faiss's own GPU code comes first,
+    then torch on the current CUDA device; with no GPU, faiss CPU unless the torch backend is forced."""
+    want_gpu = use_gpu == "auto" or bool(use_gpu)
+    need_gpu = want_gpu and use_gpu != "auto"
+    if want_gpu and backend != "torch" and gpu_available():
+        return "faiss", "cuda"
+    if want_gpu and backend != "faiss":
+        import torch
+
+        if torch.cuda.is_available():
+            return "torch", f"cuda:{torch.cuda.current_device()}"
+    if need_gpu and backend == "faiss":
+        raise ValueError("use_gpu=True with backend='faiss' but this faiss has no GPU support (faiss-cpu?); "
+                         "use backend='auto' or 'torch' to run k-means on the GPU through PyTorch")
+    if need_gpu:
+        raise ValueError("use_gpu=True but no CUDA GPU is visible (neither faiss nor torch sees one); "
+                         "pass use_gpu='auto' or False to run on the CPU")
+    return ("torch" if backend == "torch" else "faiss"), "cpu"
+
+
+def _assign(x, centroids, chunk: int | None = None, x_sq=None):
+    """Nearest centroid of every row by squared L2 distance, computed as ||x||^2 - 2 x.c + ||c||^2 with one
+    matmul per block of ``chunk`` rows, so that memory stays O(chunk x k) (never N x k).
+
+    x: ``(N, d)`` and centroids: ``(k, d)`` float32 tensors on one device; ``chunk`` defaults to about 2**24 / k
+    rows; ``x_sq``: ``(N,)`` squared norms of x, when the caller already has them.
+    Returns ``(labels (N,) int64, d2 (N,) float32)``: index of the nearest centroid (the lowest index on ties)
+    and the squared distance to it.
+    """
+    import torch
+
+    n, k = len(x), len(centroids)
+    chunk = chunk or max(1, _CHUNK_ELEMS // k)
+    x_sq = (x * x).sum(1) if x_sq is None else x_sq
+    c_sq = (centroids * centroids).sum(1)
+    labels = torch.empty(n, dtype=torch.int64, device=x.device)
+    d2 = torch.empty(n, dtype=x.dtype, device=x.device)
+    for i in range(0, n, chunk):
+        # ||x||^2 is the same for all centroids of a row: the argmin needs ||c||^2 - 2 x.c only
+        part = torch.addmm(c_sq, x[i:i + chunk], centroids.T, alpha=-2)
+        d2[i:i + chunk], labels[i:i + chunk] = part.min(1)
+    # rounding in the expansion can leave tiny negatives for points sitting on their centroid
+    return labels, (d2 + x_sq).clamp_min_(0)
+
+
+def _kmeans_pp(x, k: int, rng: np.random.Generator, x_sq):
+    """k-means++ seeding (Arthur & Vassilvitskii 2007): the first centre uniformly at random, each next one with
+    probability proportional to its squared distance to the nearest centre so far. The draws come from ``rng``
+    (numpy) so that a seed gives the same centres on CPU and GPU up to rounding.
+
+    x: ``(N, d)`` tensor, x_sq: ``(N,)`` its squared norms. Returns ``(k, d)``. Costs k passes over x.
+    """
+    import torch
+
+    n = len(x)
+    chosen = [int(rng.integers(n))]
+    d2 = (x_sq - 2 * (x @ x[chosen[0]]) + x_sq[chosen[0]]).clamp_min_(0)
+    for _ in range(1, k):
+        cum = torch.cumsum(d2.double(), 0)  # float64: a float32 running sum over millions of points drifts
+        total = float(cum[-1])
+        if total <= 0:  # every point sits on a centre (duplicates): no weight left, draw uniformly
+            j = int(rng.integers(n))
+        else:  # side="right" never lands on a zero-weight point, even for a draw of exactly 0
+            u = torch.tensor([rng.random() * total], dtype=torch.float64, device=x.device)
+            j = min(int(torch.searchsorted(cum, u, side="right")), n - 1)
+        chosen.append(j)
+        d2 = torch.minimum(d2, (x_sq - 2 * (x @ x[j]) + x_sq[j]).clamp_min_(0))
+    return x[chosen].clone()
+
+
+def _split_empty(centroids: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> int:
+    """Give every empty cluster half of a big one, the way faiss does between its k-means iterations (the idea of
+    ``split_clusters`` in faiss's Clustering.cpp): the donor is drawn with probability proportional to (size - 1),
+    so singletons never give; its centroid is copied and the two copies are pushed apart by a symmetric relative
+    perturbation of 1/1024 (one copy scaled by 1 + eps on even coordinates and 1 - eps on odd ones, the other the
+    reverse); the donor's count is halved between the two, as if the next assignment split it evenly.
+
+    centroids: ``(k, d)`` float32, counts: ``(k,)`` float64; both are updated in place. Returns the number of splits.
+    """
+    sign = np.where(np.arange(centroids.shape[1]) % 2 == 0, _SPLIT_EPS, -_SPLIT_EPS)
+    n_split = 0
+    for j in np.flatnonzero(counts == 0):
+        weight = np.maximum(counts - 1, 0)
+        if weight.sum() <= 0:
+            break  # no cluster holds two points: nothing to split (cannot happen with N >= k)
+        m = rng.choice(len(counts), p=weight / weight.sum())
+        c = centroids[m].copy()
+        centroids[j], centroids[m] = c * (1 + sign), c * (1 - sign)
+        counts[j] = counts[m] / 2
+        counts[m] -= counts[j]
+        n_split += 1
+    return n_split
+
+
+def _lloyd_torch(x, centroids, n_iter: int, rng: np.random.Generator, x_sq=None):
+    """At most ``n_iter`` Lloyd iterations, as faiss.Clustering runs them: assign, record the objective, move
+    each centroid to the mean of its points, split empty clusters (:func:`_split_empty`). Like faiss, which stops
+    once the objective repeats, it stops at a fixed point: an assignment equal to the previous one, no split since.
+
+    x: ``(N, d)`` float32 tensor, centroids: ``(k, d)`` on the same device (not modified); x_sq: ``(N,)``.
+    Returns ``(centroids (k, d), objective, n_split)``: objective[i] is the sum of squared distances of the
+    assignment made at iteration i (before that iteration's update), n_split the empty clusters split in all.
+    """
+    import torch
+
+    k = len(centroids)
+    objective, n_split, previous = [], 0, None
+    for _ in range(n_iter):
+        labels, d2 = _assign(x, centroids, x_sq=x_sq)
+        objective.append(float(d2.sum(dtype=torch.float64)))
+        if previous is not None and torch.equal(labels, previous):
+            break  # the centroids are already the means of this assignment: more iterations change nothing
+        sums = torch.zeros_like(centroids).index_add_(0, labels, x)
+        counts = torch.bincount(labels, minlength=k)
+        # an empty cluster keeps its old centroid for now; _split_empty replaces it below
+        centroids = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None].to(x.dtype), centroids)
+        counts = counts.cpu().numpy().astype(np.float64)
+        if (counts == 0).any():  # rare after the first iterations: a round trip of k x d floats is cheap then
+            c = centroids.cpu().numpy()
+            n_split += _split_empty(c, counts, rng)
+            centroids = torch.from_numpy(c).to(x.device)
+            labels = None  # split centroids are not the means of this assignment: no fixed point yet
+        previous = labels
+    return centroids, objective, n_split
+
+
+def inertia(x: np.ndarray, centroids: np.ndarray, labels: np.ndarray, chunk: int = 65536) -> float:
+    """Sum of squared distances of the rows of ``x (N, d)`` to their centroids ``centroids[labels]``, in chunks
+    of rows: the clustering stage holds ``x`` and little more, never an ``(N, d)`` temporary."""
+    return float(sum(((x[s:s + chunk] - centroids[labels[s:s + chunk]]) ** 2).sum(dtype=np.float64)
+                     for s in range(0, len(x), chunk)))
 
 
 class KMeans:
-    """Lloyd's k-means with faiss: ``n_iter`` iterations from ``seed``, no subsampling, empty clusters re-split
-    by splitting a non-empty one (faiss does it during the iterations; :func:`repair_empty_clusters` after the
-    final assignment).
+    """Lloyd's k-means: up to ``n_iter`` iterations from ``seed`` (fewer once converged), no subsampling, empty
+    clusters re-split by splitting a non-empty one (during the iterations, the faiss way;
+    :func:`repair_empty_clusters` after the final assignment).
 
     ``init``: "random" (k points drawn at random, the paper's choice) or "k-means++"; ``n_init``: restarts, the
     one with the lowest objective is kept.
 
+    ``backend``: "faiss", "torch" or "auto". "auto" runs faiss on the GPU when faiss has GPU support and a GPU is
+    wanted (``use_gpu`` "auto" or True), else the PyTorch implementation on the current CUDA device when torch
+    sees one and a GPU is wanted, else faiss on the CPU. "torch" forces the PyTorch implementation (on CUDA when
+    available and wanted, else on the CPU). ``use_gpu=True`` with no usable GPU raises ValueError.
+    The torch backend does what faiss.Clustering does with these settings (random init: k distinct points drawn
+    with ``np.random.default_rng(seed)``; k-means++ implemented in torch), but its draws differ from faiss's, so
+    the two reach the same partition only where the data leave little choice. Its ``objective_`` covers the
+    kept restart only (faiss's also holds the restarts before it).
+
     Learned attributes: ``labels_ (N,)``, ``cluster_centers_ (k, d)``, ``inertia_`` (sum of squared distances to
     the assigned centroid), ``n_iter_``, ``n_resplit_`` (empty clusters re-split in all), ``objective_`` (per
-    iteration), ``health_`` (the figures the training logs: objective per point, clusters re-split).
+    iteration), ``health_`` (the figures the training logs: objective per point, clusters re-split),
+    ``backend_`` (what ran: "faiss:cpu", "faiss:cuda", "torch:cpu" or "torch:cuda:<i>").
     """
 
     def __init__(self, n_clusters: int, n_iter: int = 20, seed: int = 0, init: str = "random", n_init: int = 1,
-                 use_gpu: bool | str = "auto", verbose: bool = False):
+                 use_gpu: bool | str = "auto", verbose: bool = False, backend: str = "auto"):
         if init not in INITS:
             raise ValueError(f"unknown k-means init '{init}': choose one of {', '.join(INITS)}")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown k-means backend '{backend}': choose one of {', '.join(BACKENDS)}")
         self.n_clusters, self.n_iter, self.seed, self.init, self.n_init = n_clusters, n_iter, seed, init, n_init
-        self.use_gpu, self.verbose = use_gpu, verbose
+        self.use_gpu, self.verbose, self.backend = use_gpu, verbose, backend
 
     def fit(self, x: np.ndarray) -> "KMeans":
-        faiss = _faiss()
         x = np.ascontiguousarray(x, dtype=np.float32)
         n, d = x.shape
         if self.n_clusters < 2 or self.n_clusters > n:
             raise ValueError(f"k-means needs 2 <= k <= N; got k = {self.n_clusters} for N = {n} points")
         if not np.isfinite(x).all():
             raise ValueError("k-means input holds NaN or infinite values")
-        use_gpu = gpu_available() if self.use_gpu == "auto" else bool(self.use_gpu)
+        backend, device = _resolve_backend(self.backend, self.use_gpu)
+        fit = self._fit_torch if backend == "torch" else self._fit_faiss
+        centroids, labels, objective, n_split = fit(x, device)
+        self.backend_ = f"{backend}:{device}"
+        self.objective_ = np.asarray(objective, dtype=np.float64)
+        self.n_iter_ = len(objective)
+        labels, centroids, n_after = repair_empty_clusters(x, labels, centroids, np.random.default_rng(self.seed))
+        self.labels_, self.cluster_centers_ = labels, centroids
+        self.n_resplit_ = n_split + n_after
+        self.inertia_ = inertia(x, centroids, labels)
+        self.health_ = {"kmeans_objective": self.inertia_ / n, "empty_resplit": self.n_resplit_}
+        return self
+
+    def _fit_faiss(self, x: np.ndarray, device: str):
+        """faiss.Clustering on ``x (N, d)``. Returns ``(centroids (k, d), labels (N,) int64, objective, n_split)``."""
+        faiss = _faiss()
+        d = x.shape[1]
         clus = faiss.Clustering(d, self.n_clusters)
         clus.niter, clus.seed, clus.verbose = self.n_iter, int(self.seed) % (2 ** 31), self.verbose
         clus.nredo = self.n_init
         clus.init_method = getattr(faiss, INITS[self.init])
         clus.max_points_per_centroid = 10_000_000  # the paper: cluster every point, no subsampling
         clus.min_points_per_centroid = 1  # small k/N ratios are intended here; no warning
-        index = _flat_index(d, use_gpu)
+        index = _flat_index(d, device != "cpu")
         clus.train(x, index)
         centroids = faiss.vector_to_array(clus.centroids).reshape(self.n_clusters, d)
         stats = clus.iteration_stats
         stats = [stats.at(i) for i in range(stats.size())]
-        self.objective_ = np.array([s.obj for s in stats])
-        self.n_iter_ = len(stats)
         _, idx = index.search(x, 1)
-        labels, centroids, n_after = repair_empty_clusters(
-            x, idx[:, 0].astype(np.int64), centroids, np.random.default_rng(self.seed))
-        self.labels_, self.cluster_centers_ = labels, centroids
-        self.n_resplit_ = int(sum(s.nsplit for s in stats)) + n_after
-        self.inertia_ = float(((x - centroids[labels]) ** 2).sum())
-        self.health_ = {"kmeans_objective": self.inertia_ / n, "empty_resplit": self.n_resplit_}
-        return self
+        return centroids, idx[:, 0].astype(np.int64), [s.obj for s in stats], int(sum(s.nsplit for s in stats))
+
+    def _fit_torch(self, x: np.ndarray, device: str):
+        """:func:`_lloyd_torch` from ``n_init`` starts on ``device``; x goes there once and stays float32.
+        Returns ``(centroids (k, d) float32, labels (N,) int64, objective, n_split)`` of the best start."""
+        import torch
+
+        n, k = len(x), self.n_clusters
+        rng = np.random.default_rng(self.seed)
+        xt = torch.from_numpy(x).to(device)
+        x_sq = (xt * xt).sum(1)
+        best = None
+        for restart in range(self.n_init):
+            if self.init == "k-means++":
+                init = _kmeans_pp(xt, k, rng, x_sq)
+            else:
+                init = xt[torch.from_numpy(rng.choice(n, k, replace=False)).to(device)]
+            run = _lloyd_torch(xt, init, self.n_iter, rng, x_sq)
+            if self.verbose:
+                print(f"k-means (torch, {device}) start {restart}: objective {run[1]}, {run[2]} splits")
+            # as faiss: keep the start whose last objective is lowest
+            if best is None or (run[1] and run[1][-1] < best[1][-1]):
+                best = run
+        centroids, objective, n_split = best
+        labels, _ = _assign(xt, centroids, x_sq=x_sq)
+        return centroids.cpu().numpy(), labels.cpu().numpy(), objective, n_split
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Index of the nearest learned centroid for each row of ``(N, d)``."""

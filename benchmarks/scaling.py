@@ -1,0 +1,214 @@
+"""The scaling study of docs/scaling.md: what clustering costs as N and k grow, the clustering stage's peak
+memory, and the network passes an ImageNet epoch is made of.
+
+    .venv/bin/python benchmarks/scaling.py kmeans  [--sizes 10000,100000,1000000] [--ks 100,1000,10000]
+    .venv/bin/python benchmarks/scaling.py memory  [--n 1000000] [--dim 4096] [--k 1000]
+    .venv/bin/python benchmarks/scaling.py network [--arch alexnet] [--size 224] [--batch 128]
+
+``kmeans``: our KMeans (faiss CPU here; ``--backend torch`` on a GPU machine) on synthetic L2-normalised
+256-d features. Cells whose 20 iterations would take minutes run 1 or 2 iterations; the time of one iteration is
+then the measured time / (iterations + 1) (each iteration assigns every point; the fit adds one final
+assignment), and the 20-iteration figure is 21 x that, as printed.
+
+``memory``: the clustering stage exactly as training runs it (``whitened_features``: PCA fitted on
+``pca_sample`` images, every other image projected as it is extracted; then k-means, pseudo-labels and the
+epoch's sample list) on N synthetic images whose "network" maps 8x8 pixels to ``--dim`` features. Prints the
+peak resident memory above the process's baseline (imports + images) for the extraction + PCA phase and for the
+clustering phase, next to N x 256 x 4 bytes and to the N x D x 4 bytes that keeping all features would cost.
+
+``network``: images/s of the extraction pass (eval, inference mode) and of the training step (SGD) of
+``--arch`` at ``--size`` px, channels-last, in the config's precision (``--precision``).
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def synthetic_features(n: int, d: int = 256, centres: int = 1000, seed: int = 0) -> np.ndarray:
+    """``(n, d)`` L2-normalised points around ``centres`` random directions: what whitened features look like."""
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centres, d), dtype=np.float32)
+    x = np.empty((n, d), np.float32)
+    for s in range(0, n, 65536):  # in chunks: no second N x d temporary
+        m = min(65536, n - s)
+        x[s:s + m] = c[rng.integers(centres, size=m)] + 0.7 * rng.standard_normal((m, d), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def bench_kmeans(args) -> None:
+    from deepcluster.clustering import KMeans
+
+    print(f"k-means, d = 256, {torch.get_num_threads()} threads, backend {args.backend}")
+    print("|         N |      k | iterations run | time (s) | s / iteration | 20 iterations (s) | GFLOP/s |")
+    print("|----------:|-------:|---------------:|---------:|--------------:|------------------:|--------:|")
+    for n in (int(v) for v in args.sizes.split(",")):
+        x = synthetic_features(n)
+        for k in (int(v) for v in args.ks.split(",")):
+            if k > n:
+                continue
+            work = n * k
+            iters = 20 if work <= args.full_below else (2 if work <= 10 * args.full_below else 1)
+            t = time.perf_counter()
+            km = KMeans(k, iters, seed=0, backend=args.backend).fit(x)
+            t = time.perf_counter() - t
+            per = t / (km.n_iter_ + 1)
+            flops = 2 * n * k * x.shape[1] / per  # one assignment: an (N, d) x (d, k) product
+            print(f"| {n:>9,} | {k:>6,} | {km.n_iter_:>14} | {t:>8.2f} | {per:>13.3f} | {21 * per:>17.1f} | "
+                  f"{flops / 1e9:>7.0f} |", flush=True)
+        del x
+
+
+class SyntheticNet(nn.Module):
+    """Stands in for the network in the memory benchmark: ``(B, 1, 8, 8)`` images -> ``(B, dim)`` non-negative
+    features of rank 64, cheap to compute, so that the benchmark measures the pipeline around the network."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.a, self.b = nn.Linear(64, 64), nn.Linear(64, dim)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.b(torch.tanh(self.a(x.flatten(1)))))
+
+
+def _reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as f:  # Linux: "5" resets the peak resident set size (VmHWM)
+        f.write("5")
+
+
+def _status(field: str) -> int:
+    """``VmRSS`` / ``VmHWM`` of this process in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def bench_memory(args) -> None:
+    from deepcluster import Config, TensorImages
+    from deepcluster.clustering import build_clustering
+    from deepcluster.features import whitened_features
+    from deepcluster.sampler import pseudo_labels, uniform_over_clusters
+
+    n, gb = args.n, 1e9
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (n, 1, 8, 8), dtype=np.uint8))
+    data = TensorImages(images, name="synthetic")
+    cfg = Config(data="synthetic", image_size=8, batch_size=1024, k=args.k, kmeans_iters=args.iters,
+                 pca_dim=256, pca_sample=args.pca_sample, precision="fp32", device="cpu")
+    torch.manual_seed(0)
+    model = SyntheticNet(args.dim)
+    device = torch.device("cpu")
+    import faiss  # noqa: F401 - loaded before the baseline: the library itself is not the stage's memory
+
+    base = _status("VmRSS")
+    _reset_peak()
+    t = time.perf_counter()
+    x = whitened_features(model, data, cfg, device, np.random.default_rng(0), desc=None)
+    t_feat, peak_feat = time.perf_counter() - t, _status("VmHWM") - base
+    held = _status("VmRSS") - base  # x, and whatever the allocator kept of the phase before
+    _reset_peak()
+    t = time.perf_counter()
+    clus = build_clustering(cfg, 0, use_gpu=False).fit(x)
+    labels, c = pseudo_labels(clus.labels_)
+    sample = uniform_over_clusters(labels, n, np.random.default_rng(0))
+    t_clus, peak_clus = time.perf_counter() - t, _status("VmHWM") - base
+    assert x.shape == (n, 256) and len(sample) == n
+    print(f"N = {n:,} images, features D = {args.dim}, PCA fitted on {min(n, args.pca_sample):,} of them, "
+          f"k = {args.k}, {args.iters} k-means iterations, {torch.get_num_threads()} threads")
+    print(f"  baseline (imports + images)          {base / gb:6.2f} GB")
+    print(f"  N x 256 x 4 bytes (the whitened set)  {n * 256 * 4 / gb:6.2f} GB")
+    print(f"  N x D x 4 bytes (all raw features)    {n * args.dim * 4 / gb:6.2f} GB")
+    print(f"  peak above baseline, extraction + PCA {peak_feat / gb:6.2f} GB  ({t_feat:.0f} s)")
+    print(f"  held after extraction + PCA           {held / gb:6.2f} GB")
+    print(f"  peak above baseline, clustering       {peak_clus / gb:6.2f} GB  ({t_clus:.0f} s)"
+          f" = {peak_clus / (n * 256 * 4):.2f} x N x 256 x 4 bytes")
+    print(f"  (ru_maxrss of the whole process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB)")
+
+
+def bench_network(args) -> None:
+    from deepcluster.features import amp_dtype, autocast
+    from deepcluster.models import build_model
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cudnn.benchmark = True
+    amp = amp_dtype(args.precision, device)
+    torch.manual_seed(0)
+    model = build_model(args.arch, 3, args.size, sobel=True).to(device, memory_format=torch.channels_last)
+    model.reset_head(args.classes)
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(args.classes, (args.batch,), device=device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+
+    def extract():
+        with torch.inference_mode(), autocast(device, amp):
+            model.eval()
+            model.embed(x)
+
+    def step():
+        model.train()
+        with autocast(device, amp):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    def rate(fn, steps: int) -> float:
+        for _ in range(2):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return steps * args.batch / (time.perf_counter() - t)
+
+    e, s = rate(extract, args.steps), rate(step, args.steps)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"{args.arch} + sobel at {args.size} px, batch {args.batch}, precision {args.precision} "
+          f"({amp or 'fp32'}), {name}")
+    print(f"  extraction {e:,.0f} images/s   training {s:,.0f} images/s")
+    n = 1_281_167
+    print(f"  ImageNet's {n:,} images: extraction {n / e / 3600:.2f} h + training {n / s / 3600:.2f} h per epoch "
+          f"on this device (clustering and data loading not counted)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    k = sub.add_parser("kmeans")
+    k.add_argument("--sizes", default="10000,100000,1000000")
+    k.add_argument("--ks", default="100,1000,10000")
+    k.add_argument("--backend", default="auto", choices=("auto", "faiss", "torch"))
+    k.add_argument("--full-below", type=float, default=2e8,
+                   help="N x k below which all 20 iterations run (else 2, or 1 above 10x this)")
+    m = sub.add_parser("memory")
+    m.add_argument("--n", type=int, default=1_000_000)
+    m.add_argument("--dim", type=int, default=4096, help="feature dimension (AlexNet's fc: 4096)")
+    m.add_argument("--k", type=int, default=1000)
+    m.add_argument("--iters", type=int, default=2, help="k-means iterations (memory does not depend on them)")
+    m.add_argument("--pca-sample", type=int, default=65536)
+    nw = sub.add_parser("network")
+    nw.add_argument("--arch", default="alexnet")
+    nw.add_argument("--size", type=int, default=224)
+    nw.add_argument("--batch", type=int, default=128)
+    nw.add_argument("--classes", type=int, default=10000)
+    nw.add_argument("--steps", type=int, default=5)
+    nw.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    args = ap.parse_args()
+    {"kmeans": bench_kmeans, "memory": bench_memory, "network": bench_network}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()

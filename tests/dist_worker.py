@@ -1,0 +1,45 @@
+"""Run by tests/test_distributed.py under ``torchrun --nproc_per_node=2``: one DeepCluster epoch's stages on a
+folder of generated images, each rank saving what it holds to ``OUT/rank<r>.npz``.
+
+    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/dist_worker.py IMAGES OUT
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deepcluster import Config, distributed as dist
+from deepcluster.data import load_datasets
+from deepcluster.features import centre_view_features, whitened_features
+from deepcluster.sampler import uniform_over_clusters
+from deepcluster.train import deepcluster_epoch, make_model
+
+
+def worker_config(images: str) -> Config:
+    # pca_sample < N: the PCA is fitted on a sample and the other images are projected while extracted
+    return Config(data=images, arch="small", image_size=32, k=6, batch_size=8, pca_dim=16, pca_sample=20,
+                  device="cpu").validate()
+
+
+def stages(cfg: Config) -> dict:
+    """What one process holds after each stage of epoch 1 (features and whitened features: rank 0 only)."""
+    data, _ = load_datasets(cfg)
+    device = torch.device("cpu")
+    model = make_model(cfg, data, device)
+    feats = centre_view_features(model, data, cfg, device, desc=None)
+    x = whitened_features(model, data, cfg, device, np.random.default_rng([cfg.seed, 1, 1]), desc=None)
+    opt = torch.optim.SGD(model.body_parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    labels, _ = deepcluster_epoch(model, opt, data, cfg, 1, device)
+    sample = uniform_over_clusters(labels, len(data), np.random.default_rng([cfg.seed, 1]))
+    weights = torch.cat([p.detach().flatten() for p in model.body_parameters()]).numpy()
+    return {"feats": feats, "x": x, "labels": labels, "sample": sample, "mine": dist.shard(sample),
+            "weights": weights}
+
+
+if __name__ == "__main__":
+    dist.setup("cpu")
+    got = stages(worker_config(sys.argv[1]))
+    np.savez(Path(sys.argv[2]) / f"rank{dist.rank()}.npz",
+             **{k: v if v is not None else np.zeros(0) for k, v in got.items()})
+    dist.teardown()

@@ -1,0 +1,54 @@
+"""The CUDA paths: mixed precision, the clustering input projected on the GPU, k-means on the GPU, a whole run.
+They need a CUDA GPU and are skipped without one (CI has none; they are run on a GPU machine, see
+docs/scaling.md)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deepcluster import train
+from deepcluster.checkpoint import load_checkpoint
+from deepcluster.clustering import KMeans
+from deepcluster.data import load_datasets
+from deepcluster.features import amp_dtype, whitened_features
+from deepcluster.train import make_model
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def test_auto_precision_is_bf16_on_cuda_and_full_on_cpu():
+    assert amp_dtype("auto", torch.device("cuda")) in (torch.bfloat16, torch.float16)
+    assert amp_dtype("auto", torch.device("cpu")) is None
+
+
+def test_whitened_features_on_the_gpu_match_the_cpu(tiny_config):
+    cfg = tiny_config
+    cfg.precision, cfg.pca_sample = "fp32", 20  # 36 images: 16 are projected on the device while extracted
+    data, _ = load_datasets(cfg)
+    got = {}
+    for dev in ("cpu", "cuda"):
+        device = torch.device(dev)
+        got[dev] = whitened_features(make_model(cfg, data, device), data, cfg, device, np.random.default_rng(0))
+    np.testing.assert_allclose(got["cuda"], got["cpu"], atol=2e-3)
+
+
+def test_kmeans_runs_on_the_gpu_and_finds_the_cpu_partition():
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((8, 32)) * 5)[rng.integers(8, size=4000)] + rng.standard_normal((4000, 32))
+    gpu = KMeans(8, 20, seed=0, use_gpu=True).fit(x.astype(np.float32))
+    cpu = KMeans(8, 20, seed=0, use_gpu=False).fit(x.astype(np.float32))
+    assert gpu.backend_.split(":")[1] == "cuda"
+    assert adjusted_rand_score(cpu.labels_, gpu.labels_) == 1.0
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_a_run_trains_on_cuda_in_mixed_precision_and_its_checkpoint_loads_on_cpu(tiny_config, tmp_path, precision):
+    tiny_config.device, tiny_config.precision, tiny_config.report = "cuda", precision, False
+    out = train(tiny_config, tmp_path / "run", quiet=True)
+    assert [r["epoch"] for r in out["metrics"]] == [1, 2]
+    assert all(np.isfinite(r["loss"]) for r in out["metrics"])
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert all(t.device.type == "cpu" for t in ckpt["model"].values())
