@@ -22,7 +22,9 @@ def test_auto_precision_is_bf16_on_cuda_and_full_on_cpu():
     assert amp_dtype("auto", torch.device("cpu")) is None
 
 
-def test_whitened_features_on_the_gpu_match_the_cpu(tiny_config):
+def test_whitened_features_on_the_gpu_match_the_cpu(tiny_config, monkeypatch):
+    # cuDNN's fp32 convolutions use TF32 by default (10-bit mantissas): off, so that the comparison is of our code
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     cfg = tiny_config
     cfg.precision, cfg.pca_sample = "fp32", 20  # 36 images: 16 are projected on the device while extracted
     data, _ = load_datasets(cfg)
@@ -33,15 +35,21 @@ def test_whitened_features_on_the_gpu_match_the_cpu(tiny_config):
     np.testing.assert_allclose(got["cuda"], got["cpu"], atol=2e-3)
 
 
-def test_kmeans_runs_on_the_gpu_and_finds_the_cpu_partition():
+def test_kmeans_runs_on_the_gpu_and_matches_the_same_algorithm_on_the_cpu():
     from sklearn.metrics import adjusted_rand_score
 
     rng = np.random.default_rng(0)
-    x = (rng.standard_normal((8, 32)) * 5)[rng.integers(8, size=4000)] + rng.standard_normal((4000, 32))
-    gpu = KMeans(8, 20, seed=0, use_gpu=True).fit(x.astype(np.float32))
-    cpu = KMeans(8, 20, seed=0, use_gpu=False).fit(x.astype(np.float32))
-    assert gpu.backend_.split(":")[1] == "cuda"
+    centres, truth = rng.standard_normal((8, 32)) * 5, rng.integers(8, size=4000)
+    x = (centres[truth] + rng.standard_normal((4000, 32))).astype(np.float32)
+    # the same draws on both devices: the same partition, the right one, and the same objective up to rounding
+    gpu = KMeans(8, 20, seed=0, init="k-means++", n_init=3, backend="torch", use_gpu=True).fit(x)
+    cpu = KMeans(8, 20, seed=0, init="k-means++", n_init=3, backend="torch", use_gpu=False).fit(x)
+    assert gpu.backend_.startswith("torch:cuda") and cpu.backend_ == "torch:cpu"
     assert adjusted_rand_score(cpu.labels_, gpu.labels_) == 1.0
+    assert adjusted_rand_score(truth, gpu.labels_) == 1.0
+    assert gpu.inertia_ == pytest.approx(cpu.inertia_, rel=1e-4)
+    # and use_gpu="auto" takes the GPU by itself (faiss's GPU index when faiss has one, else PyTorch)
+    assert KMeans(8, 5, seed=0).fit(x).backend_.split(":")[1] == "cuda"
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
