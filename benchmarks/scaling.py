@@ -4,6 +4,7 @@ memory, and the network passes an ImageNet epoch is made of.
     .venv/bin/python benchmarks/scaling.py kmeans  [--sizes 10000,100000,1000000] [--ks 100,1000,10000]
     .venv/bin/python benchmarks/scaling.py memory  [--n 1000000] [--dim 4096] [--k 1000]
     .venv/bin/python benchmarks/scaling.py network [--arch alexnet] [--size 224] [--batch 128]
+    .venv/bin/python benchmarks/scaling.py loading [--images 2000] [--workers 0,2]
 
 ``kmeans``: our KMeans (faiss CPU here; ``--backend torch`` on a GPU machine) on synthetic L2-normalised
 256-d features. Cells whose 20 iterations would take minutes run 1 or 2 iterations; the time of one iteration is
@@ -18,6 +19,10 @@ clustering phase, next to N x 256 x 4 bytes and to the N x D x 4 bytes that keep
 
 ``network``: images/s of the extraction pass (eval, inference mode) and of the training step (SGD) of
 ``--arch`` at ``--size`` px, channels-last, in the config's precision (``--precision``).
+
+``loading``: the data pipeline alone on ImageNet-like files (JPEG, 500 x 375, quality 90, written to a temporary
+folder): the folder scan (each file's header checked once per start) and images/s of the loader with each number
+of worker processes (decode, resize to 256, centre square), batches of 256.
 """
 from __future__ import annotations
 
@@ -101,11 +106,11 @@ def bench_memory(args) -> None:
     n, gb = args.n, 1e9
     images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (n, 1, 8, 8), dtype=np.uint8))
     data = TensorImages(images, name="synthetic")
+    device = torch.device(args.device)
     cfg = Config(data="synthetic", image_size=8, batch_size=1024, k=args.k, kmeans_iters=args.iters,
-                 pca_dim=256, pca_sample=args.pca_sample, precision="fp32", device="cpu")
+                 pca_dim=256, pca_sample=args.pca_sample, precision="fp32", device=device.type)
     torch.manual_seed(0)
-    model = SyntheticNet(args.dim)
-    device = torch.device("cpu")
+    model = SyntheticNet(args.dim).to(device)
     import faiss  # noqa: F401 - loaded before the baseline: the library itself is not the stage's memory
 
     base = _status("VmRSS")
@@ -116,13 +121,13 @@ def bench_memory(args) -> None:
     held = _status("VmRSS") - base  # x, and whatever the allocator kept of the phase before
     _reset_peak()
     t = time.perf_counter()
-    clus = build_clustering(cfg, 0, use_gpu=False).fit(x)
+    clus = build_clustering(cfg, 0, use_gpu=device.type == "cuda").fit(x)
     labels, c = pseudo_labels(clus.labels_)
     sample = uniform_over_clusters(labels, n, np.random.default_rng(0))
     t_clus, peak_clus = time.perf_counter() - t, _status("VmHWM") - base
     assert x.shape == (n, 256) and len(sample) == n
     print(f"N = {n:,} images, features D = {args.dim}, PCA fitted on {min(n, args.pca_sample):,} of them, "
-          f"k = {args.k}, {args.iters} k-means iterations, {torch.get_num_threads()} threads")
+          f"k = {args.k}, {args.iters} k-means iterations, {torch.get_num_threads()} threads, on {device}")
     print(f"  baseline (imports + images)          {base / gb:6.2f} GB")
     print(f"  N x 256 x 4 bytes (the whitened set)  {n * 256 * 4 / gb:6.2f} GB")
     print(f"  N x D x 4 bytes (all raw features)    {n * args.dim * 4 / gb:6.2f} GB")
@@ -131,6 +136,8 @@ def bench_memory(args) -> None:
     print(f"  peak above baseline, clustering       {peak_clus / gb:6.2f} GB  ({t_clus:.0f} s)"
           f" = {peak_clus / (n * 256 * 4):.2f} x N x 256 x 4 bytes")
     print(f"  (ru_maxrss of the whole process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB)")
+    if device.type == "cuda":
+        print(f"  GPU memory, peak allocated: {torch.cuda.max_memory_allocated() / gb:.2f} GB")
 
 
 def bench_network(args) -> None:
@@ -180,8 +187,36 @@ def bench_network(args) -> None:
           f"({amp or 'fp32'}), {name}")
     print(f"  extraction {e:,.0f} images/s   training {s:,.0f} images/s")
     n = 1_281_167
-    print(f"  ImageNet's {n:,} images: extraction {n / e / 3600:.2f} h + training {n / s / 3600:.2f} h per epoch "
+    print(f"  ImageNet's {n:,} images: extraction {n / e / 60:.1f} min + training {n / s / 60:.1f} min per epoch "
           f"on this device (clustering and data loading not counted)")
+
+
+def bench_loading(args) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    from deepcluster.data import ImageFolder, make_loader
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = args.keep or tmp
+        Path(tmp).mkdir(parents=True, exist_ok=True)
+        # smooth random images (noise blurred by upsampling): JPEG sizes like photos', not like white noise
+        for i in range(args.images):
+            small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+            Image.fromarray(small).resize((500, 375), Image.BICUBIC).save(Path(tmp) / f"{i:06d}.jpg", quality=90)
+        t = time.perf_counter()
+        data = ImageFolder(tmp, 256)
+        scan = (time.perf_counter() - t) / len(data)
+        print(f"{len(data)} JPEG files of 500 x 375: folder scan {scan * 1e3:.2f} ms per file "
+              f"({scan * 1_281_167 / 60:.1f} min for ImageNet's 1.28M files)")
+        for w in (int(v) for v in args.workers.split(",")):
+            loader = make_loader(data, range(len(data)), 256, w)
+            t = time.perf_counter()
+            n = sum(len(idx) for _, idx in loader)
+            print(f"  loader with {w:>2} workers: {n / (time.perf_counter() - t):,.0f} images/s")
 
 
 def main() -> None:
@@ -199,6 +234,7 @@ def main() -> None:
     m.add_argument("--k", type=int, default=1000)
     m.add_argument("--iters", type=int, default=2, help="k-means iterations (memory does not depend on them)")
     m.add_argument("--pca-sample", type=int, default=65536)
+    m.add_argument("--device", default="cpu", help="where the features are extracted and projected: cpu or cuda")
     nw = sub.add_parser("network")
     nw.add_argument("--arch", default="alexnet")
     nw.add_argument("--size", type=int, default=224)
@@ -206,8 +242,13 @@ def main() -> None:
     nw.add_argument("--classes", type=int, default=10000)
     nw.add_argument("--steps", type=int, default=5)
     nw.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    ld = sub.add_parser("loading")
+    ld.add_argument("--images", type=int, default=2000)
+    ld.add_argument("--workers", default="0,2")
+    ld.add_argument("--keep", help="write the images to this folder and keep them (to train on, say)")
     args = ap.parse_args()
-    {"kmeans": bench_kmeans, "memory": bench_memory, "network": bench_network}[args.what](args)
+    {"kmeans": bench_kmeans, "memory": bench_memory, "network": bench_network,
+     "loading": bench_loading}[args.what](args)
 
 
 if __name__ == "__main__":

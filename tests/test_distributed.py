@@ -101,3 +101,17 @@ def test_torchrun_training_writes_one_run_and_resumes_exactly(image_folder, tmp_
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
     assert len((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_torchrun_v2_gathers_every_images_projection_into_the_bank(image_folder, tmp_path):
+    out = tmp_path / "v2"
+    torchrun("-m", "deepcluster", "train", "--data", str(image_folder), "--arch", "small", "--image-size", "32",
+             "--method", "v2", "--k", "6", "--proj-dim", "8", "--batch-size", "8", "--eval-seeds", "1",
+             "--device", "cpu", "--no-report", "--epochs", "2", "--out", str(out))
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    bank = ckpt["bank"]
+    # v2 runs under torchrun (the bank's rows come back from both ranks through gather_rows, whose placement by
+    # index the worker test checks): one unit-norm projection per image, on rank 0 only
+    assert bank.shape == (36, 8)
+    torch.testing.assert_close(bank.norm(dim=1), torch.ones(36))
+    assert len(np.unique(bank.numpy().round(5), axis=0)) == 36

@@ -164,9 +164,18 @@ def _lloyd_torch(x, centroids, n_iter: int, rng: np.random.Generator, x_sq=None)
     return centroids, objective, n_split
 
 
-def inertia(x: np.ndarray, centroids: np.ndarray, labels: np.ndarray, chunk: int = 65536) -> float:
-    """Sum of squared distances of the rows of ``x (N, d)`` to their centroids ``centroids[labels]``, in chunks
-    of rows: the clustering stage holds ``x`` and little more, never an ``(N, d)`` temporary."""
+# Row blocks of the whole-array checks below: the clustering stage holds x and little more, never an (N, d)
+# temporary (a mask of x alone would be a quarter of x's size).
+BLOCK = 8192
+
+
+def all_finite(x: np.ndarray) -> bool:
+    return all(np.isfinite(x[s:s + BLOCK]).all() for s in range(0, len(x), BLOCK))
+
+
+def inertia(x: np.ndarray, centroids: np.ndarray, labels: np.ndarray, chunk: int = BLOCK) -> float:
+    """Sum of squared distances of the rows of ``x (N, d)`` to their centroids ``centroids[labels]``, in blocks
+    of rows."""
     return float(sum(((x[s:s + chunk] - centroids[labels[s:s + chunk]]) ** 2).sum(dtype=np.float64)
                      for s in range(0, len(x), chunk)))
 
@@ -208,7 +217,7 @@ class KMeans:
         n, d = x.shape
         if self.n_clusters < 2 or self.n_clusters > n:
             raise ValueError(f"k-means needs 2 <= k <= N; got k = {self.n_clusters} for N = {n} points")
-        if not np.isfinite(x).all():
+        if not all_finite(x):
             raise ValueError("k-means input holds NaN or infinite values")
         backend, device = _resolve_backend(self.backend, self.use_gpu)
         fit = self._fit_torch if backend == "torch" else self._fit_faiss

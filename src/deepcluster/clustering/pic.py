@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .kmeans import _flat_index, gpu_available
+from .kmeans import _flat_index, all_finite, gpu_available
 
 
 def knn_graph(x: np.ndarray, n_neighbors: int, use_gpu: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +120,7 @@ class PIC:
         x = np.ascontiguousarray(x, dtype=np.float32)
         if len(x) < 2:
             raise ValueError(f"PIC needs at least 2 points; got {len(x)}")
-        if not np.isfinite(x).all():
+        if not all_finite(x):
             raise ValueError("PIC input holds NaN or infinite values")
         use_gpu = gpu_available() if self.use_gpu == "auto" else bool(self.use_gpu)
         d2, idx = knn_graph(x, self.n_neighbors, use_gpu)
