@@ -122,7 +122,7 @@ def whitened_features(model, dataset, cfg, device: torch.device, rng: np.random.
     if dist.is_main():
         out = np.empty((n, pca.components_.shape[0]), dtype=np.float32)
         out[fit] = l2_normalize(pca.transform(f))
-    del f
+    f = None  # the sample's raw features are done with: freed before the other images are extracted
     mean = torch.from_numpy(pca.mean_.astype(np.float32)).to(device)
     proj = torch.from_numpy(pca.projection_).to(device)
     project = lambda z: F.normalize((z - mean) @ proj, dim=1)

@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable
 
 from .config import Config, ConfigError, DeepClusterError
 
