@@ -48,7 +48,7 @@ test: setup $(BROWSER)
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python benchmarks/epoch.py
+	$(BIN)/python benchmarks/perf.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -100,7 +100,8 @@ def test_torch_backend_finds_the_same_partition_as_faiss():
     assert t.inertia_ == pytest.approx(f.inertia_, rel=0.01)
     assert t.labels_.dtype == np.int64 and t.labels_.shape == (2000,)
     assert t.cluster_centers_.dtype == np.float32 and t.cluster_centers_.shape == (8, 16)
-    assert t.inertia_ == pytest.approx(((x - t.cluster_centers_[t.labels_]) ** 2).sum(), rel=1e-5)
+    # inertia_ is the final assignment's distances, computed as |x|^2 - 2 x.c + |c|^2: close, not exact
+    assert t.inertia_ == pytest.approx(((x - t.cluster_centers_[t.labels_]) ** 2).sum(), rel=1e-3)
     assert t.health_ == {"kmeans_objective": t.inertia_ / 2000, "empty_resplit": t.n_resplit_}
     assert np.array_equal(t.predict(x), t.labels_)
 

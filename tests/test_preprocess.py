@@ -52,3 +52,18 @@ def test_unwhitened_pca_keeps_the_variance_of_each_component():
     z = PCAWhitening(4, whiten=False).fit(x).transform(x)
     np.testing.assert_allclose(z.std(0, ddof=1), [5, 4, 3, 2], rtol=0.05)
     np.testing.assert_allclose(PCAWhitening(4).fit(x).transform(x).std(0, ddof=1), 1, rtol=1e-3)
+
+
+def test_fewer_points_than_dimensions_give_the_covariance_pca():
+    # N < D takes the N x N Gram-matrix route: same eigenvalues and components as the D x D covariance
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((60, 8)) @ rng.standard_normal((8, 100)) + 0.05 * rng.standard_normal((60, 100)))
+    x = x.astype(np.float32)
+    p = PCAWhitening(20).fit(x)
+    xc = (x - x.mean(0)).astype(np.float64)
+    vals, vecs = np.linalg.eigh(xc.T @ xc / 59)
+    order = np.argsort(vals)[::-1][:20]
+    np.testing.assert_allclose(p.explained_variance_, vals[order], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(np.abs((p.components_[:8] * vecs[:, order[:8]].T).sum(1)), 1.0, atol=1e-6)
+    z = p.transform(x)[:, :8]
+    np.testing.assert_allclose(np.cov(z.T), np.eye(8), atol=1e-3)

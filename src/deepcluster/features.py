@@ -93,14 +93,14 @@ def dataset_features(forward: Forward, dataset, indices: np.ndarray, prepare: Fo
 def centre_view_features(model, dataset, cfg, device: torch.device, indices: Optional[np.ndarray] = None,
                          project: Optional[Forward] = None, out: Optional[np.ndarray] = None,
                          desc: Optional[str] = "features") -> Optional[np.ndarray]:
-    """The network's fc features (``model.embed``, eval mode) of the centre view of ``indices`` (default: every
-    image), as :func:`dataset_features` returns them."""
+    """The network's fc features (``model.embed`` in eval mode, BatchNorm folded into the convolutions) of the
+    centre view of ``indices`` (default: every image), as :func:`dataset_features` returns them."""
     size = default_image_size(cfg)
     prep = lambda x: center_view(x, size, dataset.mean, dataset.std).contiguous(memory_format=torch.channels_last)
     model.eval()
     indices = np.arange(len(dataset)) if indices is None else indices
-    return dataset_features(model.embed, dataset, indices, prep, device, cfg.batch_size, cfg.workers, desc,
-                            amp_dtype(cfg.precision, device), project, out)
+    return dataset_features(model.inference_embed(), dataset, indices, prep, device, cfg.batch_size, cfg.workers,
+                            desc, amp_dtype(cfg.precision, device), project, out)
 
 
 def whitened_features(model, dataset, cfg, device: torch.device, rng: np.random.Generator,

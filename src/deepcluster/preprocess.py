@@ -22,12 +22,14 @@ class PCAWhitening:
         n = min(self.n_components, x.shape[1], max(1, x.shape[0] - 1))
         self.mean_ = x.mean(0, dtype=np.float64)
         mean32 = self.mean_.astype(np.float32)
-        cov = np.zeros((x.shape[1], x.shape[1]))
-        for s in range(0, len(x), CHUNK):  # chunks: never a centred copy of the whole (N, D) matrix
-            xc = x[s:s + CHUNK] - mean32
-            cov += xc.T @ xc
-        cov /= max(1, x.shape[0] - 1)
-        vals, vecs = np.linalg.eigh(cov)  # ascending
+        if len(x) < x.shape[1]:
+            vals, vecs = _gram_eigh(x - mean32)
+        else:
+            cov = np.zeros((x.shape[1], x.shape[1]))
+            for s in range(0, len(x), CHUNK):  # chunks: never a centred copy of the whole (N, D) matrix
+                xc = x[s:s + CHUNK] - mean32
+                cov += xc.T @ xc
+            vals, vecs = np.linalg.eigh(cov / max(1, len(x) - 1))  # ascending
         order = np.argsort(vals)[::-1][:n]
         self.explained_variance_ = np.clip(vals[order], 0.0, None)
         self.components_ = vecs[:, order].T
@@ -50,6 +52,18 @@ class PCAWhitening:
 
     def fit_transform(self, x: np.ndarray) -> np.ndarray:
         return self.fit(x).transform(x)
+
+
+def _gram_eigh(xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues ``(N,)`` and unit eigenvectors ``(D, N)`` of the covariance of the centred rows ``xc (N, D)``
+    with N < D, from the ``N x N`` Gram matrix: ``Xc Xc^T u = l u`` gives ``Xc^T u``, an eigenvector of
+    ``Xc^T Xc`` with the same eigenvalue. O(N^2 D) instead of the O(D^3) of the ``D x D`` covariance (800
+    AlexNet features: 0.2 s instead of 10 s)."""
+    xc = xc.astype(np.float64)
+    vals, u = np.linalg.eigh(xc @ xc.T)
+    vecs = xc.T @ u
+    vecs /= np.maximum(np.linalg.norm(vecs, axis=0), 1e-12)
+    return vals / max(1, len(xc) - 1), vecs
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:

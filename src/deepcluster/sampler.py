@@ -5,9 +5,12 @@ import numpy as np
 
 
 def pseudo_labels(assignment: np.ndarray) -> tuple[np.ndarray, int]:
-    """Renumber cluster ids to ``0..C-1`` in order, dropping empty clusters. Returns ``(labels (N,), C)``."""
-    ids, labels = np.unique(assignment, return_inverse=True)
-    return labels.astype(np.int64), len(ids)
+    """Renumber non-negative cluster ids to ``0..C-1`` in order, dropping empty clusters. Returns ``(labels (N,), C)``."""
+    assignment = np.asarray(assignment, dtype=np.int64)
+    # a lookup table over the ids (they are small integers) instead of np.unique's sort: O(N)
+    present = np.bincount(assignment) > 0
+    new_id = np.cumsum(present) - 1
+    return new_id[assignment], int(present.sum())
 
 
 def uniform_over_clusters(labels: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
@@ -18,12 +21,19 @@ def uniform_over_clusters(labels: np.ndarray, n_samples: int, rng: np.random.Gen
     The returned values are *dataset indices*, so the images loaded are the ones drawn for each cluster.
     """
     labels = np.asarray(labels)
-    order = np.argsort(labels, kind="stable")
-    ids, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
-    c = len(ids)
+    _, counts = np.unique(labels, return_counts=True)
+    c = len(counts)
     shares = np.full(c, n_samples // c)
     shares[rng.choice(c, n_samples - shares.sum(), replace=False)] += 1  # the remainder: one more for a few
-    parts = [rng.choice(order[s:s + n], m, replace=bool(n < m)) for s, n, m in zip(starts, counts, shares)]
-    out = np.concatenate(parts).astype(np.int64)
+    # Vectorised, no loop over clusters (10,000 of them on ImageNet): the images grouped by cluster, in random
+    # order within each; a cluster at least as large as its share gives its first `share` images (drawn
+    # without replacement), a smaller one `share` draws with replacement.
+    order = np.lexsort((rng.random(len(labels)), labels))
+    starts = np.cumsum(counts) - counts
+    cluster = np.repeat(np.arange(c), shares)
+    rank = np.arange(len(cluster)) - np.repeat(np.cumsum(shares) - shares, shares)  # 0 .. share-1 per cluster
+    small = counts[cluster] < shares[cluster]
+    pos = np.where(small, (rng.random(len(cluster)) * counts[cluster]).astype(np.int64), rank)
+    out = order[starts[cluster] + pos].astype(np.int64)
     rng.shuffle(out)
     return out

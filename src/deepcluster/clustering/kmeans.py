@@ -221,19 +221,21 @@ class KMeans:
             raise ValueError("k-means input holds NaN or infinite values")
         backend, device = _resolve_backend(self.backend, self.use_gpu)
         fit = self._fit_torch if backend == "torch" else self._fit_faiss
-        centroids, labels, objective, n_split = fit(x, device)
+        centroids, labels, d2, objective, n_split = fit(x, device)
         self.backend_ = f"{backend}:{device}"
         self.objective_ = np.asarray(objective, dtype=np.float64)
         self.n_iter_ = len(objective)
         labels, centroids, n_after = repair_empty_clusters(x, labels, centroids, np.random.default_rng(self.seed))
         self.labels_, self.cluster_centers_ = labels, centroids
         self.n_resplit_ = n_split + n_after
-        self.inertia_ = inertia(x, centroids, labels)
+        # the final assignment's distances are the objective, unless the repair moved points
+        self.inertia_ = inertia(x, centroids, labels) if n_after else float(d2.sum(dtype=np.float64))
         self.health_ = {"kmeans_objective": self.inertia_ / n, "empty_resplit": self.n_resplit_}
         return self
 
     def _fit_faiss(self, x: np.ndarray, device: str):
-        """faiss.Clustering on ``x (N, d)``. Returns ``(centroids (k, d), labels (N,) int64, objective, n_split)``."""
+        """faiss.Clustering on ``x (N, d)``. Returns ``(centroids (k, d), labels (N,) int64, squared distances to
+        them (N,), objective, n_split)``."""
         faiss = _faiss()
         d = x.shape[1]
         clus = faiss.Clustering(d, self.n_clusters)
@@ -247,12 +249,14 @@ class KMeans:
         centroids = faiss.vector_to_array(clus.centroids).reshape(self.n_clusters, d)
         stats = clus.iteration_stats
         stats = [stats.at(i) for i in range(stats.size())]
-        _, idx = index.search(x, 1)
-        return centroids, idx[:, 0].astype(np.int64), [s.obj for s in stats], int(sum(s.nsplit for s in stats))
+        d2, idx = index.search(x, 1)
+        return (centroids, idx[:, 0].astype(np.int64), d2[:, 0], [s.obj for s in stats],
+                int(sum(s.nsplit for s in stats)))
 
     def _fit_torch(self, x: np.ndarray, device: str):
         """:func:`_lloyd_torch` from ``n_init`` starts on ``device``; x goes there once and stays float32.
-        Returns ``(centroids (k, d) float32, labels (N,) int64, objective, n_split)`` of the best start."""
+        Returns ``(centroids (k, d) float32, labels (N,) int64, squared distances (N,), objective, n_split)`` of
+        the best start."""
         import torch
 
         n, k = len(x), self.n_clusters
@@ -272,8 +276,8 @@ class KMeans:
             if best is None or (run[1] and run[1][-1] < best[1][-1]):
                 best = run
         centroids, objective, n_split = best
-        labels, _ = _assign(xt, centroids, x_sq=x_sq)
-        return centroids.cpu().numpy(), labels.cpu().numpy(), objective, n_split
+        labels, d2 = _assign(xt, centroids, x_sq=x_sq)
+        return centroids.cpu().numpy(), labels.cpu().numpy(), d2.cpu().numpy(), objective, n_split
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Index of the nearest learned centroid for each row of ``(N, d)``."""

@@ -66,15 +66,18 @@ def pick_clusters(assignment: np.ndarray, targets: Optional[np.ndarray], per_gro
         shown.update(out)
         return out
 
-    groups = [("largest", take(ids[np.argsort(-sizes[ids], kind="stable")]))]
+    # The picky groups choose first, so that the largest clusters (any will do) never leave them empty.
+    others = []
     if targets is not None:
         _, _, purity = cluster_purity(assignment, targets)
         big = ids[sizes[ids] >= min(5, sizes.max())]
-        groups.append(("purest", take(big[np.argsort(-purity[big], kind="stable")])))
-        groups.append(("most mixed", take(big[np.argsort(purity[big], kind="stable")])))
-    else:
-        groups.append(("random", take(np.random.default_rng(seed).permutation(ids))))
-    return [(name, g) for name, g in groups if g]
+        purest = take(big[np.argsort(-purity[big], kind="stable")])
+        mixed = take(big[np.argsort(purity[big], kind="stable")])
+        others = [("purest", purest), ("most mixed", mixed)]
+    largest = take(ids[np.argsort(-sizes[ids], kind="stable")])
+    if targets is None:
+        others = [("random", take(np.random.default_rng(seed).permutation(ids)))]
+    return [(name, g) for name, g in [("largest", largest)] + others if g]
 
 
 def cluster_rows(dataset, assignment: np.ndarray, clusters: list[int], per_cluster: int = 12,

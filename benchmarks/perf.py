@@ -1,0 +1,266 @@
+"""How close each part of a DeepCluster epoch comes to its limit, all measured side by side in one run, for the
+demo network and data and for AlexNet at 224 px on a small image folder.
+
+    .venv/bin/python benchmarks/perf.py [--rounds 2] [--images 10000] [--folder-images 800] [--only demo]
+
+For each setup it prints:
+  1. one DeepCluster epoch / one plain supervised epoch of the same network on the same data (goal <= 1.30),
+     alternating the two kinds of epoch so that the machine's load falls on both alike;
+  2. achieved FLOP/s of the extraction pass and of the training pass / this run's matrix-multiply peak (fp32
+     4096^3 products; goal >= 0.70). FLOPs per image are counted by torch's FlopCounterMode (convolutions and
+     matrix products);
+  3. our clustering stage (k-means, empty-cluster repair, pseudo-labels, sample list) / raw faiss k-means on the
+     same whitened features (goal <= 1.10);
+  4. scikit-learn's KMeans / ours, same features, k and iterations (Lloyd, random init; goal >= 10);
+  5. images/s of the data pipeline alone (loader + augmented view) / of the model alone (training steps on a
+     ready batch): above 1 the pipeline is never the bottleneck.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from deepcluster import Config
+from deepcluster.clustering import build_clustering
+from deepcluster.data import default_image_size, load_datasets, make_loader
+from deepcluster.features import whitened_features
+from deepcluster.sampler import pseudo_labels, uniform_over_clusters
+from deepcluster.train import deepcluster_epoch, make_model, train_on_labels
+from deepcluster.views import train_view
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def matmul_peak(device: torch.device, n: int = 4096, reps: int = 3) -> float:
+    """FLOP/s of the best of ``reps`` fp32 ``n x n`` products (after one warm-up)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = float("inf")
+    for _ in range(reps + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def flops_per_image(model, cfg: Config, channels: int, n_classes: int) -> tuple[float, float]:
+    """``(extraction, training step)`` FLOPs per image: eval forward of the body + fc; train forward + backward."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    size, b = default_image_size(cfg), 4
+    device = next(model.parameters()).device
+    x = torch.randn(b, channels, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model.embed(x)
+    extract = fc.get_total_flops() / b
+    model.train()
+    head = model.reset_head(n_classes)
+    with FlopCounterMode(display=False) as fc:
+        F.cross_entropy(model(x), torch.zeros(b, dtype=torch.long, device=device)).backward()
+    model.zero_grad(set_to_none=True)
+    del head
+    return extract, fc.get_total_flops() / b
+
+
+def profile_passes(model, xb: torch.Tensor, yb: torch.Tensor, opt) -> str:
+    """Where the time of one extraction batch and one training step goes (torch.profiler, top operators)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if xb.is_cuda else [])
+    embed = model.inference_embed()
+    out = []
+    for name, step in (("extraction batch", lambda: embed(xb)), ("training step", lambda: _train_step(model, opt,
+                                                                                                       xb, yb))):
+        with torch.inference_mode() if name.startswith("extraction") else torch.enable_grad():
+            step()
+            with profile(activities=acts) as prof:
+                step()
+        table = prof.key_averages().table(sort_by="self_cuda_time_total" if xb.is_cuda else "self_cpu_time_total",
+                                          row_limit=8, max_name_column_width=40)
+        out.append(f"  profile of one {name} (batch {len(xb)}):\n" + table)
+    return "\n".join(out)
+
+
+def _train_step(model, opt, xb, yb) -> None:
+    model.train()
+    loss = F.cross_entropy(model(xb), yb)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def photo_folder(root: Path, n: int, classes: int = 8) -> Path:
+    """``n`` photo-sized JPEGs (500 x 375, smooth random content) in ``classes`` subfolders."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        d = root / f"class{i % classes}"
+        d.mkdir(parents=True, exist_ok=True)
+        small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((500, 375), Image.BICUBIC).save(d / f"{i:05d}.jpg", quality=90)
+    return root
+
+
+def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, str, str, str]]:
+    device = torch.device(cfg.device)
+    data, _ = load_datasets(cfg)
+    n, n_classes = len(data), int(data.targets.max()) + 1
+    model = make_model(cfg, data, device)
+    f_extract, f_train = flops_per_image(model, cfg, data.channels, n_classes)
+    opt = torch.optim.SGD(model.body_parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    print(f"[{name}] {n} images of {data.name}, arch {cfg.arch} at {default_image_size(cfg)} px, k = {cfg.k}, "
+          f"batch {cfg.batch_size}, workers {cfg.workers}: {f_extract / 1e9:.3f} GFLOP per image to extract, "
+          f"{f_train / 1e9:.3f} to train", flush=True)
+
+    # 1 and 2: DeepCluster and supervised epochs, alternating
+    dc, sup, parts = [], [], []
+    for r in range(rounds):
+        t, (_, m) = timed(lambda: deepcluster_epoch(model, opt, data, cfg, epoch=r + 1, device=device))
+        dc.append(t)
+        parts.append(m)
+        head = model.reset_head(n_classes)
+        head_opt = torch.optim.SGD(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        order = np.random.default_rng(r).permutation(n)
+        sup.append(timed(lambda: train_on_labels(model, opt, head_opt, data, order, data.targets, cfg, r + 1,
+                                                 device))[0])
+    med = lambda key: statistics.median(p[key] for p in parts)
+    t_dc, t_sup = statistics.median(dc), statistics.median(sup)
+
+    # 3 and 4: clustering on this epoch's whitened features
+    x = whitened_features(model, data, cfg, device, np.random.default_rng(0), desc=None)
+    use_gpu = "auto" if device.type == "cuda" else False
+
+    def ours():
+        clus = build_clustering(cfg, 0, use_gpu).fit(x)
+        labels, _ = pseudo_labels(clus.labels_)
+        return uniform_over_clusters(labels, n, np.random.default_rng(0))
+
+    def raw_faiss():
+        import faiss
+
+        c = faiss.Clustering(x.shape[1], cfg.k)
+        c.niter, c.seed, c.max_points_per_centroid, c.min_points_per_centroid = cfg.kmeans_iters, 0, 10_000_000, 1
+        index = faiss.IndexFlatL2(x.shape[1])
+        c.train(x, index)
+        return index.search(x, 1)
+
+    def sklearn_kmeans(init: str):
+        from sklearn.cluster import KMeans as SkKMeans
+
+        return SkKMeans(cfg.k, init=init, n_init=1, max_iter=cfg.kmeans_iters, tol=0.0, algorithm="lloyd",
+                        random_state=0).fit(x)
+
+    t_ours, t_faiss, t_sk = [], [], []
+    for _ in range(3):
+        t_ours.append(timed(ours)[0])
+        t_faiss.append(timed(raw_faiss)[0])
+    t_sk, sk = timed(lambda: sklearn_kmeans("random"))
+    t_skpp = timed(lambda: sklearn_kmeans("k-means++"))[0]
+    iters = build_clustering(cfg, 0, use_gpu).fit(x).n_iter_
+    lloyd_flops = 2 * x.shape[0] * x.shape[1] * cfg.k
+    t_ours, t_faiss = statistics.median(t_ours), statistics.median(t_faiss)
+
+    # 5: the pipeline alone against the model alone
+    size = default_image_size(cfg)
+    sample = np.random.default_rng(0).permutation(n)
+    gen = torch.Generator().manual_seed(0)
+
+    def pipeline():
+        for images, _ in make_loader(data, sample, cfg.batch_size, cfg.workers, device.type == "cuda"):
+            train_view(images.to(device), size, data.mean, data.std, cfg.crop_scale, generator=gen)
+
+    images, _ = next(iter(make_loader(data, sample, cfg.batch_size, cfg.workers)))
+    xb = train_view(images.to(device), size, data.mean, data.std, cfg.crop_scale).contiguous(
+        memory_format=torch.channels_last)
+    yb = torch.from_numpy(data.targets[sample[:len(xb)]]).to(device)
+    model.reset_head(n_classes)
+    steps = max(2, n // cfg.batch_size)
+
+    both = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+
+    def model_alone():
+        for _ in range(steps):
+            _train_step(model, both, xb, yb)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    t_pipe = timed(pipeline)[0]
+    t_model = timed(model_alone)[0]
+    pipe_rate, model_rate = n / t_pipe, steps * len(xb) / t_model
+
+    ext_rate, train_rate = n / med("time_features"), n / med("time_training")
+    print(profile_passes(model, xb, yb, both), flush=True)
+    ok = lambda good: "met" if good else "NOT met"
+    return [
+        ("DeepCluster epoch / supervised epoch", f"{t_dc / t_sup:.2f} ({t_dc:.1f} s / {t_sup:.1f} s)", "<= 1.30",
+         ok(t_dc / t_sup <= 1.30)),
+        ("  share: extraction / clustering / training",
+         f"{med('time_features') / t_dc:.0%} / {med('time_clustering') / t_dc:.0%} / "
+         f"{med('time_training') / t_dc:.0%}", "", ""),
+        ("extraction FLOP/s / matmul peak", f"{ext_rate * f_extract / peak:.2f} ({ext_rate * f_extract / 1e9:.0f}"
+         f" GFLOP/s, {ext_rate:,.0f} images/s)", ">= 0.70", ok(ext_rate * f_extract / peak >= 0.70)),
+        ("training FLOP/s / matmul peak", f"{train_rate * f_train / peak:.2f} ({train_rate * f_train / 1e9:.0f}"
+         f" GFLOP/s, {train_rate:,.0f} images/s)", ">= 0.70", ok(train_rate * f_train / peak >= 0.70)),
+        ("our clustering stage / raw faiss k-means", f"{t_ours / t_faiss:.2f} ({t_ours:.2f} s / {t_faiss:.2f} s)",
+         "<= 1.10", ok(t_ours / t_faiss <= 1.10)),
+        ("scikit-learn KMeans / our k-means", f"{t_sk / t_ours:.1f} ({t_sk:.2f} s / {t_ours:.2f} s; "
+         f"{sk.n_iter_} / {iters} iterations)", ">= 10", ok(t_sk / t_ours >= 10)),
+        # the limit of both: each iteration is an (N, d) x (d, k) product, at best at the matmul peak
+        ("  assignment GFLOP/s: scikit-learn / ours",
+         f"{lloyd_flops * (sk.n_iter_ + 1) / t_sk / 1e9:.0f} / {lloyd_flops * (iters + 1) / t_ours / 1e9:.0f}"
+         f" (peak {peak / 1e9:.0f})", "", ""),
+        ("  scikit-learn with its k-means++ init / ours", f"{t_skpp / t_ours:.1f} ({t_skpp:.2f} s)", "", ""),
+        ("data pipeline / model, images/s", f"{pipe_rate / model_rate:.1f} ({pipe_rate:,.0f} / {model_rate:,.0f})",
+         "> 1", ok(pipe_rate > model_rate)),
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=2, help="alternating (DeepCluster, supervised) epoch pairs")
+    ap.add_argument("--images", type=int, default=10000, help="Fashion-MNIST training images of the demo setup")
+    ap.add_argument("--folder-images", type=int, default=800, help="photos in the AlexNet setup's folder")
+    ap.add_argument("--only", choices=("demo", "alexnet"), help="run one setup")
+    args = ap.parse_args()
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    peak = matmul_peak(torch.device(device))
+    print(f"{torch.get_num_threads()} threads, device {device}; matrix-multiply peak (fp32, 4096^3) "
+          f"{peak / 1e9:.0f} GFLOP/s")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.only in (None, "demo"):
+            cfg = Config.from_yaml("configs/fashion-mnist.yaml")
+            cfg.subset, cfg.device, cfg.report = args.images, device, False
+            results["demo"] = bench("demo", cfg.validate(), args.rounds, peak)
+        if args.only in (None, "alexnet"):
+            folder = photo_folder(Path(tmp) / "photos", args.folder_images)
+            cfg = Config(data=str(folder), arch="alexnet", k=100, batch_size=256, device=device, report=False)
+            results["alexnet"] = bench("alexnet", cfg.validate(), args.rounds, peak)
+    print(f"\nmedian of {args.rounds} alternating rounds; peak re-measured: {matmul_peak(torch.device(device)) / 1e9:.0f}"
+          f" GFLOP/s")
+    for name, rows in results.items():
+        print(f"\n{name}:")
+        w = max(len(r[0]) for r in rows)
+        for a, b, goal, status in rows:
+            print(f"  {a:<{w}}  {b:<52} {goal:<8} {status}")
+
+
+if __name__ == "__main__":
+    main()
