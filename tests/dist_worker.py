@@ -32,7 +32,9 @@ def stages(cfg: Config) -> dict:
     opt = torch.optim.SGD(model.body_parameters(), lr=cfg.lr, momentum=cfg.momentum)
     labels, _ = deepcluster_epoch(model, opt, data, cfg, 1, device)
     sample = uniform_over_clusters(labels, len(data), np.random.default_rng([cfg.seed, 1]))
-    weights = torch.cat([p.detach().flatten() for p in model.body_parameters()]).numpy()
+    # parameters and buffers (BatchNorm statistics): every rank must extract with the same network
+    weights = torch.cat([p.detach().flatten() for p in model.body_parameters()] +
+                        [b.detach().float().flatten() for b in model.buffers()]).numpy()
     return {"feats": feats, "x": x, "labels": labels, "sample": sample, "mine": dist.shard(sample),
             "weights": weights}
 

@@ -93,6 +93,13 @@ def on_main(fn: Callable[[], Any]) -> Any:
     return result
 
 
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Give every rank rank ``src``'s buffers of ``module`` (BatchNorm running statistics), in place."""
+    if enabled():
+        for b in module.buffers():
+            dist.broadcast(b.data, src)
+
+
 def all_sum(values: list[float]) -> list[float]:
     """Element-wise sum of ``values`` over all ranks (float64)."""
     if not enabled():

@@ -107,6 +107,10 @@ def train_on_labels(model: DeepClusterNet, optimizer, head_optimizer: Optional[t
         count += len(idx)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{total / count:.3f}")
+    # DDP hands out rank 0's buffers before each forward, but the last forward then updated every rank's
+    # BatchNorm statistics with its own batch: take rank 0's, so that all ranks extract with one network (the
+    # one rank 0 checkpoints, which a resumed run starts from).
+    dist.broadcast_buffers(model)
     total, count = dist.all_sum([total, count])
     return total / max(count, 1)
 
