@@ -135,7 +135,7 @@ def gather_rows(rows: Optional[np.ndarray], idx: np.ndarray, n: int, out: Option
     if not enabled():
         out = np.empty((n, rows.shape[1]), dtype=np.float32) if out is None else out
         out[where(idx)] = rows
-        return out if is_main() else None
+        return out
     dev, w = _comm_device(), world_size()
     # Every rank learns every rank's row count and the width (a rank with no rows still sends a width of -1).
     meta = torch.tensor([len(idx), rows.shape[1] if rows is not None and len(idx) else -1], device=dev)
