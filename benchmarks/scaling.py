@@ -195,18 +195,11 @@ def bench_loading(args) -> None:
     import tempfile
     from pathlib import Path
 
-    from PIL import Image
-
     from deepcluster.data import ImageFolder, make_loader
+    from perf import photo_folder  # the same photo-like JPEGs as the AlexNet setup of benchmarks/perf.py
 
-    rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = args.keep or tmp
-        Path(tmp).mkdir(parents=True, exist_ok=True)
-        # smooth random images (noise blurred by upsampling): JPEG sizes like photos', not like white noise
-        for i in range(args.images):
-            small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
-            Image.fromarray(small).resize((500, 375), Image.BICUBIC).save(Path(tmp) / f"{i:06d}.jpg", quality=90)
+        tmp = photo_folder(Path(args.keep or tmp), args.images)
         t = time.perf_counter()
         data = ImageFolder(tmp, 256)
         scan = (time.perf_counter() - t) / len(data)

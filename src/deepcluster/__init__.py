@@ -20,7 +20,9 @@ from .train import train
 from . import distributed
 
 __version__ = "0.1.0"
-__all__ = ["PIC", "distributed", "PROTOCOLS", "build_clustering", "compare_runs", "knn_accuracy", "linear_probes", "load_for_eval", "run_protocol", "Config", "ConfigError", "DeepClusterError", "DeepClusterNet", "ImageFolder", "KMeans", "PCAWhitening",
-           "Sobel", "TensorImages", "TrainingError", "build_model", "extract_features", "fashion_mnist",
-           "hungarian_accuracy", "k_means", "kmeans_quality", "l2_normalize", "nmi", "preprocess_features",
-           "pseudo_labels", "repair_empty_clusters", "train", "uniform_over_clusters"]
+__all__ = ["PIC", "PROTOCOLS", "Config", "ConfigError", "DeepClusterError", "DeepClusterNet", "ImageFolder",
+           "KMeans", "PCAWhitening", "Sobel", "TensorImages", "TrainingError", "build_clustering", "build_model",
+           "compare_runs", "distributed", "extract_features", "fashion_mnist", "hungarian_accuracy", "k_means",
+           "kmeans_quality", "knn_accuracy", "l2_normalize", "linear_probes", "load_for_eval", "nmi",
+           "preprocess_features", "pseudo_labels", "repair_empty_clusters", "run_protocol", "train",
+           "uniform_over_clusters"]

@@ -5,7 +5,8 @@ import numpy as np
 
 
 def pseudo_labels(assignment: np.ndarray) -> tuple[np.ndarray, int]:
-    """Renumber non-negative cluster ids to ``0..C-1`` in order, dropping empty clusters. Returns ``(labels (N,), C)``."""
+    """Renumber non-negative cluster ids to ``0..C-1`` in order, dropping empty clusters. Returns
+    ``(labels (N,), C)``."""
     assignment = np.asarray(assignment, dtype=np.int64)
     # a lookup table over the ids (they are small integers) instead of np.unique's sort: O(N)
     present = np.bincount(assignment) > 0

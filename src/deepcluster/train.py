@@ -72,9 +72,10 @@ def train_on_labels(model: DeepClusterNet, optimizer, head_optimizer: Optional[t
     ``(indices, normalised head projections)`` are appended to it. Returns the mean loss over all processes."""
     size = default_image_size(cfg)
     # Each process draws its own crops and dropout masks; rank 0's are those of a single-process run.
-    gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch) + 7919 * dist.rank())
+    rank_seed = epoch_seed(cfg.seed, epoch) + 7919 * dist.rank()
+    gen = torch.Generator().manual_seed(rank_seed)
     if dist.rank():
-        torch.manual_seed(epoch_seed(cfg.seed, epoch) + 7919 * dist.rank())
+        torch.manual_seed(rank_seed)
     y_all = torch.from_numpy(targets).to(device)
     loader = make_loader(dataset, dist.shard(indices), cfg.batch_size, cfg.workers, device.type == "cuda")
     model.train()
