@@ -4,6 +4,7 @@ folder of generated images, each rank saving what it holds to ``OUT/rank<r>.npz`
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/dist_worker.py IMAGES OUT
 """
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,10 @@ def stages(cfg: Config) -> dict:
 if __name__ == "__main__":
     dist.setup("cpu")
     got = stages(worker_config(sys.argv[1]))
+    if dist.is_main():
+        time.sleep(1.0)  # rank 0 is still writing when the other ranks are done
     np.savez(Path(sys.argv[2]) / f"rank{dist.rank()}.npz",
              **{k: v if v is not None else np.zeros(0) for k, v in got.items()})
+    rank = dist.rank()
     dist.teardown()
+    (Path(sys.argv[2]) / f"left{rank}").write_text(repr(time.time()))

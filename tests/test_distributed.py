@@ -76,6 +76,8 @@ def test_two_processes_compute_what_one_process_computes(image_folder, tmp_path)
     assert not np.array_equal(ranks[0]["mine"], ranks[1]["mine"])
     # DDP kept the replicas equal through the epoch's training, BatchNorm statistics included
     np.testing.assert_array_equal(ranks[0]["weights"], ranks[1]["weights"])
+    # no rank leaves the process group (and exits) before rank 0 has written what it writes
+    assert float((tmp_path / "left1").read_text()) >= os.path.getmtime(tmp_path / "rank0.npz")
 
 
 def test_torchrun_training_writes_one_run_and_resumes_exactly(image_folder, tmp_path, tiny_config):

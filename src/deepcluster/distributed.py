@@ -54,8 +54,14 @@ def setup(device: str) -> bool:
     return True
 
 
-def teardown() -> None:
+def teardown(wait: bool = True) -> None:
+    """Leave the process group. With ``wait`` (a run that ended well) every rank first waits for the others, so
+    none exits while rank 0 still evaluates and writes the run: torchrun stops all processes when one exits
+    abnormally, and a rank that left early could take rank 0's unfinished files down with it. After an error
+    there is nothing to wait for (the other ranks may never arrive)."""
     if enabled():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -249,12 +249,14 @@ def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = 
     Under ``torchrun`` every process calls this alike; rank 0 alone prints and writes, and the summary it returns
     is the run's (the other processes return theirs without evaluation or history)."""
     cfg = replace(cfg).validate()
-    joined = dist.setup(cfg.device)
+    joined, ended = dist.setup(cfg.device), False
     try:
-        return _train(cfg, out, resume, overwrite, quiet or not dist.is_main())
+        summary = _train(cfg, out, resume, overwrite, quiet or not dist.is_main())
+        ended = True
+        return summary
     finally:
         if joined:
-            dist.teardown()
+            dist.teardown(wait=ended)
 
 
 def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: bool) -> dict:
