@@ -212,3 +212,23 @@ def test_cosine_schedule_sets_each_epochs_lr_and_resumes_exactly(tiny_config, tm
     # half a cosine over 3 epochs: lr * (1 + cos(pi * (e - 1) / 3)) / 2 = 0.04, 0.03, 0.01
     np.testing.assert_allclose([r["lr"] for r in straight["metrics"]], [0.04, 0.03, 0.01], rtol=1e-12)
     assert all(abs(g["lr"] - 0.01) < 1e-12 for g in a["optimizer"]["param_groups"])
+
+
+def test_a_folder_decoded_into_memory_trains_exactly_as_one_read_from_disk(tiny_config, image_folder, tmp_path):
+    from deepcluster.data import ImageFolder, TensorImages, in_memory, load_datasets
+
+    disk = ImageFolder(image_folder, 32)
+    mem = in_memory(disk, budget_gb=1.0, desc=None)
+    assert isinstance(mem, TensorImages) and len(mem) == len(disk) == 36 and mem.name == disk.name
+    np.testing.assert_array_equal(mem.targets, disk.targets)
+    assert all(torch.equal(mem[i][0], disk[i][0]) for i in range(len(disk)))
+    assert in_memory(disk, budget_gb=36 * 3 * 32 * 32 / 2 ** 30 * 0.99, desc=None) is disk  # over the budget
+    assert isinstance(load_datasets(tiny_config)[0], TensorImages)
+    assert isinstance(load_datasets(dataclasses.replace(tiny_config, cache_gb=0))[0], ImageFolder)
+    # the cache changes where the bytes come from, nothing else: same clusters, same weights
+    train(tiny_config, tmp_path / "mem", quiet=True)
+    train(dataclasses.replace(tiny_config, cache_gb=0), tmp_path / "disk", quiet=True)
+    a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in ("mem", "disk"))
+    assert torch.equal(a["assignment"], b["assignment"])
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k

@@ -82,6 +82,9 @@ class Config:
     seed: int = _opt("random seed; every epoch derives its own seeds from it", 31)
     device: str = _opt("auto (CUDA when present), cpu or cuda", "auto")
     workers: int = _opt("data-loading worker processes per training process (0 loads in the main process)", 0)
+    cache_gb: float = _opt("GiB of decoded images an image folder may take in memory per process: a folder that "
+                           "fits (and takes under half the free memory) is decoded once, before the first epoch, "
+                           "and every pass reads memory instead of decoding files again; 0 never caches", 4.0)
     precision: str = _opt("auto (bf16 autocast on CUDA GPUs, full precision on CPUs), fp32, bf16 or fp16 "
                           "(autocast for the network's passes; fp16 also scales the loss)", "auto")
     supervised: bool = _opt("train on the true labels instead of clusters: the supervised baseline of the "
@@ -128,6 +131,7 @@ class Config:
         need(self.weight_decay >= 0, f"weight decay = {self.weight_decay} must be >= 0 (--weight-decay)")
         need(0 < self.crop_scale <= 1, f"crop_scale = {self.crop_scale} must lie in (0, 1] (--crop-scale)")
         need(self.workers >= 0, f"workers = {self.workers} must be >= 0 (--workers)")
+        need(self.cache_gb >= 0, f"cache_gb = {self.cache_gb} must be >= 0 (--cache-gb; 0 never caches)")
         need(self.eval_seeds >= 1, f"eval_seeds = {self.eval_seeds} must be >= 1 (--eval-seeds)")
         need(self.image_size is None or self.image_size >= 8,
              f"image size {self.image_size} is too small: use at least 8 pixels (--image-size)")

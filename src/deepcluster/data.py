@@ -164,6 +164,27 @@ class ImageFolder(Dataset):
         return out
 
 
+def in_memory(dataset, budget_gb: float, workers: int = 0, desc: Optional[str] = "decoding images into memory"):
+    """``dataset`` decoded once into a :class:`TensorImages` (same images, bytes for bytes, same labels and name)
+    when it is an image folder whose decoded images take at most ``budget_gb`` GiB and under half the free
+    memory; otherwise ``dataset`` itself. Every later pass then reads memory instead of decoding each file
+    again: a small folder's epochs no longer pay JPEG decoding twice (extraction and training)."""
+    if not isinstance(dataset, ImageFolder):
+        return dataset
+    n, s = len(dataset), dataset.load_size
+    need = n * dataset.channels * s * s
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > budget_gb * 2 ** 30 or need > free / 2:
+        return dataset
+    from tqdm import tqdm
+
+    images = torch.empty((n, dataset.channels, s, s), dtype=torch.uint8)
+    for batch, idx in tqdm(make_loader(dataset, range(n), 256, workers), desc=desc, leave=False, unit="batch",
+                           disable=desc is None):
+        images[idx] = batch
+    return TensorImages(images, dataset.targets, dataset.classes, dataset.mean, dataset.std, dataset.name)
+
+
 def read_idx(path: str | Path) -> np.ndarray:
     """Read a (gzip) IDX file of unsigned bytes, the format of MNIST and Fashion-MNIST."""
     opener = gzip.open if str(path).endswith(".gz") else open
@@ -209,8 +230,10 @@ def load_size_for(image_size: int) -> int:
     return image_size if image_size <= 64 else round(image_size * 256 / 224)
 
 
-def load_datasets(cfg: Config):
-    """Return ``(train, val)`` datasets for the config; ``val`` is None when no held-out split exists."""
+def load_datasets(cfg: Config, cache: bool = True):
+    """Return ``(train, val)`` datasets for the config; ``val`` is None when no held-out split exists. With
+    ``cache``, image folders that fit in ``cfg.cache_gb`` are decoded into memory (:func:`in_memory`), the
+    training set first."""
     size = default_image_size(cfg)
     if cfg.data == "fashion-mnist":
         train, val = fashion_mnist("train", cfg.data_root), fashion_mnist("test", cfg.data_root)
@@ -228,6 +251,14 @@ def load_datasets(cfg: Config):
                           f"subfolder per class")
     if cfg.k > len(train) and not cfg.supervised and cfg.clustering == "kmeans":
         raise ConfigError(f"k = {cfg.k} clusters but only {len(train)} images: lower --k to at most {len(train)}")
+    if cache and cfg.cache_gb > 0:
+        from . import distributed as dist
+
+        desc = "decoding images into memory" if dist.is_main() else None
+        train = in_memory(train, cfg.cache_gb, cfg.workers, desc)
+        if val is not None:
+            left = cfg.cache_gb - (train.images.numel() / 2 ** 30 if isinstance(train, TensorImages) else 0)
+            val = in_memory(val, left, cfg.workers, desc)
     return train, val
 
 

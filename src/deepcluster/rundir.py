@@ -14,8 +14,8 @@ from typing import Callable
 from .config import Config, ConfigError, DeepClusterError
 
 # Settings that may change when a run is resumed: they do not change what is computed, only how or how far.
-RESUMABLE_CHANGES = ("epochs", "device", "workers", "precision", "eval_seeds", "data_root", "report", "strict",
-                     "tensorboard")
+RESUMABLE_CHANGES = ("epochs", "device", "workers", "cache_gb", "precision", "eval_seeds", "data_root", "report",
+                     "strict", "tensorboard")
 # settings a supervised run never reads
 CLUSTERING_ONLY = ("k", "pca_dim", "kmeans_iters", "method", "proj_dim", "temperature", "bank", "clustering",
                    "pic_neighbors", "pic_sigma", "pic_alpha", "pic_iters", "pic_singletons")

@@ -222,7 +222,7 @@ def build_report(run_dir: str | Path, data: Optional[str] = None, data_root: Opt
     cfg = Config.from_yaml(run / "config.yaml")
     over = {k: v for k, v in (("data", data), ("data_root", data_root)) if v is not None}
     cfg = replace(cfg, device=device, **over).validate()
-    dataset, _ = load_datasets(replace(cfg, supervised=False, k=2))
+    dataset, _ = load_datasets(replace(cfg, supervised=False, k=2), cache=False)  # a few images are shown
     dev = resolve_device(device)
     history = run.read_metrics()
     model, assignment = None, None
