@@ -132,8 +132,8 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
     f_extract, f_train = flops_per_image(model, cfg, data.channels, n_classes)
     opt = torch.optim.SGD(model.body_parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     print(f"[{name}] {n} images of {data.name}, arch {cfg.arch} at {default_image_size(cfg)} px, k = {cfg.k}, "
-          f"batch {cfg.batch_size}, workers {cfg.workers}: {f_extract / 1e9:.3f} GFLOP per image to extract, "
-          f"{f_train / 1e9:.3f} to train", flush=True)
+          f"batch {cfg.batch_size}, workers {'auto' if cfg.workers is None else cfg.workers}: "
+          f"{f_extract / 1e9:.3f} GFLOP per image to extract, {f_train / 1e9:.3f} to train", flush=True)
 
     # 1 and 2: DeepCluster and supervised epochs, alternating
     dc, sup, parts = [], [], []

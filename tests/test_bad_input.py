@@ -3,6 +3,7 @@ nothing already written is lost. Cases covered elsewhere are named in the catalo
 import dataclasses
 import errno
 import json
+import re
 
 import numpy as np
 import pytest
@@ -70,6 +71,19 @@ def test_a_file_damaged_after_the_scan_is_one_clear_line(image_folder, tmp_path,
     ds.files[3].write_bytes(b"gone bad")
     with pytest.raises(ConfigError, match=r"cannot read .*03\.png.*remove or restore it, then --resume"):
         ds[3]
+
+
+def test_a_file_damaged_under_loader_workers_is_still_one_line(image_folder):
+    from deepcluster.cli import one_line
+    from deepcluster.data import make_loader
+
+    ds = ImageFolder(image_folder, 32)
+    ds.files[3].write_bytes(b"gone bad")
+    with pytest.raises(ConfigError) as info:  # raised in a worker process, re-raised with its traceback
+        list(make_loader(ds, range(len(ds)), 8, workers=1))
+    assert "Original Traceback" in str(info.value)
+    msg = one_line(info.value)
+    assert "\n" not in msg and re.match(r"cannot read .*03\.png.*remove or restore it, then --resume$", msg), msg
 
 
 def test_disk_full_while_saving_keeps_the_previous_checkpoint(tiny_config, tmp_path, monkeypatch, capsys):

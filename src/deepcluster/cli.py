@@ -187,6 +187,15 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return dataclasses.replace(cfg, **given)
 
 
+def one_line(e: Exception) -> str:
+    """The error's own message. An error raised in a DataLoader worker process arrives wrapped in the worker's
+    traceback, whose last line is ``module.ErrorType: message``: that message is given instead."""
+    msg = str(e)
+    if "Original Traceback" in msg:
+        msg = msg.rstrip().splitlines()[-1].split(": ", 1)[-1]
+    return msg
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "resume", False) and getattr(args, "overwrite", False):
@@ -219,7 +228,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if args.out:
                 atomic_write_text(args.out, table + "\n")
     except DeepClusterError as e:
-        print(f"deepcluster: error: {e}", file=sys.stderr)
+        print(f"deepcluster: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("deepcluster: interrupted; the last checkpoint is intact, continue with --resume", file=sys.stderr)

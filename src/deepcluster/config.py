@@ -81,7 +81,10 @@ class Config:
     # run
     seed: int = _opt("random seed; every epoch derives its own seeds from it", 31)
     device: str = _opt("auto (CUDA when present), cpu or cuda", "auto")
-    workers: int = _opt("data-loading worker processes per training process (0 loads in the main process)", 0)
+    workers: Optional[int] = _opt("data-loading worker processes per training process; 0 loads in the main "
+                                  "process. Default: none for images held in memory, and none on machines "
+                                  "without a CUDA GPU (the network's threads use every core); else one per core of "
+                                  "this process's share of the machine, less one, at most 16")
     cache_gb: float = _opt("GiB of decoded images an image folder may take in memory per process: a folder that "
                            "fits (and takes under half the free memory) is decoded once, before the first epoch, "
                            "and every pass reads memory instead of decoding files again; 0 never caches", 4.0)
@@ -130,7 +133,7 @@ class Config:
         need(0 <= self.momentum < 1, f"momentum = {self.momentum} must lie in [0, 1) (--momentum)")
         need(self.weight_decay >= 0, f"weight decay = {self.weight_decay} must be >= 0 (--weight-decay)")
         need(0 < self.crop_scale <= 1, f"crop_scale = {self.crop_scale} must lie in (0, 1] (--crop-scale)")
-        need(self.workers >= 0, f"workers = {self.workers} must be >= 0 (--workers)")
+        need(self.workers is None or self.workers >= 0, f"workers = {self.workers} must be >= 0 (--workers)")
         need(self.cache_gb >= 0, f"cache_gb = {self.cache_gb} must be >= 0 (--cache-gb; 0 never caches)")
         need(self.eval_seeds >= 1, f"eval_seeds = {self.eval_seeds} must be >= 1 (--eval-seeds)")
         need(self.image_size is None or self.image_size >= 8,

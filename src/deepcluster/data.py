@@ -164,7 +164,8 @@ class ImageFolder(Dataset):
         return out
 
 
-def in_memory(dataset, budget_gb: float, workers: int = 0, desc: Optional[str] = "decoding images into memory"):
+def in_memory(dataset, budget_gb: float, workers: Optional[int] = None,
+              desc: Optional[str] = "decoding images into memory"):
     """``dataset`` decoded once into a :class:`TensorImages` (same images, bytes for bytes, same labels and name)
     when it is an image folder whose decoded images take at most ``budget_gb`` GiB and under half the free
     memory; otherwise ``dataset`` itself. Every later pass then reads memory instead of decoding each file
@@ -267,8 +268,22 @@ def _collate(batch):
     return batch if isinstance(batch, tuple) else default_collate(batch)
 
 
-def make_loader(dataset, indices: Sequence[int], batch_size: int, workers: int = 0,
+def auto_workers(dataset) -> int:
+    """Loader processes when none are asked for: none for images already in memory (a batch is one index op) or
+    on a machine without a CUDA GPU (the network's threads use every core, and decoding a JPEG costs a few
+    percent of a CPU training step); else, decoding being a GPU run's bottleneck, one per core of this process's
+    share of the machine (torchrun's ``LOCAL_WORLD_SIZE`` processes share it), less one, at most 16 (each worker
+    holds two batches in flight)."""
+    if isinstance(dataset, TensorImages) or not torch.cuda.is_available():
+        return 0
+    cores = len(os.sched_getaffinity(0)) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(16, cores - 1))
+
+
+def make_loader(dataset, indices: Sequence[int], batch_size: int, workers: Optional[int] = 0,
                 pin_memory: bool = False) -> DataLoader:
-    """Batches of ``(images uint8 (B, C, S, S), indices (B,))`` in the order of ``indices``."""
+    """Batches of ``(images uint8 (B, C, S, S), indices (B,))`` in the order of ``indices``, loaded by
+    ``workers`` processes (None: :func:`auto_workers`)."""
+    workers = auto_workers(dataset) if workers is None else workers
     return DataLoader(dataset, batch_size=batch_size, sampler=list(indices), num_workers=workers,
                       collate_fn=_collate, pin_memory=pin_memory, persistent_workers=False)

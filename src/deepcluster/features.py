@@ -74,7 +74,7 @@ def _fill(batches, n: int, positions: Optional[np.ndarray], out: Optional[np.nda
 
 
 def dataset_features(forward: Forward, dataset, indices: np.ndarray, prepare: Forward, device: torch.device,
-                     batch_size: int, workers: int = 0, desc: Optional[str] = "features",
+                     batch_size: int, workers: int | None = 0, desc: Optional[str] = "features",
                      amp: Optional[torch.dtype] = None, project: Optional[Forward] = None,
                      out: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
     """Features of the dataset items ``indices`` (sorted, distinct), each process extracting its share

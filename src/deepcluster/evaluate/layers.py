@@ -56,7 +56,7 @@ def conv_grids(shapes: list[tuple[int, int, int]], target_dims: int) -> list[int
 
 
 def layer_features(model, dataset, layer: str, image_size: int, device, batch_size: int = 256,
-                   workers: int = 0, target_dims: int | None = None, desc: str | None = None) -> np.ndarray:
+                   workers: int | None = 0, target_dims: int | None = None, desc: str | None = None) -> np.ndarray:
     """``(N, D)`` features of one layer (``conv<i>`` pooled by :func:`pool_grid`, or ``fc``, the fc output before
     its last ReLU) for the centre view of every image, in dataset order."""
     check_layer(model, layer)

@@ -42,7 +42,7 @@ def assert_backbone_unchanged(before: dict, model: nn.Module) -> None:
 
 def linear_probes(model, train_set, test_set, image_size: int, device, epochs: int = 10, lr: float = 0.01,
                   batch_size: int = 256, crop_scale: float = 0.08, target_dims: int | None = None,
-                  seed: int = 0, workers: int = 0, progress: bool = True) -> dict:
+                  seed: int = 0, workers: int | None = 0, progress: bool = True) -> dict:
     """Train one linear classifier per conv layer on ``train_set`` labels; return
     ``{"conv1": top-1 on test_set, ..., "dims": {"conv1": D1, ...}, "epochs": epochs}``."""
     device = torch.device(device)

@@ -19,8 +19,8 @@ MODES = ("fc", "all")
 
 
 def finetune(model, train_set, test_set, image_size: int, device, mode: str = "fc", epochs: int = 10,
-             lr: float = 0.01, batch_size: int = 256, crop_scale: float = 0.08, seed: int = 0, workers: int = 0,
-             progress: bool = True) -> float:
+             lr: float = 0.01, batch_size: int = 256, crop_scale: float = 0.08, seed: int = 0,
+             workers: int | None = 0, progress: bool = True) -> float:
     """Fine-tune a copy of ``model`` on ``train_set``'s labels; return its top-1 accuracy on ``test_set``."""
     assert mode in MODES
     device = torch.device(device)

@@ -92,7 +92,7 @@ def gradient_ascent(model, layer: int, filters: Sequence[int], image_size: int, 
 
 
 def top_images(model, dataset, layer: int, filters: Sequence[int], image_size: int, n: int = 9,
-               batch_size: int = 256, workers: int = 0, device="cpu") -> tuple[np.ndarray, np.ndarray]:
+               batch_size: int = 256, workers: int | None = 0, device="cpu") -> tuple[np.ndarray, np.ndarray]:
     """For each filter of conv ``layer``, the ``n`` dataset images (centre view) with the highest mean
     activation. Returns ``(indices (F, n), activations (F, n))``, best first."""
     check_conv_layer(model, layer)
