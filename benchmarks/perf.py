@@ -110,6 +110,13 @@ def _train_step(model, opt, xb, yb) -> None:
     opt.step()
 
 
+def sklearn_kmeans(x: np.ndarray, k: int, iters: int, init: str = "random"):
+    """scikit-learn's Lloyd k-means run for ``iters`` iterations at most (it stops earlier only at a fixed point)."""
+    from sklearn.cluster import KMeans as SkKMeans
+
+    return SkKMeans(k, init=init, n_init=1, max_iter=iters, tol=0.0, algorithm="lloyd", random_state=0).fit(x)
+
+
 def photo_folder(root: Path, n: int, classes: int = 8) -> Path:
     """``n`` photo-sized JPEGs (500 x 375, quality 90) in ``classes`` subfolders: noise blurred by upsampling, so
     that file sizes and decoding costs are like photos', not like white noise's."""
@@ -167,18 +174,12 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
         c.train(x, index)
         return index.search(x, 1)
 
-    def sklearn_kmeans(init: str):
-        from sklearn.cluster import KMeans as SkKMeans
-
-        return SkKMeans(cfg.k, init=init, n_init=1, max_iter=cfg.kmeans_iters, tol=0.0, algorithm="lloyd",
-                        random_state=0).fit(x)
-
-    t_ours, t_faiss, t_sk = [], [], []
+    t_ours, t_faiss = [], []
     for _ in range(3):
         t_ours.append(timed(ours)[0])
         t_faiss.append(timed(raw_faiss)[0])
-    t_sk, sk = timed(lambda: sklearn_kmeans("random"))
-    t_skpp = timed(lambda: sklearn_kmeans("k-means++"))[0]
+    t_sk, sk = timed(lambda: sklearn_kmeans(x, cfg.k, cfg.kmeans_iters))
+    t_skpp = timed(lambda: sklearn_kmeans(x, cfg.k, cfg.kmeans_iters, "k-means++"))[0]
     iters = build_clustering(cfg, 0, use_gpu).fit(x).n_iter_
     lloyd_flops = 2 * x.shape[0] * x.shape[1] * cfg.k
     t_ours, t_faiss = statistics.median(t_ours), statistics.median(t_faiss)
@@ -247,15 +248,12 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
 
 def kmeans_at_scale(n: int = 100_000, d: int = 256, k: int = 1000, iters: int = 5) -> list[tuple[str, ...]]:
     """scikit-learn / ours where Lloyd's iterations are big matrix products: both near the matmul peak."""
-    from sklearn.cluster import KMeans as SkKMeans
-
     from deepcluster import KMeans
 
     x = np.random.default_rng(0).standard_normal((n, d)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     t_ours, ours = timed(lambda: KMeans(k, n_iter=iters, seed=0).fit(x))
-    t_sk, sk = timed(lambda: SkKMeans(k, init="random", n_init=1, max_iter=iters, tol=0.0, algorithm="lloyd",
-                                      random_state=0).fit(x))
+    t_sk, sk = timed(lambda: sklearn_kmeans(x, k, iters))
     flops = 2 * n * d * k
     return [(f"scikit-learn KMeans / ours ({n:,} x {d}, k = {k:,}, {iters} iterations)",
              f"{t_sk / t_ours:.1f} ({t_sk:.2f} s / {t_ours:.2f} s)", ">= 10", "met" if t_sk / t_ours >= 10 else
