@@ -35,8 +35,9 @@ import torch.nn.functional as F
 
 from deepcluster import Config
 from deepcluster.clustering import build_clustering
-from deepcluster.data import default_image_size, load_datasets, make_loader
+from deepcluster.data import default_image_size, load_datasets, make_loader, open_training_images
 from deepcluster.features import whitened_features
+from deepcluster.recipe import profile, resolve
 from deepcluster.sampler import pseudo_labels, uniform_over_clusters
 from deepcluster.train import deepcluster_epoch, make_model, train_on_labels
 from deepcluster.views import train_view
@@ -280,10 +281,11 @@ def main() -> None:
         if args.only in (None, "demo"):
             cfg = Config.from_yaml("configs/fashion-mnist.yaml")
             cfg.subset, cfg.device, cfg.report = args.images, device, False
+            cfg = resolve(cfg, profile(open_training_images(cfg)))  # the auto recipe, as make demo runs it
             results["demo"] = bench("demo", cfg.validate(), args.rounds, peak)
         if args.only in (None, "alexnet"):
             folder = photo_folder(Path(tmp) / "photos", args.folder_images)
-            cfg = Config(data=str(folder), arch="alexnet", k=100, batch_size=256, device=device, report=False)
+            cfg = resolve(Config(data=str(folder), recipe="paper", k=100, device=device, report=False))
             results["alexnet"] = bench("alexnet", cfg.validate(), args.rounds, peak)
         if args.only in (None, "kmeans"):
             results["k-means at scale"] = kmeans_at_scale()

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from deepcluster import Config, TensorImages
+from deepcluster.recipe import resolve
 
 
 def make_image(kind: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
@@ -48,9 +49,9 @@ def tensor_images() -> TensorImages:
 
 @pytest.fixture
 def tiny_config(image_folder: Path) -> Config:
-    """A config that trains in a few seconds on ``image_folder``."""
-    return Config(data=str(image_folder), arch="small", image_size=32, k=6, epochs=2, batch_size=16,
-                  pca_dim=16, eval_seeds=1, device="cpu")
+    """A config that trains in a few seconds on ``image_folder``: the paper's settings where it sets none."""
+    return resolve(Config(data=str(image_folder), recipe="paper", arch="small", image_size=32, k=6, epochs=2,
+                          batch_size=16, pca_dim=16, eval_seeds=1, device="cpu"))
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import torch
 
 from deepcluster import Config, distributed as dist
 from deepcluster.data import load_datasets
+from deepcluster.recipe import resolve
 from deepcluster.features import centre_view_features, whitened_features
 from deepcluster.sampler import uniform_over_clusters
 from deepcluster.train import deepcluster_epoch, make_model
@@ -19,8 +20,8 @@ from deepcluster.train import deepcluster_epoch, make_model
 
 def worker_config(images: str) -> Config:
     # pca_sample < N: the PCA is fitted on a sample and the other images are projected while extracted
-    return Config(data=images, arch="small", image_size=32, k=6, batch_size=8, pca_dim=16, pca_sample=20,
-                  device="cpu").validate()
+    return resolve(Config(data=images, recipe="paper", arch="small", image_size=32, k=6, batch_size=8, pca_dim=16,
+                          pca_sample=20, device="cpu")).validate()
 
 
 def stages(cfg: Config) -> dict:

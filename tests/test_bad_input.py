@@ -133,5 +133,5 @@ def test_tiny_images_and_a_folder_of_odd_modes_train(odd_modes, tmp_path):
         save(Image.fromarray(np.full((7, 5), 40 * i, np.uint8)), odd_modes / f"tiny{i}.png")
     summary = train(dataclasses.replace(
         __import__("deepcluster").Config(), data=str(odd_modes), image_size=32, k=3, epochs=1, batch_size=4,
-        pca_dim=4, device="cpu"), tmp_path / "run", quiet=True)
+        reassign=1, pca_dim=4, device="cpu"), tmp_path / "run", quiet=True)
     assert summary["metrics"][0]["clusters"] == 3 and summary["eval"] == {}  # no labels: no closing k-means

@@ -14,7 +14,8 @@ def test_fashion_mnist_files_and_a_short_run(tmp_path, browser):
     assert np.bincount(tr.targets).tolist() == [6000] * 10 and np.bincount(te.targets).tolist() == [1000] * 10
     assert 0.27 < tr.images.float().mean().item() / 255 < 0.30  # the dataset's known mean pixel, 0.286
 
-    cfg = Config(data="fashion-mnist", subset=3000, k=30, epochs=2, eval_seeds=1, device="cpu")
+    cfg = Config(data="fashion-mnist", subset=3000, recipe="paper", arch="small", k=30, epochs=2, eval_seeds=1,
+                 device="cpu")
     summary = train(cfg, tmp_path / "run", quiet=True)
     rows = summary["metrics"]
     assert len(rows) == 2 and all(0.2 < r["nmi_labels"] < 1 for r in rows)

@@ -61,8 +61,8 @@ def odd_unlabelled_folder(tmp_path):
 def test_stopped_unlabelled_run_reports_progress(odd_unlabelled_folder, tmp_path, browser, monkeypatch):
     tr = importlib.import_module("deepcluster.train")  # the module, not the function the package exports
 
-    cfg = Config(data=str(odd_unlabelled_folder), image_size=20, k=4, epochs=3, batch_size=8, pca_dim=8,
-                 device="cpu")
+    cfg = Config(data=str(odd_unlabelled_folder), image_size=20, k=4, epochs=3, batch_size=8, reassign=1,
+                 pca_dim=8, device="cpu")
     real_epoch = tr.deepcluster_epoch
 
     def stop_at_epoch_2(model, optimizer, dataset, cfg, epoch, device):

@@ -16,6 +16,7 @@ ARCHS = ("small", "alexnet", "vgg16")
 METHODS = ("v1", "v2")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+RECIPES = ("auto", "paper")
 
 
 class DeepClusterError(Exception):
@@ -46,8 +47,13 @@ class Config:
     subset: Optional[int] = _opt("use only the first N training images (quick tries)")
     strict: bool = _opt("stop on unreadable image files instead of skipping them with a warning", False)
     # model
-    arch: str = _opt("network: " + ", ".join(ARCHS), "small")
-    sobel: bool = _opt("fixed Sobel input filter (grayscale + two edge kernels), as in the paper", True)
+    recipe: str = _opt("where the settings left unset come from: auto (chosen from the training images: their "
+                       "number, size and colour; docs/recipe.md) or paper (the reference's ImageNet settings: "
+                       "alexnet, k 10000, lr 0.05 constant, 200 epochs)", "auto")
+    arch: Optional[str] = _opt("network: " + ", ".join(ARCHS) + " (recipe: small; alexnet for over 100,000 "
+                               "images of 128 px or more)")
+    sobel: Optional[bool] = _opt("fixed Sobel input filter (grayscale + two edge kernels), as in the paper "
+                                 "(recipe: on for grey images, off when the colours carry information)")
     method: str = _opt("v1: the paper's DeepCluster (fresh linear head each epoch, uniform sampling); v2: "
                        "DeepCluster-v2 (prototypes = k-means centroids of a memory bank of projections, nothing "
                        "re-initialised)", "v1")
@@ -59,8 +65,13 @@ class Config:
     # clustering
     clustering: str = _opt("kmeans, or pic: Power Iteration Clustering on a k-NN graph of the features, which "
                            "finds its own number of clusters (--k is then unused); v1 only", "kmeans")
-    k: int = _opt("number of k-means clusters (the paper: 10000 on ImageNet)", 100)
-    pca_dim: int = _opt("PCA-whitening dimension before k-means (capped at the feature dimension)", 256)
+    k: Optional[int] = _opt("number of k-means clusters (the paper: 10000 on ImageNet; recipe: 10 up to "
+                            "100,000 images, then one per 128 images)")
+    overcluster: str = _opt("k of extra clustering heads, comma-separated (e.g. 50,100): each epoch also clusters "
+                            "the features into each of these numbers of clusters, and a head per clustering is "
+                            "trained beside the main one (v1, k-means)", "")
+    pca_dim: Optional[int] = _opt("PCA-whitening dimension before k-means (capped at the feature dimension; "
+                                  "recipe: 256)")
     pca_sample: int = _opt("images the PCA is fitted on each epoch (all when N is not larger); the others are "
                            "projected as they are extracted, so clustering holds N x pca_dim floats", 65536)
     kmeans_iters: int = _opt("k-means iterations per epoch", 20)
@@ -70,14 +81,23 @@ class Config:
     pic_iters: int = _opt("PIC: power iterations", 200)
     pic_singletons: bool = _opt("PIC: move images left alone in a cluster to their nearest neighbour's cluster", True)
     # optimisation
-    epochs: int = _opt("number of DeepCluster epochs", 10)
-    batch_size: int = _opt("mini-batch size", 256)
-    lr: float = _opt("SGD learning rate of the network and of the head", 0.05)
-    lr_schedule: str = _opt("constant, or cosine: each epoch's lr follows a half cosine from --lr down towards 0 "
-                            "over --epochs", "constant")
+    epochs: Optional[int] = _opt("number of DeepCluster epochs (recipe: 10; 200 at ImageNet scale)")
+    batch_size: Optional[int] = _opt("mini-batch size (recipe: 256 from 3,072 images on, else about N / 12, at "
+                                     "least 32)")
+    reassign: Optional[float] = _opt("passes over the images between two clusterings (the reference's "
+                                     "--reassign): each epoch clusters once, then trains on reassign x N images "
+                                     "drawn uniformly over clusters (recipe: 1, or enough passes for 125 steps)")
+    lr: Optional[float] = _opt("SGD learning rate of the network and of the head (recipe: 0.01; 0.05 at "
+                               "ImageNet scale)")
+    lr_schedule: Optional[str] = _opt("constant, or cosine: each epoch's lr follows a half cosine from --lr down "
+                                      "towards 0 over --epochs (recipe: cosine; constant at ImageNet scale)")
+    reset_every: int = _opt("every this many epochs, shrink the last conv layer and the fc block towards a fresh "
+                            "initialisation before clustering (soft reset, --reset-alpha); 0 never", 0)
+    reset_alpha: float = _opt("soft reset: theta <- alpha * theta + (1 - alpha) * fresh init", 0.8)
     momentum: float = _opt("SGD momentum of the network (the head uses none)", 0.9)
     weight_decay: float = _opt("weight decay of the network and of the head", 1e-5)
-    crop_scale: float = _opt("smallest area fraction of the random resized crop", 0.08)
+    crop_scale: Optional[float] = _opt("smallest area fraction of the random resized crop (recipe: 0.25; the "
+                                       "paper's 0.08 at ImageNet scale)")
     # run
     seed: int = _opt("random seed; every epoch derives its own seeds from it", 31)
     device: str = _opt("auto (CUDA when present), cpu or cuda", "auto")
@@ -104,14 +124,20 @@ class Config:
             if not ok:
                 raise ConfigError(msg)
 
+        def need_if_set(name: str, ok, msg: str) -> None:  # a setting left to the recipe (None) is checked later
+            if getattr(self, name) is not None:
+                need(ok(getattr(self, name)), msg)
+
+        need(self.recipe in RECIPES, f"unknown recipe '{self.recipe}': choose auto or paper (--recipe)")
         need(bool(self.data), "no data given: pass --data ('fashion-mnist' or a folder of images)")
-        need(self.arch in ARCHS, f"unknown architecture '{self.arch}': choose one of {', '.join(ARCHS)} (--arch)")
+        need_if_set("arch", lambda v: v in ARCHS,
+                    f"unknown architecture '{self.arch}': choose one of {', '.join(ARCHS)} (--arch)")
         need(self.method in METHODS, f"unknown method '{self.method}': choose v1 or v2 (--method)")
         need(self.bank in ("train", "centre"), f"unknown bank '{self.bank}': choose train or centre (--bank)")
         need(self.proj_dim >= 2, f"proj_dim = {self.proj_dim} must be at least 2 (--proj-dim)")
         need(self.temperature > 0, f"temperature = {self.temperature} must be positive (--temperature)")
         need(self.device in DEVICES, f"unknown device '{self.device}': choose one of {', '.join(DEVICES)} (--device)")
-        need(self.k >= 2, f"k = {self.k} is too small: k-means needs at least 2 clusters (--k)")
+        need_if_set("k", lambda v: v >= 2, f"k = {self.k} is too small: k-means needs at least 2 clusters (--k)")
         need(self.clustering in ("kmeans", "pic"),
              f"unknown clustering '{self.clustering}': choose kmeans or pic (--clustering)")
         need(self.clustering == "kmeans" or self.method == "v1",
@@ -120,19 +146,32 @@ class Config:
         need(self.pic_sigma > 0, f"pic_sigma = {self.pic_sigma} must be positive (--pic-sigma)")
         need(0 < self.pic_alpha < 1, f"pic_alpha = {self.pic_alpha} must lie in (0, 1) (--pic-alpha)")
         need(self.pic_iters >= 1, f"pic_iters = {self.pic_iters} must be positive (--pic-iters)")
-        need(self.epochs >= 1, f"epochs = {self.epochs}: train at least one epoch (--epochs)")
-        need(self.batch_size >= 1, f"batch size = {self.batch_size} must be positive (--batch-size)")
-        need(self.pca_dim >= 1, f"pca_dim = {self.pca_dim} must be positive (--pca-dim)")
+        need_if_set("epochs", lambda v: v >= 1, f"epochs = {self.epochs}: train at least one epoch (--epochs)")
+        try:
+            extra = self.overcluster_ks
+        except ValueError:
+            raise ConfigError(f"overcluster = {self.overcluster!r}: give numbers of clusters separated by commas, "
+                              f"e.g. 50,100 (--overcluster)") from None
+        need(all(k >= 2 for k in extra), f"overcluster = {self.overcluster!r}: every head needs at least 2 clusters")
+        need(not extra or (self.method == "v1" and self.clustering == "kmeans"),
+             "--overcluster works with --method v1 and k-means clustering")
+        need(self.reset_every >= 0, f"reset_every = {self.reset_every} must be >= 0 (--reset-every; 0 never)")
+        need(0 <= self.reset_alpha < 1, f"reset_alpha = {self.reset_alpha} must lie in [0, 1) (--reset-alpha)")
+        need_if_set("reassign", lambda v: v > 0, f"reassign = {self.reassign} must be positive (--reassign)")
+        need_if_set("batch_size", lambda v: v >= 1,
+                    f"batch size = {self.batch_size} must be positive (--batch-size)")
+        need_if_set("pca_dim", lambda v: v >= 1, f"pca_dim = {self.pca_dim} must be positive (--pca-dim)")
         need(self.pca_sample >= 2, f"pca_sample = {self.pca_sample} must be at least 2 (--pca-sample)")
         need(self.precision in PRECISIONS,
              f"unknown precision '{self.precision}': choose one of {', '.join(PRECISIONS)} (--precision)")
         need(self.kmeans_iters >= 1, f"kmeans_iters = {self.kmeans_iters} must be positive (--kmeans-iters)")
-        need(self.lr > 0, f"lr = {self.lr} must be positive (--lr)")
-        need(self.lr_schedule in ("constant", "cosine"),
+        need_if_set("lr", lambda v: v > 0, f"lr = {self.lr} must be positive (--lr)")
+        need_if_set("lr_schedule", lambda v: v in ("constant", "cosine"),
              f"unknown lr schedule '{self.lr_schedule}': choose constant or cosine (--lr-schedule)")
         need(0 <= self.momentum < 1, f"momentum = {self.momentum} must lie in [0, 1) (--momentum)")
         need(self.weight_decay >= 0, f"weight decay = {self.weight_decay} must be >= 0 (--weight-decay)")
-        need(0 < self.crop_scale <= 1, f"crop_scale = {self.crop_scale} must lie in (0, 1] (--crop-scale)")
+        need_if_set("crop_scale", lambda v: 0 < v <= 1,
+                    f"crop_scale = {self.crop_scale} must lie in (0, 1] (--crop-scale)")
         need(self.workers is None or self.workers >= 0, f"workers = {self.workers} must be >= 0 (--workers)")
         need(self.cache_gb >= 0, f"cache_gb = {self.cache_gb} must be >= 0 (--cache-gb; 0 never caches)")
         need(self.eval_seeds >= 1, f"eval_seeds = {self.eval_seeds} must be >= 1 (--eval-seeds)")
@@ -140,6 +179,11 @@ class Config:
              f"image size {self.image_size} is too small: use at least 8 pixels (--image-size)")
         need(self.subset is None or self.subset >= 2, f"subset = {self.subset}: keep at least 2 images (--subset)")
         return self
+
+    @property
+    def overcluster_ks(self) -> list[int]:
+        """The ``overcluster`` setting as a list of ints (empty when none)."""
+        return [int(v) for v in self.overcluster.replace(" ", "").split(",") if v]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

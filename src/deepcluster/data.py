@@ -106,14 +106,18 @@ class ImageFolder(Dataset):
             raise ConfigError(f"data folder {self.root} does not exist: give an existing folder or "
                               f"'fashion-mnist' to --data")
         files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-        good, bad = [], []
+        good, bad, sizes = [], [], []
         for p in files:  # a header read per file: cheap, and it keeps broken files out of the training loop
             try:
                 with Image.open(p) as im:
+                    size = im.size
                     im.verify()
-                (good if _looks_whole(p) else bad).append(p)
+                whole = _looks_whole(p)
             except Exception:
-                bad.append(p)
+                whole = False
+            (good if whole else bad).append(p)
+            if whole:
+                sizes.append(size)
         if bad:
             names = ", ".join(str(p.relative_to(self.root)) for p in bad[:3])
             if strict:
@@ -123,7 +127,7 @@ class ImageFolder(Dataset):
         if not good:
             what = "no readable image" if files else "no image files (" + ", ".join(IMAGE_EXTENSIONS[:4]) + ", ...)"
             raise ConfigError(f"data folder {self.root} holds {what}: point --data at a folder of images")
-        self.files = good
+        self.files, self.sizes = good, sizes  # sizes: (width, height) of each file, from its header
         self.load_size = load_size
         self.channels = 3
         self.mean, self.std, self.name = IMAGENET_MEAN, IMAGENET_STD, str(self.root)
@@ -159,7 +163,7 @@ class ImageFolder(Dataset):
     def subset(self, n: int) -> "ImageFolder":
         out = object.__new__(ImageFolder)
         out.__dict__.update(self.__dict__)
-        out.files = self.files[:n]
+        out.files, out.sizes = self.files[:n], self.sizes[:n]
         out.targets = None if self.targets is None else self.targets[:n]
         return out
 
@@ -181,7 +185,7 @@ def in_memory(dataset, budget_gb: float, workers: Optional[int] = None,
 
     images = torch.empty((n, dataset.channels, s, s), dtype=torch.uint8)
     for batch, idx in tqdm(make_loader(dataset, range(n), 256, workers), desc=desc, leave=False, unit="batch",
-                           disable=desc is None):
+                           disable=True if desc is None else None):  # None: quiet off a terminal
         images[idx] = batch
     return TensorImages(images, dataset.targets, dataset.classes, dataset.mean, dataset.std, dataset.name)
 
@@ -222,7 +226,7 @@ def default_image_size(cfg: Config) -> int:
         return cfg.image_size
     if cfg.data == "fashion-mnist":
         return 28
-    return 32 if cfg.arch == "small" else 224
+    return 224 if cfg.arch in ("alexnet", "vgg16") else 32
 
 
 def load_size_for(image_size: int) -> int:
@@ -231,27 +235,42 @@ def load_size_for(image_size: int) -> int:
     return image_size if image_size <= 64 else round(image_size * 256 / 224)
 
 
-def load_datasets(cfg: Config, cache: bool = True):
-    """Return ``(train, val)`` datasets for the config; ``val`` is None when no held-out split exists. With
-    ``cache``, image folders that fit in ``cfg.cache_gb`` are decoded into memory (:func:`in_memory`), the
-    training set first."""
-    size = default_image_size(cfg)
+def open_training_images(cfg: Config):
+    """The training images of ``cfg`` (its ``--subset`` taken), opened but not decoded: a folder is scanned (its
+    files' headers read), the built-in dataset read. What the recipe profiles before the run's settings are known;
+    :func:`load_datasets` takes it from there."""
     if cfg.data == "fashion-mnist":
-        train, val = fashion_mnist("train", cfg.data_root), fashion_mnist("test", cfg.data_root)
-        if size != 28:
-            raise ConfigError(f"fashion-mnist images are 28 px: drop --image-size {size} or set it to 28")
+        train = fashion_mnist("train", cfg.data_root)
     else:
-        train = ImageFolder(cfg.data, load_size_for(size), cfg.strict)
-        val = ImageFolder(cfg.val_data, load_size_for(size), cfg.strict) if cfg.val_data else None
+        train = ImageFolder(cfg.data, load_size_for(default_image_size(cfg)), cfg.strict)
     if cfg.subset:
         train = train.subset(min(cfg.subset, len(train)))
     if len(train) < 2:
         raise ConfigError(f"{train.name} holds {len(train)} image(s): DeepCluster needs at least 2")
+    return train
+
+
+def load_datasets(cfg: Config, cache: bool = True, train=None):
+    """Return ``(train, val)`` datasets for the config; ``val`` is None when no held-out split exists. ``train``,
+    when given, is the result of :func:`open_training_images` (not scanned again). With ``cache``, image folders
+    that fit in ``cfg.cache_gb`` are decoded into memory (:func:`in_memory`), the training set first."""
+    size = default_image_size(cfg)
+    train = open_training_images(cfg) if train is None else train
+    if cfg.data == "fashion-mnist":
+        val = fashion_mnist("test", cfg.data_root)
+        if size != 28:
+            raise ConfigError(f"fashion-mnist images are 28 px: drop --image-size {size} or set it to 28")
+    else:
+        train.load_size = load_size_for(size)
+        val = ImageFolder(cfg.val_data, load_size_for(size), cfg.strict) if cfg.val_data else None
     if cfg.supervised and train.targets is None:
         raise ConfigError(f"--supervised needs labels, and {train.name} has none: put the images in one "
                           f"subfolder per class")
     if cfg.k > len(train) and not cfg.supervised and cfg.clustering == "kmeans":
         raise ConfigError(f"k = {cfg.k} clusters but only {len(train)} images: lower --k to at most {len(train)}")
+    if any(k > len(train) for k in cfg.overcluster_ks) and not cfg.supervised:
+        raise ConfigError(f"--overcluster {cfg.overcluster} asks for more clusters than the {len(train)} images: "
+                          f"keep every k at most {len(train)}")
     if cache and cfg.cache_gb > 0:
         from . import distributed as dist
 

@@ -40,7 +40,7 @@ def iter_features(forward: Forward, loader, prepare: Forward, device: torch.devi
                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(indices (B,), features (B, D) float32)`` for each batch ``(images, indices)`` of ``loader``:
     ``forward(prepare(images))`` under autocast ``amp``, then ``project`` in full precision on the device."""
-    for images, idx in tqdm(loader, desc=desc, leave=False, disable=desc is None, unit="batch"):
+    for images, idx in tqdm(loader, desc=desc, leave=False, disable=True if desc is None else None, unit="batch"):
         with autocast(device, amp):
             f = forward(prepare(images.to(device, non_blocking=True)))
         f = f.float()

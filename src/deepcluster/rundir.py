@@ -14,11 +14,13 @@ from typing import Callable
 from .config import Config, ConfigError, DeepClusterError
 
 # Settings that may change when a run is resumed: they do not change what is computed, only how or how far.
-RESUMABLE_CHANGES = ("epochs", "device", "workers", "cache_gb", "precision", "eval_seeds", "data_root", "report",
+RESUMABLE_CHANGES = ("recipe", "epochs", "device", "workers", "cache_gb", "precision", "eval_seeds", "data_root", "report",
                      "strict", "tensorboard")
 # settings a supervised run never reads
 CLUSTERING_ONLY = ("k", "pca_dim", "kmeans_iters", "method", "proj_dim", "temperature", "bank", "clustering",
                    "pic_neighbors", "pic_sigma", "pic_alpha", "pic_iters", "pic_singletons")
+# What the settings added since a run was written were then: such a run resumes as it was trained.
+LEGACY_SETTINGS = {"reassign": 1.0}
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "assignments.npy", "eval.json", "curves.png",
              "clusters.png", "report/index.html")
 
@@ -69,7 +71,7 @@ class RunDir:
             if not resume:
                 raise ConfigError(f"{self.path} already holds a run: pass --resume to continue it or "
                                   f"--overwrite to replace it")
-            old = Config.from_yaml(saved_cfg).to_dict()
+            old = self.saved_config().to_dict()
             new = cfg.to_dict()
             ignored = RESUMABLE_CHANGES + (CLUSTERING_ONLY if new["supervised"] else ())
             diff = [k for k in new if k not in ignored and old.get(k) != new[k]]
@@ -94,6 +96,18 @@ class RunDir:
         replace are whole: they are replaced only once a temporary is complete)."""
         for stale in [*self.path.glob(".*.tmp[0-9]*"), *self.path.glob("report/.*.tmp[0-9]*")]:
             stale.unlink()
+
+    def saved_config(self) -> Config | None:
+        """The config of the run held here (settings added since it was written take their values of then), or
+        None when the folder holds no run."""
+        path = self.path / "config.yaml"
+        if not path.is_file():
+            return None
+        cfg = Config.from_yaml(path)
+        for name, value in LEGACY_SETTINGS.items():
+            if getattr(cfg, name) is None:
+                setattr(cfg, name, value)
+        return cfg
 
     def write_config(self, cfg: Config) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

@@ -22,13 +22,16 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import distributed as dist
+from . import recipe
 from .checkpoint import load_checkpoint, save_checkpoint
 from .clustering import build_clustering
 from .config import Config, ConfigError, TrainingError
-from .data import default_image_size, load_datasets, make_loader
+from .diagnose import learning_problems
+from .data import default_image_size, load_datasets, make_loader, open_training_images
 from .evaluate import ari, imbalance_factor, kmeans_quality, nmi
+from .evaluate.knn import knn_accuracy
 from .features import amp_dtype, autocast, centre_view_features, whitened_features
-from .models import DeepClusterNet, build_model
+from .models import DeepClusterNet, build_model, soft_reset
 from .preprocess import PCAWhitening, l2_normalize, preprocess_features
 from .rundir import RUN_FILES, RunDir
 from .sampler import pseudo_labels, uniform_over_clusters
@@ -55,6 +58,12 @@ def epoch_lr(cfg: Config, epoch: int) -> float:
     if cfg.lr_schedule == "cosine":
         return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
     return cfg.lr
+
+
+def epoch_samples(cfg: Config, n: int) -> int:
+    """Training samples drawn per epoch: ``reassign`` passes over the ``n`` images between two clusterings (the
+    reference's ``--reassign``)."""
+    return max(1, round(cfg.reassign * n))
 
 
 def make_model(cfg: Config, dataset, device: torch.device) -> DeepClusterNet:
@@ -85,12 +94,12 @@ def train_on_labels(model: DeepClusterNet, optimizer, head_optimizer: Optional[t
     amp = amp_dtype(cfg.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)  # fp16 gradients underflow unscaled
     total, count = 0.0, 0
-    bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, unit="batch", disable=not dist.is_main())
+    bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, unit="batch", disable=None if dist.is_main() else True)
     for step, (images, idx) in enumerate(bar):
         x = train_view(images.to(device, non_blocking=True), size, dataset.mean, dataset.std, cfg.crop_scale,
                        generator=gen).contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
-            loss = F.cross_entropy(net(x), y_all[idx.to(device)])
+            loss = model.loss(net(x), y_all[idx.to(device)])
         if projections is not None:
             projections.append((idx.numpy(), model.head.last_z.float().cpu().numpy()))
         if not torch.isfinite(loss):
@@ -122,21 +131,30 @@ def deepcluster_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, ep
     # The global generator (head initialisation, dropout) restarts from (seed, epoch): resume-exact.
     torch.manual_seed(epoch_seed(cfg.seed, epoch))
     t0 = time.perf_counter()
+    if cfg.reset_every and epoch > 1 and (epoch - 1) % cfg.reset_every == 0:
+        fresh = build_model(cfg.arch, dataset.channels, default_image_size(cfg), cfg.sobel)
+        soft_reset(model, fresh, cfg.reset_alpha, model.late_parameters())
     x = whitened_features(model, dataset, cfg, device, np.random.default_rng([cfg.seed, epoch, 1]),
                           desc=f"epoch {epoch} features")
     t1 = time.perf_counter()
 
-    def cluster():  # on rank 0, which alone holds x
-        clus = build_clustering(cfg, epoch_seed(cfg.seed, epoch), "auto" if device.type == "cuda" else False).fit(x)
-        return (*pseudo_labels(clus.labels_), clus.health_)
+    def cluster():  # on rank 0, which alone holds x: the main clustering, then one per over-clustering head
+        gpu = "auto" if device.type == "cuda" else False
+        clus = build_clustering(cfg, epoch_seed(cfg.seed, epoch), gpu).fit(x)
+        extra = [pseudo_labels(build_clustering(replace(cfg, k=k), epoch_seed(cfg.seed, epoch) + i + 1, gpu)
+                               .fit(x).labels_) for i, k in enumerate(cfg.overcluster_ks)]
+        return (*pseudo_labels(clus.labels_), clus.health_, extra)
 
-    labels, n_clusters, health = dist.on_main(cluster)
+    labels, n_clusters, health, extra = dist.on_main(cluster)
     t2 = time.perf_counter()
-    head = model.reset_head(n_clusters)
+    # One head per clustering; the sampling and the run's assignment are the main clustering's.
+    targets = np.stack([labels] + [e[0] for e in extra], 1) if extra else labels
+    head = model.reset_head([n_clusters] + [e[1] for e in extra] if extra else n_clusters)
     # The head has its own optimiser, without momentum, since it starts from scratch every epoch.
     head_opt = torch.optim.SGD(head.parameters(), lr=epoch_lr(cfg, epoch), weight_decay=cfg.weight_decay)
-    sample = uniform_over_clusters(labels, len(dataset), np.random.default_rng([cfg.seed, epoch]))
-    loss = train_on_labels(model, optimizer, head_opt, dataset, sample, labels, cfg, epoch, device)
+    sample = uniform_over_clusters(labels, epoch_samples(cfg, len(dataset)),
+                                   np.random.default_rng([cfg.seed, epoch]))
+    loss = train_on_labels(model, optimizer, head_opt, dataset, sample, targets, cfg, epoch, device)
     t3 = time.perf_counter()
     return labels, {
         "epoch": epoch, "loss": loss, "clusters": n_clusters, **health,
@@ -168,7 +186,8 @@ def v2_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, epoch: int,
     labels, centroids, health = dist.on_main(cluster)
     model.head.set_prototypes(torch.from_numpy(centroids))
     t2 = time.perf_counter()
-    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(dataset))
+    rng, n, m = np.random.default_rng([cfg.seed, epoch]), len(dataset), epoch_samples(cfg, len(dataset))
+    order = np.concatenate([rng.permutation(n) for _ in range(-(-m // n))])[:m]  # every image once per pass
     rows = [] if cfg.bank == "train" else None
     loss = train_on_labels(model, optimizer, None, dataset, order, labels, cfg, epoch, device, projections=rows)
     if rows is not None:  # this epoch's projections become the next epoch's bank, row by dataset index
@@ -199,7 +218,8 @@ def supervised_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, epo
     head is part of ``optimizer`` and is never reset)."""
     torch.manual_seed(epoch_seed(cfg.seed, epoch))
     t0 = time.perf_counter()
-    sample = uniform_over_clusters(dataset.targets, len(dataset), np.random.default_rng([cfg.seed, epoch]))
+    sample = uniform_over_clusters(dataset.targets, epoch_samples(cfg, len(dataset)),
+                                   np.random.default_rng([cfg.seed, epoch]))
     loss = train_on_labels(model, optimizer, None, dataset, sample, dataset.targets, cfg, epoch, device)
     return dataset.targets, {"epoch": epoch, "loss": loss, "time_training": time.perf_counter() - t0}
 
@@ -217,28 +237,37 @@ def pixel_features(dataset, cfg: Config, max_side: int = 32) -> np.ndarray:
     return np.concatenate(rows)
 
 
-def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch.device) -> dict:
+def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch.device, db=None) -> dict:
     """The run's closing evaluation on a labelled split: k-means with the true number of classes (mean of
     ``cfg.eval_seeds`` seeds) on the fc features of the trained network and of the same network at its random
     initialisation, each L2-normalised and PCA-whitened + L2 (the training's pre-processing), and on the three
     simple pixel baselines: raw, L2-normalised, PCA-50 + L2. ``results`` lists one row per (features,
-    pre-processing). Under torchrun every process extracts its share and rank 0 scores (the others get {})."""
-    inputs = []
+    pre-processing). ``knn`` gives, for the trained and random-init fc features and the pixels, the weighted
+    kNN top-1 (k = 20, cosine) of each image of ``dataset`` voted by the labelled images ``db`` (the training
+    images; None: ``dataset`` itself, each image left out of its own vote). Under torchrun every process
+    extracts its share and rank 0 scores (the others get {})."""
+    inputs, knn = [], []
     for name, net in (("trained", model), ("random-init", make_model(cfg, dataset, device))):
         f = centre_view_features(net, dataset, cfg, device, desc=f"eval {name}")
+        f_db = centre_view_features(net, db, cfg, device, desc=f"eval {name} (kNN)") if db is not None else None
         if f is not None:
             inputs += [(name, "L2", l2_normalize(f)),
                        (name, f"PCA-whitened {cfg.pca_dim} + L2", preprocess_features(f, cfg.pca_dim))]
+            knn.append((name, f, f_db))
     if not dist.is_main():
         return {}
     pixels = pixel_features(dataset, cfg)
     inputs += [("pixels", "raw", pixels), ("pixels", "L2", l2_normalize(pixels)),
                ("pixels", "PCA-50 + L2", l2_normalize(PCAWhitening(50, whiten=False).fit_transform(pixels)))]
+    knn.append(("pixels", pixels, pixel_features(db, cfg) if db is not None else None))
     results = [{"features": name, "preprocessing": prep,
                 **kmeans_quality(x, dataset.targets, seeds=cfg.eval_seeds, seed=cfg.seed)}
                for name, prep, x in inputs]
+    knn_rows = [{"features": name, "top1": knn_accuracy(x, dataset.targets) if x_db is None else
+                 knn_accuracy(x_db, db.targets, x, dataset.targets)} for name, x, x_db in knn]
     return {"split": dataset.name, "images": len(dataset), "k": results[0]["k"], "seeds": cfg.eval_seeds,
-            "results": results}
+            "results": results, "knn": {"k": 20, "database": db.name if db is not None else "leave-one-out",
+                                        "results": knn_rows}}
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = False,
@@ -263,8 +292,15 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
     say = (lambda *a: None) if quiet else print
     main = dist.is_main()
 
-    # ---- data (every check on the inputs comes before anything is written)
-    train_set, val_set = load_datasets(cfg)
+    # ---- data (every check on the inputs comes before anything is written), and the settings it asks for
+    # A resumed run keeps the settings it was trained with; what is still unset, the recipe chooses.
+    run, kept = RunDir(out), {}
+    given, train_set = cfg, open_training_images(cfg)
+    saved = dist.on_main(run.saved_config) if resume and not overwrite else None
+    cfg = recipe.take_saved(cfg, saved) if saved is not None else cfg
+    data = recipe.profile(train_set) if cfg.recipe == "auto" and recipe.left_to_recipe(cfg) else None
+    cfg = recipe.resolve(cfg, data).validate()
+    train_set, val_set = load_datasets(cfg, train=train_set)
     device = resolve_device(cfg.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed input sizes: let cuDNN pick its fastest kernels
     if cfg.tensorboard:
@@ -273,7 +309,6 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
         check_tensorboard()
 
     # ---- run directory
-    run, kept = RunDir(out), {}
 
     def open_run():  # on rank 0; every rank gets the checkpoint, less the v2 bank, which only rank 0 uses
         resuming = run.open(cfg, resume, overwrite)
@@ -289,6 +324,7 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
         f"{cfg.epochs} epochs on {device}"
         f"{f' x {dist.world_size()} processes' if dist.enabled() else ''}, run dir {run.path}")
     say(cfg.to_yaml().rstrip())
+    say(recipe.describe(given, cfg, data))
 
     # ---- model and optimiser
     model = make_model(cfg, train_set, device)
@@ -321,7 +357,7 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
 
         tb = TensorBoardLog(run.path, first_epoch=start)
     for epoch in tqdm(range(start, cfg.epochs + 1), desc="deepcluster", unit="epoch", initial=start - 1,
-                      total=cfg.epochs, disable=quiet):
+                      total=cfg.epochs, disable=True if quiet else None):
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr(cfg, epoch)
         if cfg.supervised:
@@ -361,7 +397,8 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
 
     eval_set = val_set if val_set is not None and val_set.targets is not None else (
         train_set if labels_known else None)
-    evaluation = evaluate_features(model, cfg, eval_set, device) if eval_set is not None else {}
+    db = train_set if eval_set is not train_set and labels_known else None  # kNN votes: else leave-one-out
+    evaluation = evaluate_features(model, cfg, eval_set, device, db) if eval_set is not None else {}
     if not main:
         return {"metrics": history, "eval": evaluation, "run_dir": str(run.path)}
     if previous is not None and not cfg.supervised:
@@ -421,7 +458,12 @@ def summary_table(history: list[dict], evaluation: dict, run_dir: Path) -> str:
         for r in evaluation["results"]:
             lines.append(f"  | {r['features']:<11} | {r['preprocessing']:<24} | {r['nmi']:.3f} | {r['ari']:.3f} "
                          f"| {r['acc']:.3f} |")
+        if evaluation.get("knn"):
+            kn = evaluation["knn"]
+            lines.append(f"  kNN top-1 (k = {kn['k']}, cosine; votes from {kn['database']}): " + ", ".join(
+                f"{r['features']} {r['top1']:.3f}" for r in kn["results"]))
     else:
         lines.append("  no labelled split: the closing k-means evaluation was skipped")
+    lines += [f"  warning: {problem}" for problem in learning_problems(history, evaluation)]
     lines.append("  files: " + " ".join(f for f in RUN_FILES + ("tensorboard/",) if (run_dir / f).exists()))
     return "\n".join(lines)

@@ -32,7 +32,8 @@ def finetune(model, train_set, test_set, image_size: int, device, mode: str = "f
     opt, sched = sgd_cosine(params, lr, epochs * math.ceil(len(train_set) / batch_size))
     y_train = torch.as_tensor(train_set.targets, device=device)
     gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
-    for _ in tqdm(range(epochs), desc=f"transfer ({mode})", unit="epoch", disable=not progress, leave=False):
+    for _ in tqdm(range(epochs), desc=f"transfer ({mode})", unit="epoch", disable=None if progress else True,
+                  leave=False):
         m.train()
         if mode == "fc":
             m.features.eval()  # frozen convs: BatchNorm keeps its statistics

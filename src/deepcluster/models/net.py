@@ -69,6 +69,28 @@ class PrototypeHead(nn.Module):
         return z @ self.prototypes.T / self.temperature
 
 
+class ClusterHeads(nn.Module):
+    """Several fresh linear heads on the same features, one per clustering of them (the main k and the
+    over-clustering ks: IIC's auxiliary heads, Ji et al. 2019; SeLa's several heads, Asano et al. 2020). Its
+    logits are the heads' side by side, ``(B, sum(ks))``; :meth:`loss` splits them."""
+
+    def __init__(self, in_dim: int, ks: list[int]):
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Linear(in_dim, k) for k in ks)
+
+    @property
+    def out_features(self) -> list[int]:
+        return [h.out_features for h in self.heads]
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.cat([head(h) for head in self.heads], 1)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The mean over the heads of each one's cross-entropy; ``targets (B, heads)``, a column per head."""
+        parts = logits.split(self.out_features, 1)
+        return torch.stack([F.cross_entropy(p, targets[:, i]) for i, p in enumerate(parts)]).mean()
+
+
 class DeepClusterNet(nn.Module):
     def __init__(self, arch: str, in_channels: int, image_size: int, sobel: bool = True, n_classes: int = 1):
         super().__init__()
@@ -92,20 +114,39 @@ class DeepClusterNet(nn.Module):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
 
-    def reset_head(self, n_classes: int) -> nn.Linear:
-        """A fresh head ``feature_dim -> n_classes`` (weights N(0, 0.01), bias 0) on the model's device."""
+    def reset_head(self, n_classes: int | list[int]) -> nn.Module:
+        """A fresh head ``feature_dim -> n_classes`` (weights N(0, 0.01), bias 0) on the model's device; with a
+        list of sizes, one such head per size (:class:`ClusterHeads`)."""
         p = next(self.classifier.parameters())
-        head = nn.Linear(self.feature_dim, n_classes).to(device=p.device, dtype=p.dtype)
-        nn.init.normal_(head.weight, 0.0, 0.01)
-        nn.init.zeros_(head.bias)
+        many = isinstance(n_classes, (list, tuple))
+        head = ClusterHeads(self.feature_dim, list(n_classes)) if many else nn.Linear(self.feature_dim, n_classes)
+        head = head.to(device=p.device, dtype=p.dtype)
+        for m in head.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                nn.init.zeros_(m.bias)
         self.head = head
         return head
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the head's logits against ``targets``: ``(B,)``, or ``(B, heads)`` for several."""
+        if isinstance(self.head, ClusterHeads):
+            return self.head.loss(logits, targets)
+        return F.cross_entropy(logits, targets)
 
     def use_prototypes(self, k: int, dim: int, temperature: float) -> PrototypeHead:
         """Switch to DeepCluster-v2's persistent prototype head."""
         p = next(self.classifier.parameters())
         self.head = PrototypeHead(self.feature_dim, dim, k, temperature).to(device=p.device, dtype=p.dtype)
         return self.head
+
+    def late_parameters(self) -> list[str]:
+        """Names of the parameters of the last conv layer (its conv and BatchNorm) and of the fc block: what a
+        soft reset (:func:`soft_reset`) shrinks towards a fresh initialisation."""
+        convs = [i for i, m in enumerate(self.features) if isinstance(m, nn.Conv2d)]
+        last = {f"features.{i}." for i in (convs[-1], convs[-1] + 1)}
+        return [n for n, _ in self.named_parameters()
+                if n.startswith("classifier.") or any(n.startswith(p) for p in last)]
 
     def body_parameters(self):
         return [p for n, p in self.named_parameters() if not n.startswith("head.")]
@@ -154,3 +195,14 @@ class DeepClusterNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(F.relu(self.embed(x)))
+
+
+@torch.no_grad()
+def soft_reset(model: nn.Module, fresh: nn.Module, alpha: float, names: list[str]) -> None:
+    """``theta <- alpha * theta + (1 - alpha) * phi`` for the parameters ``names`` of ``model``, with ``phi`` those
+    of ``fresh``, a newly initialised network of the same shape: a partial step back towards initialisation that
+    lets re-clustering leave a partition it has settled in (the soft reset of "Breaking the Reclustering
+    Barrier", Miklautz et al., 2025; shrink-and-perturb, Ash & Adams, 2020)."""
+    mine, theirs = dict(model.named_parameters()), dict(fresh.named_parameters())
+    for n in names:
+        mine[n].mul_(alpha).add_(theirs[n].to(mine[n]), alpha=1.0 - alpha)

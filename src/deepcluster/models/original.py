@@ -14,6 +14,7 @@ import re
 import torch
 
 from ..config import Config, ConfigError
+from ..recipe import resolve
 from .net import DeepClusterNet
 
 ARCHS = {"alexnet": "alexnet", "vgg16": "vgg16"}
@@ -83,6 +84,6 @@ def original_to_checkpoint(state: dict, source: str = "checkpoint", data: str = 
     for the architecture at 224 px (``data`` recorded if given), the converted weights, the head's size and the
     reference's epoch."""
     arch, sobel, model, head_classes = convert_original(state, source)
-    cfg = Config(data=data, arch=arch, sobel=sobel, image_size=224, k=max(head_classes, 2))
+    cfg = resolve(Config(data=data, recipe="paper", arch=arch, sobel=sobel, image_size=224, k=max(head_classes, 2)))
     return {"epoch": int(state.get("epoch", 0)), "config": cfg.to_dict(), "arch": arch, "model": model,
             "head_classes": head_classes, "imported_from": "facebookresearch/deepcluster"}

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..config import Config, ConfigError
+from ..diagnose import learning_problems
 from ..rundir import RunDir, atomic_write_text
 from .curves import plot_curves
 from .filters import first_layer_kernels, stretch, tile_grid
@@ -36,6 +37,7 @@ h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #dd
 table { border-collapse: collapse; font-size: 13px; margin: 0.5em 0; } td, th { border: 1px solid #ddd; padding: 2px 8px; text-align: right; }
 th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; border: 1px solid #eee; } .note { color: #666; } nav a { margin-right: 0.8em; }
+.warn { background: #fff4e0; border-left: 4px solid #e8a33d; padding: 0.3em 0.8em; margin: 0.6em 0; }
 .cols { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
 """
 
@@ -94,6 +96,10 @@ def evaluation_tables(run: RunDir) -> str:
             parts.append(_table(["features", "pre-processing", "NMI", "ARI", "accuracy"],
                                 [[r["features"], r["preprocessing"], r["nmi"], r["ari"], r["acc"]]
                                  for r in ev["results"]]))
+        if ev.get("knn"):
+            kn = ev["knn"]
+            parts.append(f"<h3>kNN top-1 (k = {kn['k']}, cosine; votes from {html.escape(kn['database'])})</h3>")
+            parts.append(_table(["features", "top-1"], [[r["features"], r["top1"]] for r in kn["results"]]))
     results: dict[str, dict[str, dict]] = {}  # protocol -> {"trained" | "random init": flat results}
     for p in sorted((run / "eval").glob("*.json")) if (run / "eval").is_dir() else []:
         try:
@@ -142,6 +148,11 @@ def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model
                                last.get("clusters"), last.get("imbalance")]]))
     else:
         status.append('<p class="note">No epoch has finished yet: the pictures appear after the first one.</p>')
+    evaluation = json.loads((run / "eval.json").read_text()) if final and (run / "eval.json").is_file() else None
+    problems = learning_problems(history, evaluation)
+    if problems:
+        status.append('<div class="warn"><b>This run did not learn well:</b><ul>'
+                      + "".join(f"<li>{html.escape(p)}</li>" for p in problems) + "</ul></div>")
     sec["status"] = "".join(status)
     items = list(cfg.to_dict().items())
     per_col = -(-len(items) // 3)  # three setting/value column pairs keep the table short
