@@ -26,14 +26,19 @@ def best(evaluation: dict, features: str) -> float:
 
 
 def knn(evaluation: dict) -> dict:
-    return {r["features"]: r["top1"] for r in evaluation["knn"]["results"]}
+    """features -> their best layer's kNN top-1"""
+    out: dict = {}
+    for r in evaluation["knn"]["results"]:
+        out[r["features"]] = max(out.get(r["features"], 0), r["top1"])
+    return out
 
 
 @pytest.mark.slow
 def test_the_defaults_learn_on_a_folder_of_colour_photographs(tmp_path):
-    # 800 crops of 10 photographs and textures, 40-160 px, JPEG and PNG, RGB, grey and RGBA: the defaults alone
+    # 800 crops of 10 photographs and textures, 40-160 px, JPEG and PNG, RGB, grey and RGBA: the defaults, but 10
+    # epochs of the 20 to keep the test short (about 80 s)
     data = photo_folder(tmp_path / "photos")
-    summary = train(Config(data=str(data), device="cpu", report=False), tmp_path / "run", quiet=True)
+    summary = train(Config(data=str(data), epochs=10, device="cpu", report=False), tmp_path / "run", quiet=True)
     ev, rows = summary["eval"], summary["metrics"]
     # the recipe saw colour photographs: no Sobel, enough steps between clusterings for the fresh head
     cfg = Config.from_yaml(tmp_path / "run" / "config.yaml")
@@ -41,8 +46,25 @@ def test_the_defaults_learn_on_a_folder_of_colour_photographs(tmp_path):
     # the loss leaves chance (ln 10 = 2.30) and the pseudo-labels settle
     assert rows[-1]["loss"] < 0.5 * 2.303 and rows[-1]["nmi_prev"] > 0.6
     # k-means NMI (trained, best pre-processing) well above the random network and every pixel baseline
-    # (measured: 0.62-0.73 against at most 0.45 and 0.47)
+    # (measured, 10 epochs: 0.681 and 0.637 with seeds 31 and 7, against at most 0.448 and 0.470)
     assert best(ev, "trained") > max(best(ev, "random-init"), best(ev, "pixels")) + 0.08
-    k = knn(ev)
-    assert k["trained"] > max(k["random-init"], k["pixels"]) + 0.03
+    k = knn(ev)  # measured (best layer, conv5): 0.850-0.868 against at most 0.735 and 0.415
+    assert k["trained"] > max(k["random-init"], k["pixels"]) + 0.05
     assert learning_problems(rows, ev) == []
+
+
+@pytest.mark.slow
+def test_the_defaults_learn_on_a_fashion_mnist_subset(tmp_path):
+    # 2,000 training images with the defaults (batch 128, 8 passes between clusterings; 10 epochs of the 20), scored
+    # on the 10,000 test images against the same network at random initialisation and the pixels of the same run
+    summary = train(Config(data="fashion-mnist", subset=2000, epochs=10, device="cpu", report=False),
+                    tmp_path / "run", quiet=True)
+    ev, rows = summary["eval"], summary["metrics"]
+    assert ev["split"] == "fashion-mnist/test" and ev["knn"]["database"] == "fashion-mnist/train"
+    # measured: the loss falls from 2.28 to 0.70-1.14, the pseudo-labels' NMI against the labels from 0.27 to 0.59
+    assert max(r["loss"] for r in rows[-4:]) < 0.6 * 2.303
+    assert rows[-1]["nmi_labels"] > rows[0]["nmi_labels"] + 0.15
+    # measured: trained 0.600, random-init 0.547, pixels (L2) 0.579. This much data leaves the trained network a
+    # thin lead over the pixels, so that one is only asked to hold; the random network must be clearly beaten.
+    assert best(ev, "trained") > best(ev, "random-init") + 0.025
+    assert best(ev, "trained") > best(ev, "pixels")

@@ -33,6 +33,7 @@ def test_every_clustering_is_followed_by_enough_steps_and_large_data_keeps_one_p
 
 def test_k_is_ten_on_small_data_and_the_papers_over_clustering_at_imagenet_scale():
     assert [k_for(n) for n in (36, 800, 60000, 100_000)] == [10, 10, 10, 10]
+    assert [k_for(n) for n in (2, 5, 12)] == [2, 2, 6]  # never more clusters than k-means can fill
     assert k_for(1_281_167) == 10000 and 10 < k_for(200_000) < 10000
 
 
@@ -57,7 +58,7 @@ def test_profile_of_a_folder_uses_the_files_sizes_and_colours(image_folder):
 
 def test_auto_settings_follow_the_datas_size_and_colour():
     small_colour = auto_settings(DataProfile(800, 96, True))
-    assert small_colour == {"arch": "small", "sobel": False, "k": 10, "pca_dim": 256, "epochs": 10,
+    assert small_colour == {"arch": "small", "sobel": False, "k": 10, "pca_dim": 256, "epochs": 20,
                             "batch_size": 64, "reassign": 10.0, "lr": 0.01, "lr_schedule": "cosine",
                             "crop_scale": 0.25}
     fmnist = auto_settings(DataProfile(60000, 28, False))
@@ -134,10 +135,13 @@ def test_trained_features_below_a_baseline_are_named():
 
 
 def test_knn_below_a_baseline_is_named():
-    ev = {"knn": {"results": [{"features": "trained", "top1": 0.766}, {"features": "random-init", "top1": 0.844},
-                              {"features": "pixels", "top1": 0.70}]}}
+    rows = [("trained", "fc", 0.766), ("trained", "conv5", 0.80), ("random-init", "fc", 0.844),
+            ("random-init", "conv5", 0.83), ("pixels", "raw", 0.70)]
+    ev = {"knn": {"results": [{"features": f, "layer": layer, "top1": v} for f, layer, v in rows]}}
     (msg,) = learning_problems([], ev)
-    assert "kNN accuracy (0.766) is below that of random-init (0.844)" in msg and "pixels" not in msg
+    assert "best kNN accuracy (conv5: 0.800) is below that of random-init fc (0.844)" in msg and "pixels" not in msg
+    ev["knn"]["results"][1]["top1"] = 0.85  # the trained conv5 beats them all
+    assert learning_problems([], ev) == []
 
 
 def test_the_supervised_baseline_is_judged_on_its_table_only():

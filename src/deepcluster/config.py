@@ -81,7 +81,7 @@ class Config:
     pic_iters: int = _opt("PIC: power iterations", 200)
     pic_singletons: bool = _opt("PIC: move images left alone in a cluster to their nearest neighbour's cluster", True)
     # optimisation
-    epochs: Optional[int] = _opt("number of DeepCluster epochs (recipe: 10; 200 at ImageNet scale)")
+    epochs: Optional[int] = _opt("number of DeepCluster epochs (recipe: 20; 200 at ImageNet scale)")
     batch_size: Optional[int] = _opt("mini-batch size (recipe: 256 from 3,072 images on, else about N / 12, at "
                                      "least 32)")
     reassign: Optional[float] = _opt("passes over the images between two clusterings (the reference's "

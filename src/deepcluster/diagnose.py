@@ -36,9 +36,14 @@ def learning_problems(history: list[dict], evaluation: dict | None = None) -> li
             out.append(f"the trained features cluster worse than {rival['features']} ({rival['preprocessing']}): "
                        f"NMI {best['nmi']:.3f} against {rival['nmi']:.3f}; see the points above, or try "
                        f"--no-sobel for colour images, more --epochs, another --k")
-    knn = {r["features"]: r["top1"] for r in (evaluation or {}).get("knn", {}).get("results", [])}
-    beaten = [f"{name} ({v:.3f})" for name, v in knn.items() if name != "trained" and v > knn.get("trained", 1)]
+    knn: dict[str, dict] = {}  # features -> their best layer's kNN row
+    for r in (evaluation or {}).get("knn", {}).get("results", []):
+        if r["top1"] > knn.get(r["features"], {"top1": -1})["top1"]:
+            knn[r["features"]] = r
+    mine = knn.get("trained")
+    beaten = [f"{r['features']} {r['layer']} ({r['top1']:.3f})" for name, r in knn.items()
+              if mine is not None and name != "trained" and r["top1"] > mine["top1"]]
     if beaten:
-        out.append(f"the trained features' kNN accuracy ({knn['trained']:.3f}) is below that of "
-                   f"{' and '.join(beaten)}: the fc layer lost finer structure a neighbour search needs")
+        out.append(f"the trained features' best kNN accuracy ({mine['layer']}: {mine['top1']:.3f}) is below that "
+                   f"of {' and '.join(beaten)}: training lost finer structure a neighbour search needs")
     return out

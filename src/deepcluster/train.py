@@ -30,6 +30,7 @@ from .diagnose import learning_problems
 from .data import default_image_size, load_datasets, make_loader, open_training_images
 from .evaluate import ari, imbalance_factor, kmeans_quality, nmi
 from .evaluate.knn import knn_accuracy
+from .evaluate.layers import layer_features
 from .features import amp_dtype, autocast, centre_view_features, whitened_features
 from .models import DeepClusterNet, build_model, soft_reset
 from .preprocess import PCAWhitening, l2_normalize, preprocess_features
@@ -94,7 +95,8 @@ def train_on_labels(model: DeepClusterNet, optimizer, head_optimizer: Optional[t
     amp = amp_dtype(cfg.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)  # fp16 gradients underflow unscaled
     total, count = 0.0, 0
-    bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, unit="batch", disable=None if dist.is_main() else True)
+    bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, unit="batch",
+               disable=None if dist.is_main() else True)  # None: quiet when the output is not a terminal
     for step, (images, idx) in enumerate(bar):
         x = train_view(images.to(device, non_blocking=True), size, dataset.mean, dataset.std, cfg.crop_scale,
                        generator=gen).contiguous(memory_format=torch.channels_last)
@@ -242,29 +244,34 @@ def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch
     ``cfg.eval_seeds`` seeds) on the fc features of the trained network and of the same network at its random
     initialisation, each L2-normalised and PCA-whitened + L2 (the training's pre-processing), and on the three
     simple pixel baselines: raw, L2-normalised, PCA-50 + L2. ``results`` lists one row per (features,
-    pre-processing). ``knn`` gives, for the trained and random-init fc features and the pixels, the weighted
-    kNN top-1 (k = 20, cosine) of each image of ``dataset`` voted by the labelled images ``db`` (the training
-    images; None: ``dataset`` itself, each image left out of its own vote). Under torchrun every process
-    extracts its share and rank 0 scores (the others get {})."""
-    inputs, knn = [], []
+    pre-processing). ``knn`` gives, for the trained and random-init networks' fc features and last conv layer
+    (average-pooled as for the linear probes) and for the pixels, the weighted kNN top-1 (k = 20, cosine) of each
+    image of ``dataset`` voted by the labelled images ``db`` (the training images; None: ``dataset`` itself, each
+    image left out of its own vote). Under torchrun every process extracts its share of the fc features and
+    rank 0 does the rest (the others get {})."""
+    inputs, knn, last = [], [], f"conv{model.n_conv}"
+    size = default_image_size(cfg)
     for name, net in (("trained", model), ("random-init", make_model(cfg, dataset, device))):
         f = centre_view_features(net, dataset, cfg, device, desc=f"eval {name}")
         f_db = centre_view_features(net, db, cfg, device, desc=f"eval {name} (kNN)") if db is not None else None
-        if f is not None:
-            inputs += [(name, "L2", l2_normalize(f)),
-                       (name, f"PCA-whitened {cfg.pca_dim} + L2", preprocess_features(f, cfg.pca_dim))]
-            knn.append((name, f, f_db))
+        if not dist.is_main():
+            continue
+        inputs += [(name, "L2", l2_normalize(f)),
+                   (name, f"PCA-whitened {cfg.pca_dim} + L2", preprocess_features(f, cfg.pca_dim))]
+        conv = [layer_features(net, ds, last, size, device, cfg.batch_size, cfg.workers) if ds is not None else None
+                for ds in (dataset, db)]
+        knn += [(name, "fc", f, f_db), (name, last, *conv)]
     if not dist.is_main():
         return {}
     pixels = pixel_features(dataset, cfg)
     inputs += [("pixels", "raw", pixels), ("pixels", "L2", l2_normalize(pixels)),
                ("pixels", "PCA-50 + L2", l2_normalize(PCAWhitening(50, whiten=False).fit_transform(pixels)))]
-    knn.append(("pixels", pixels, pixel_features(db, cfg) if db is not None else None))
+    knn.append(("pixels", "raw", pixels, pixel_features(db, cfg) if db is not None else None))
     results = [{"features": name, "preprocessing": prep,
                 **kmeans_quality(x, dataset.targets, seeds=cfg.eval_seeds, seed=cfg.seed)}
                for name, prep, x in inputs]
-    knn_rows = [{"features": name, "top1": knn_accuracy(x, dataset.targets) if x_db is None else
-                 knn_accuracy(x_db, db.targets, x, dataset.targets)} for name, x, x_db in knn]
+    knn_rows = [{"features": name, "layer": layer, "top1": knn_accuracy(x, dataset.targets) if x_db is None else
+                 knn_accuracy(x_db, db.targets, x, dataset.targets)} for name, layer, x, x_db in knn]
     return {"split": dataset.name, "images": len(dataset), "k": results[0]["k"], "seeds": cfg.eval_seeds,
             "results": results, "knn": {"k": 20, "database": db.name if db is not None else "leave-one-out",
                                         "results": knn_rows}}
@@ -292,8 +299,8 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
     say = (lambda *a: None) if quiet else print
     main = dist.is_main()
 
-    # ---- data (every check on the inputs comes before anything is written), and the settings it asks for
-    # A resumed run keeps the settings it was trained with; what is still unset, the recipe chooses.
+    # ---- data (every check on the inputs comes before anything is written), and the settings it asks for:
+    # a resumed run keeps the settings it was trained with; what is still unset, the recipe chooses
     run, kept = RunDir(out), {}
     given, train_set = cfg, open_training_images(cfg)
     saved = dist.on_main(run.saved_config) if resume and not overwrite else None
@@ -309,7 +316,6 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
         check_tensorboard()
 
     # ---- run directory
-
     def open_run():  # on rank 0; every rank gets the checkpoint, less the v2 bank, which only rank 0 uses
         resuming = run.open(cfg, resume, overwrite)
         ckpt = load_checkpoint(run / "checkpoint.pt") if resuming and (run / "checkpoint.pt").exists() else None
@@ -461,7 +467,7 @@ def summary_table(history: list[dict], evaluation: dict, run_dir: Path) -> str:
         if evaluation.get("knn"):
             kn = evaluation["knn"]
             lines.append(f"  kNN top-1 (k = {kn['k']}, cosine; votes from {kn['database']}): " + ", ".join(
-                f"{r['features']} {r['top1']:.3f}" for r in kn["results"]))
+                f"{r['features']} {r['layer']} {r['top1']:.3f}" for r in kn["results"]))
     else:
         lines.append("  no labelled split: the closing k-means evaluation was skipped")
     lines += [f"  warning: {problem}" for problem in learning_problems(history, evaluation)]

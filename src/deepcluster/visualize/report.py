@@ -99,7 +99,8 @@ def evaluation_tables(run: RunDir) -> str:
         if ev.get("knn"):
             kn = ev["knn"]
             parts.append(f"<h3>kNN top-1 (k = {kn['k']}, cosine; votes from {html.escape(kn['database'])})</h3>")
-            parts.append(_table(["features", "top-1"], [[r["features"], r["top1"]] for r in kn["results"]]))
+            parts.append(_table(["features", "layer", "top-1"],
+                                [[r["features"], r.get("layer", "fc"), r["top1"]] for r in kn["results"]]))
     results: dict[str, dict[str, dict]] = {}  # protocol -> {"trained" | "random init": flat results}
     for p in sorted((run / "eval").glob("*.json")) if (run / "eval").is_dir() else []:
         try:
