@@ -31,9 +31,15 @@ import numpy as np
 import torch
 
 # Runs the CLI in the child; with DC_KILL_IN_SAVE=n the n-th checkpoint save writes half its bytes, then the
-# process kills itself with SIGKILL (no cleanup, no flush: what a power cut or the OOM killer does).
+# process kills itself with SIGKILL (no cleanup, no flush: what a power cut or the OOM killer does). Its stderr
+# passes for a terminal, so that the progress bars, quiet in a pipe, name the stages the kills wait for.
 CHILD = """
 import os, signal, sys
+class Terminal:
+    def __init__(self, f): self.f = f
+    def isatty(self): return True
+    def __getattr__(self, name): return getattr(self.f, name)
+sys.stderr = Terminal(sys.stderr)
 n = int(os.environ.get("DC_KILL_IN_SAVE", "0"))
 if n:
     import deepcluster.checkpoint as ck
