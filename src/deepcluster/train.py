@@ -302,9 +302,9 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
     # ---- data (every check on the inputs comes before anything is written), and the settings it asks for:
     # a resumed run keeps the settings it was trained with; what is still unset, the recipe chooses
     run, kept = RunDir(out), {}
-    given, train_set = cfg, open_training_images(cfg)
+    train_set = open_training_images(cfg)
     saved = dist.on_main(run.saved_config) if resume and not overwrite else None
-    cfg = recipe.take_saved(cfg, saved) if saved is not None else cfg
+    given = cfg = recipe.take_saved(cfg, saved) if saved is not None else cfg  # the recipe chooses only the rest
     data = recipe.profile(train_set) if cfg.recipe == "auto" and recipe.left_to_recipe(cfg) else None
     cfg = recipe.resolve(cfg, data).validate()
     train_set, val_set = load_datasets(cfg, train=train_set)
