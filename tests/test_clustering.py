@@ -176,3 +176,21 @@ def test_gpu_demanded_without_one_is_refused_and_auto_falls_back_to_faiss_cpu():
         KMeans(3, use_gpu=True, backend="faiss").fit(x)
     assert KMeans(3).fit(x).backend_ == "faiss:cpu"
     assert KMeans(3, backend="torch").fit(x).backend_ == "torch:cpu"
+
+
+def test_training_clustering_takes_its_restarts_from_the_config():
+    """Ten blobs: single random starts (the paper's, the default) sometimes merge two of them; ten k-means++
+    starts (--kmeans-restarts 10) find all ten from every seed."""
+    from dataclasses import replace
+
+    from deepcluster import Config
+    from deepcluster.clustering import build_clustering
+
+    rng = np.random.default_rng(0)
+    y = np.arange(2000) % 10
+    x = ((rng.normal(size=(10, 16)) * 4)[y] + rng.normal(size=(2000, 16))).astype(np.float32)
+    cfg = Config(k=10)
+    score = {r: [nmi(y, build_clustering(replace(cfg, kmeans_restarts=r), seed).fit(x).labels_)
+                 for seed in range(8)] for r in (1, 10)}
+    assert min(score[10]) > 0.999
+    assert min(score[1]) < 0.99

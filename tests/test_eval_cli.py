@@ -30,6 +30,8 @@ def test_every_protocol_and_compare(runs, image_folder, tmp_path, capsys):
         assert json.loads((dc / "eval" / f"{name}-random.json").read_text())["random_init"]
     probe = json.loads((dc / "eval" / "probe.json").read_text())
     assert all(0 <= probe[f"conv{i}"] <= 1 for i in range(1, 6))
+    assert probe["views"] == "centre" and 0 <= probe["pixels"] <= 1  # small data: centre views, pixel floor
+    assert 0 <= json.loads((sup / "eval" / "probe.json").read_text())["network"] <= 1
     cl = json.loads((dc / "eval" / "cluster.json").read_text())
     assert cl["k"] == 3 and cl["pseudo_labels"]["clusters"] == 6 and 0 <= cl["l2"]["nmi"] <= 1
     assert "pseudo_labels" not in json.loads((dc / "eval" / "cluster-random.json").read_text())
@@ -42,10 +44,12 @@ def test_every_protocol_and_compare(runs, image_folder, tmp_path, capsys):
     assert main(["compare", str(dc), str(sup), "--out", str(out_md)]) == 0
     table = capsys.readouterr().out
     lines = [l for l in table.splitlines() if l.startswith("| ")]
-    assert lines[0].startswith("| features | conv1 |")
+    assert lines[0].startswith("| features | conv1 |") and "conv6" not in lines[0]  # pixels is no layer
     assert [l.split(" | ")[0] for l in lines[1:]] == ["| random init (small)", "| DeepCluster v1 (dc)",
                                                       "| supervised (sup)"]
     assert out_md.read_text().strip() == table.strip()
+    assert "Probes: centre views, 1 epochs." in table and "A linear classifier on the pixels" in table
+    assert "The supervised network's own classifier" in table
 
 
 @pytest.mark.parametrize("args,message", [

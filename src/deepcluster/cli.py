@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--val-data", help="labelled test images (default: the run's held-out split)")
     e.add_argument("--data-root", help="folder of the built-in dataset's files")
     e.add_argument("--epochs", type=int, default=10, help="epochs of the probe and of transfer (default 10)")
+    e.add_argument("--views", choices=("auto", "centre", "augmented"), default="auto",
+                   help="probe: 'centre' computes every training image's centre view once and trains the probes on "
+                        "it (fast enough to converge; a linear classifier on the pixels is trained beside them), "
+                        "'augmented' a random crop per image and epoch, as the paper (a network pass per epoch); "
+                        "auto: centre when those views fit in 4 GiB")
     e.add_argument("--layer", help="layer for knn / cluster (default fc) and retrieval (default last conv)")
     e.add_argument("--knn-k", type=int, default=20, help="neighbours of the kNN vote (default 20)")
     e.add_argument("--target-data", help="transfer: labelled target training images (default: the run's data)")
@@ -125,7 +130,7 @@ def run_eval(args: argparse.Namespace) -> None:
     for name in PROTOCOLS if "all" in args.protocols else dict.fromkeys(args.protocols):
         res = run_protocol(name, setup, epochs=args.epochs, layer=args.layer, knn_k=args.knn_k,
                            target_data=args.target_data, target_val_data=args.target_val_data,
-                           queries=args.queries, seeds=setup.cfg.eval_seeds)
+                           queries=args.queries, seeds=setup.cfg.eval_seeds, views=args.views)
         run.write_json(result_name(name, args.random_init), res)
         shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items() if k != "protocol"}
         print(f"{name}: {json.dumps(shown)}")

@@ -75,6 +75,8 @@ class Config:
     pca_sample: int = _opt("images the PCA is fitted on each epoch (all when N is not larger); the others are "
                            "projected as they are extracted, so clustering holds N x pca_dim floats", 65536)
     kmeans_iters: int = _opt("k-means iterations per epoch", 20)
+    kmeans_restarts: int = _opt("k-means starts per clustering, the lowest objective kept: 1 (the paper's) starts "
+                                "from random points, more from k-means++ seeds", 1)
     pic_neighbors: int = _opt("PIC: neighbours of each image in the graph", 5)
     pic_sigma: float = _opt("PIC: edge weight exp(-d^2 / sigma^2) on squared distances d^2", 0.2)
     pic_alpha: float = _opt("PIC: weight of the graph term in the power iterations", 0.001)
@@ -165,6 +167,8 @@ class Config:
         need(self.precision in PRECISIONS,
              f"unknown precision '{self.precision}': choose one of {', '.join(PRECISIONS)} (--precision)")
         need(self.kmeans_iters >= 1, f"kmeans_iters = {self.kmeans_iters} must be positive (--kmeans-iters)")
+        need(self.kmeans_restarts >= 1,
+             f"kmeans_restarts = {self.kmeans_restarts} must be at least 1 (--kmeans-restarts)")
         need_if_set("lr", lambda v: v > 0, f"lr = {self.lr} must be positive (--lr)")
         need_if_set("lr_schedule", lambda v: v in ("constant", "cosine"),
              f"unknown lr schedule '{self.lr_schedule}': choose constant or cosine (--lr-schedule)")

@@ -29,6 +29,7 @@ from .config import Config, ConfigError, TrainingError
 from .diagnose import learning_problems
 from .data import default_image_size, load_datasets, make_loader, open_training_images
 from .evaluate import ari, imbalance_factor, kmeans_quality, nmi
+from .evaluate.clustering import kmeans_protocol
 from .evaluate.knn import knn_accuracy
 from .evaluate.layers import layer_features
 from .features import amp_dtype, autocast, centre_view_features, whitened_features
@@ -240,8 +241,8 @@ def pixel_features(dataset, cfg: Config, max_side: int = 32) -> np.ndarray:
 
 
 def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch.device, db=None) -> dict:
-    """The run's closing evaluation on a labelled split: k-means with the true number of classes (mean of
-    ``cfg.eval_seeds`` seeds) on the fc features of the trained network and of the same network at its random
+    """The run's closing evaluation on a labelled split: k-means with the true number of classes (the best of 10
+    k-means++ starts, mean of ``cfg.eval_seeds`` seeds) on the fc features of the trained network and of the same network at its random
     initialisation, each L2-normalised and PCA-whitened + L2 (the training's pre-processing), and on the three
     simple pixel baselines: raw, L2-normalised, PCA-50 + L2. ``results`` lists one row per (features,
     pre-processing). ``knn`` gives, for the trained and random-init networks' fc features and last conv layer
@@ -273,7 +274,7 @@ def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch
     knn_rows = [{"features": name, "layer": layer, "top1": knn_accuracy(x, dataset.targets) if x_db is None else
                  knn_accuracy(x_db, db.targets, x, dataset.targets)} for name, layer, x, x_db in knn]
     return {"split": dataset.name, "images": len(dataset), "k": results[0]["k"], "seeds": cfg.eval_seeds,
-            "results": results, "knn": {"k": 20, "database": db.name if db is not None else "leave-one-out",
+            "restarts": results[0]["restarts"], "results": results, "knn": {"k": 20, "database": db.name if db is not None else "leave-one-out",
                                         "results": knn_rows}}
 
 
@@ -457,7 +458,7 @@ def summary_table(history: list[dict], evaluation: dict, run_dir: Path) -> str:
         lines.append(f"  {len(history)} epochs, {secs / 60:.1f} min; last epoch: loss {last['loss']:.3f}, "
                      f"NMI vs labels {_fmt(last.get('nmi_labels'))}, NMI vs previous {_fmt(last.get('nmi_prev'))}")
     if evaluation:
-        lines += [f"  k-means (k = {evaluation['k']}, mean of {evaluation['seeds']} seeds) on {evaluation['split']}"
+        lines += [f"  k-means (k = {evaluation['k']}, {kmeans_protocol(evaluation)}) on {evaluation['split']}"
                   f" ({evaluation['images']} images):",
                   "  | features    | pre-processing           |   NMI |   ARI |   ACC |",
                   "  |-------------|--------------------------|-------|-------|-------|"]

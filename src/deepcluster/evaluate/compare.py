@@ -45,7 +45,8 @@ def compare_runs(runs: list[str | Path]) -> str:
                               f"'deepcluster train'")
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         own, rand = _load(run, False), _load(run, True)
-        n_conv = max([n_conv] + [len(r["dims"]) for r in (own.get("probe"), rand.get("probe")) if r])
+        n_conv = max([n_conv] + [sum(k.startswith("conv") for k in r["dims"]) for r in (own.get("probe"),
+                                                                                     rand.get("probe")) if r])
         if rand and random_row is None:
             random_row = (f"random init ({cfg['arch']})", rand)
         kind = "supervised" if cfg.get("supervised") else f"DeepCluster {cfg.get('method', 'v1')}"
@@ -60,4 +61,37 @@ def compare_runs(runs: list[str | Path]) -> str:
                "transfer all", "retrieval mAP"])
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(_row(name, res, n_conv)) + " |" for name, res in rows]
-    return "\n".join(lines)
+    notes = probe_notes([(name, res.get("probe")) for name, res in rows], n_conv)
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def probe_notes(probes: list[tuple[str, dict | None]], n_conv: int) -> list[str]:
+    """Lines under the table that read the probe columns: how the probes were trained, the linear classifier on
+    the pixels, the supervised network's own accuracy (what converged probes approach) and the share of the
+    random-to-supervised gap each unsupervised run closes at its best layer (the paper's way to read Table 1)."""
+    probes = [(name, p) for name, p in probes if p]
+    if not probes:
+        return []
+    pct = lambda v: f"{100 * v:.1f} %"
+    layers = [f"conv{i}" for i in range(1, n_conv + 1)]
+    first = probes[0][1]
+    notes = [f"Probes: {first.get('views', 'augmented')} views, {first.get('epochs')} epochs."]
+    if "pixels" in first:
+        notes.append(f"A linear classifier on the pixels, trained the same way: {pct(first['pixels'])}.")
+    random = next((p for name, p in probes if name.startswith("random init")), None)
+    sup = next((p for name, p in probes if name.startswith("supervised")), None)
+    if sup and "network" in sup:
+        best = max(layers, key=lambda c: sup.get(c, 0))
+        notes.append(f"The supervised network's own classifier: {pct(sup['network'])} (its best probe, {best}: "
+                     f"{pct(sup[best])}).")
+    if random and sup:
+        for name, p in probes:
+            if name.startswith(("random init", "supervised")):
+                continue
+            gaps = {c: (p[c] - random[c]) / (sup[c] - random[c]) for c in layers
+                    if c in p and c in random and c in sup and sup[c] > random[c]}
+            if gaps:
+                best = max(gaps, key=lambda c: p[c])
+                notes.append(f"{name}: best layer {best}, {pct(p[best])}, closes {100 * gaps[best]:.0f} % of the "
+                             f"random-to-supervised gap there.")
+    return notes

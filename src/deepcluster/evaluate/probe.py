@@ -1,10 +1,19 @@
 """Linear probes on every conv layer of a frozen network (the paper's Table 1).
 
-One pass of the frozen backbone feeds all the probes at once: each conv layer's map is average-pooled to about
-the same number of values (:func:`~deepcluster.evaluate.layers.pool_grid`) and a BatchNorm-free linear classifier
-is trained on it with SGD (momentum 0.9, weight decay 1e-4, cosine-decayed lr), the augmented view on the training
-images and the centre view on the test images. The backbone, BatchNorm statistics included, is checked unchanged
-afterwards.
+Each conv layer's map is average-pooled to about the same number of values
+(:func:`~deepcluster.evaluate.layers.pool_grid`) and a BatchNorm-free linear classifier is trained on it with SGD
+(momentum 0.9, weight decay 1e-4, cosine-decayed lr); the test images are read in their centre view. Two ways to
+feed the training images:
+
+- ``views="augmented"`` (the paper's): a random crop of every image at every epoch, one pass of the frozen
+  backbone per batch feeding all the probes at once. Each epoch costs a pass of the network.
+- ``views="centre"``: the centre view's pooled maps are computed once, standardised with the training images'
+  mean and deviation (an affine change of the linear classifier's variables, which only speeds SGD up), and held
+  in memory, so that the probes can be trained to convergence for the cost of one pass. A linear classifier on
+  the pixels, pooled to the same size, is trained beside them: the floor a layer should beat.
+
+``"auto"`` takes the centre views when they fit in :data:`CENTRE_VIEW_BYTES`. The backbone, BatchNorm statistics
+included, is checked unchanged afterwards.
 """
 from __future__ import annotations
 
@@ -17,8 +26,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import make_loader
+from ..features import extract_features
 from ..views import center_view, train_view
-from .layers import conv_grids, conv_shapes, pool, probe_dims_default
+from .layers import conv_grids, conv_shapes, pool, pool_grid, probe_dims_default
+
+VIEWS = ("auto", "centre", "augmented")
+CENTRE_VIEW_BYTES = 4 << 30  # pooled maps of the training images that views="auto" holds in memory
 
 
 def sgd_cosine(params, lr: float, steps: int):
@@ -40,22 +53,94 @@ def assert_backbone_unchanged(before: dict, model: nn.Module) -> None:
         raise RuntimeError(f"the frozen backbone changed during the probe ({', '.join(changed[:3])}...)")
 
 
+def classifier_accuracy(model, test_set, image_size: int, device, batch_size: int = 256,
+                        workers: int | None = 0) -> float:
+    """Top-1 of a supervised network's own classifier on the centre view of ``test_set``."""
+    model.eval()
+    prep = lambda x: center_view(x, image_size, test_set.mean, test_set.std).contiguous(
+        memory_format=torch.channels_last)
+    loader = make_loader(test_set, range(len(test_set)), batch_size, workers)
+    logits = extract_features(model, loader, len(test_set), prep, torch.device(device), None)
+    return float((logits.argmax(1) == np.asarray(test_set.targets)).mean())
+
+
 def linear_probes(model, train_set, test_set, image_size: int, device, epochs: int = 10, lr: float = 0.01,
                   batch_size: int = 256, crop_scale: float = 0.08, target_dims: int | None = None,
-                  seed: int = 0, workers: int | None = 0, progress: bool = True) -> dict:
+                  seed: int = 0, workers: int | None = 0, progress: bool = True, views: str = "auto") -> dict:
     """Train one linear classifier per conv layer on ``train_set`` labels; return
-    ``{"conv1": top-1 on test_set, ..., "dims": {"conv1": D1, ...}, "epochs": epochs}``."""
+    ``{"conv1": top-1 on test_set, ..., "dims": {"conv1": D1, ...}, "epochs": epochs, "views": ...}``, with
+    ``"pixels"`` and the training images' top-1 (``"train"``) too for centre views."""
+    if views not in VIEWS:
+        raise ValueError(f"unknown probe views '{views}': choose one of {', '.join(VIEWS)}")
     device = torch.device(device)
     target_dims = target_dims or probe_dims_default(image_size)
     shapes = conv_shapes(model, train_set.channels, image_size, device)
     grids = conv_grids(shapes, target_dims)
     n_classes = int(max(train_set.targets.max(), test_set.targets.max())) + 1
     dims = [c * g * g for (c, _, _), g in zip(shapes, grids)]
+    if views == "auto":
+        pixel_dims = train_set.channels * pool_grid(train_set.channels, image_size, target_dims) ** 2
+        views = "centre" if len(train_set) * (sum(dims) + pixel_dims) * 4 <= CENTRE_VIEW_BYTES else "augmented"
+    before = snapshot(model)
+    model.eval()  # BatchNorm uses (and keeps) its running statistics
+    args = (model, train_set, test_set, image_size, device, grids, dims, n_classes, epochs, lr, batch_size, seed,
+            workers, progress)
+    out = _centre_probes(*args, target_dims) if views == "centre" else _augmented_probes(*args, crop_scale)
+    assert_backbone_unchanged(before, model)
+    out["dims"] = {f"conv{i + 1}": d for i, d in enumerate(dims)} | out.get("dims", {})
+    out["epochs"], out["views"] = epochs, views
+    return out
+
+
+def _centre_probes(model, train_set, test_set, image_size, device, grids, dims, n_classes, epochs, lr, batch_size,
+                   seed, workers, progress, target_dims) -> dict:
+    pixel_grid = pool_grid(train_set.channels, image_size, target_dims)
+    names = ["pixels"] + [f"conv{i + 1}" for i in range(len(grids))]
+
+    def forward(x):  # the pooled pixels, then every conv layer's pooled map, side by side
+        return torch.cat([pool(x, pixel_grid)] + [pool(a, g) for a, g in zip(model.conv_outputs(x), grids)], 1)
+
+    def centre_features(ds, split):
+        prep = lambda x: center_view(x, image_size, ds.mean, ds.std).contiguous(memory_format=torch.channels_last)
+        loader = make_loader(ds, range(len(ds)), batch_size, workers)
+        return torch.from_numpy(extract_features(forward, loader, len(ds), prep, device,
+                                                 f"probe features ({split})" if progress else None)).to(device)
+
+    x_train, x_test = centre_features(train_set, "train"), centre_features(test_set, "test")
+    mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    y_train, y_test = (torch.as_tensor(ds.targets, dtype=torch.int64, device=device) for ds in (train_set, test_set))
+    sizes = [train_set.channels * pixel_grid ** 2] + dims
+    torch.manual_seed(seed)
+    heads = nn.ModuleList(nn.Linear(d, n_classes) for d in sizes).to(device)
+    opt, sched = sgd_cosine(heads.parameters(), lr, epochs * math.ceil(len(x_train) / batch_size))
+    gen = torch.Generator().manual_seed(seed)
+    logits = lambda x: [h(part) for h, part in zip(heads, x.split(sizes, 1))]
+    for _ in tqdm(range(epochs), desc="linear probes", unit="epoch", disable=None if progress else True,
+                  leave=False):
+        for idx in torch.randperm(len(x_train), generator=gen).to(device).split(batch_size):
+            loss = sum(F.cross_entropy(z, y_train[idx]) for z in logits(x_train[idx]))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+
+    @torch.no_grad()
+    def top1(x, y):
+        correct = torch.zeros(len(sizes))
+        for s in range(0, len(x), 4096):
+            for j, z in enumerate(logits(x[s:s + 4096])):
+                correct[j] += (z.argmax(1) == y[s:s + 4096]).sum().item()
+        return {n: float(c) / len(x) for n, c in zip(names, correct)}
+
+    return top1(x_test, y_test) | {"train": top1(x_train, y_train), "dims": {"pixels": sizes[0]}}
+
+
+def _augmented_probes(model, train_set, test_set, image_size, device, grids, dims, n_classes, epochs, lr,
+                      batch_size, seed, workers, progress, crop_scale) -> dict:
     torch.manual_seed(seed)
     heads = nn.ModuleList(nn.Linear(d, n_classes) for d in dims).to(device)
     opt, sched = sgd_cosine(heads.parameters(), lr, epochs * math.ceil(len(train_set) / batch_size))
-    before = snapshot(model)
-    model.eval()  # BatchNorm uses (and keeps) its running statistics
     y_train = torch.as_tensor(train_set.targets, device=device)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -83,8 +168,4 @@ def linear_probes(model, train_set, test_set, image_size: int, device, epochs: i
         with torch.no_grad():
             for i, (h, f) in enumerate(zip(heads, acts(x))):
                 correct[i] += (h(f).argmax(1) == y_test[idx.to(device)]).sum().item()
-    assert_backbone_unchanged(before, model)
-    out = {f"conv{i + 1}": float(c) / len(test_set) for i, c in enumerate(correct)}
-    out["dims"] = {f"conv{i + 1}": d for i, d in enumerate(dims)}
-    out["epochs"] = epochs
-    return out
+    return {f"conv{i + 1}": float(c) / len(test_set) for i, c in enumerate(correct)}

@@ -20,7 +20,7 @@ from .clustering import kmeans_quality
 from .knn import knn_accuracy
 from .layers import check_layer, layer_features, probe_dims_default
 from .metrics import ari, nmi
-from .probe import linear_probes
+from .probe import classifier_accuracy, linear_probes
 from .retrieval import RegionWhitening, mean_average_precision, rmac_descriptors, rmac_from_maps
 from .transfer import finetune
 
@@ -85,7 +85,7 @@ def _need_labels(ds, protocol: str, which: str) -> None:
 
 def run_protocol(name: str, s: EvalSetup, epochs: int = 10, layer: Optional[str] = None, knn_k: int = 20,
                  target_data: Optional[str] = None, target_val_data: Optional[str] = None,
-                 queries: int = 1000, seeds: int = 3, progress: bool = True) -> dict:
+                 queries: int = 1000, seeds: int = 3, progress: bool = True, views: str = "auto") -> dict:
     """Run one protocol of :data:`PROTOCOLS` on ``s``; return its metrics."""
     if name not in PROTOCOLS:
         raise ConfigError(f"unknown protocol '{name}': choose one of {', '.join(PROTOCOLS)}")
@@ -99,7 +99,9 @@ def run_protocol(name: str, s: EvalSetup, epochs: int = 10, layer: Optional[str]
     if name == "probe":
         out.update(linear_probes(s.model, s.train_set, s.test_set, size, dev, epochs=epochs,
                                  crop_scale=cfg.crop_scale, seed=cfg.seed, workers=cfg.workers,
-                                 progress=progress, batch_size=cfg.batch_size))
+                                 progress=progress, batch_size=cfg.batch_size, views=views))
+        if cfg.supervised and not s.random_init:  # the ceiling a converged probe of its layers approaches
+            out["network"] = classifier_accuracy(s.model, s.test_set, size, dev, cfg.batch_size, cfg.workers)
     elif name == "knn":
         layer = layer or "fc"
         check_layer(s.model, layer)

@@ -20,6 +20,7 @@ import torch
 
 from ..config import Config, ConfigError
 from ..diagnose import learning_problems
+from ..evaluate.clustering import kmeans_protocol
 from ..rundir import RunDir, atomic_write_text
 from .curves import plot_curves
 from .filters import first_layer_kernels, stretch, tile_grid
@@ -91,7 +92,7 @@ def evaluation_tables(run: RunDir) -> str:
     if (run / "eval.json").is_file():
         ev = json.loads((run / "eval.json").read_text())
         if ev.get("results"):
-            parts.append(f"<h3>k-means with k = {ev['k']} (mean of {ev['seeds']} seeds) on {html.escape(ev['split'])}"
+            parts.append(f"<h3>k-means with k = {ev['k']} ({kmeans_protocol(ev)}) on {html.escape(ev['split'])}"
                          f" ({ev['images']} images)</h3>")
             parts.append(_table(["features", "pre-processing", "NMI", "ARI", "accuracy"],
                                 [[r["features"], r["preprocessing"], r["nmi"], r["ari"], r["acc"]]
