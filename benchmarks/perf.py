@@ -39,7 +39,8 @@ from deepcluster.data import default_image_size, load_datasets, make_loader, ope
 from deepcluster.features import whitened_features
 from deepcluster.recipe import profile, resolve
 from deepcluster.sampler import pseudo_labels, uniform_over_clusters
-from deepcluster.train import deepcluster_epoch, make_model, train_on_labels
+from deepcluster.network import make_model
+from deepcluster.train import deepcluster_epoch, train_on_labels
 from deepcluster.views import train_view
 
 

@@ -141,7 +141,7 @@ def bench_memory(args) -> None:
 
 
 def bench_network(args) -> None:
-    from deepcluster.features import amp_dtype, autocast
+    from deepcluster.device import amp_dtype, autocast
     from deepcluster.models import build_model
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -15,7 +15,8 @@ from deepcluster.data import load_datasets
 from deepcluster.recipe import resolve
 from deepcluster.features import centre_view_features, whitened_features
 from deepcluster.sampler import uniform_over_clusters
-from deepcluster.train import deepcluster_epoch, make_model
+from deepcluster.network import make_model
+from deepcluster.train import deepcluster_epoch
 
 
 def worker_config(images: str) -> Config:

@@ -11,8 +11,9 @@ from deepcluster import train
 from deepcluster.checkpoint import load_checkpoint
 from deepcluster.clustering import KMeans
 from deepcluster.data import load_datasets
-from deepcluster.features import amp_dtype, whitened_features
-from deepcluster.train import make_model
+from deepcluster.device import amp_dtype
+from deepcluster.features import whitened_features
+from deepcluster.network import make_model
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

@@ -188,18 +188,19 @@ def test_v2_projection_persists_across_epochs(tiny_config, tmp_path, monkeypatch
 def test_v2_centre_bank_is_the_centre_view_projection_of_the_previous_weights(tiny_config, tmp_path):
     """--bank centre: each epoch clusters a fresh centre-view, eval-mode pass, so the bank of epoch 2 is exactly
     the projection of the centre view by epoch 1's weights; resume stays exact."""
-    import importlib
+    from deepcluster.data import load_datasets
+    from deepcluster.features import centre_view_features
+    from deepcluster.network import make_model, restore_model
 
-    t = importlib.import_module("deepcluster.train")
     cfg = dataclasses.replace(tiny_config, method="v2", bank="centre", epochs=2, proj_dim=8)
     a, _, _ = assert_resume_is_exact(cfg, tmp_path)
     train(dataclasses.replace(cfg, epochs=1), tmp_path / "one", quiet=True)
     epoch1 = load_checkpoint(tmp_path / "one" / "checkpoint.pt")
-    data = t.load_datasets(cfg)[0]
-    model = t.make_model(cfg, data, torch.device("cpu"))
-    t.restore_model(model, epoch1)
+    data = load_datasets(cfg)[0]
+    model = make_model(cfg, data, torch.device("cpu"))
+    restore_model(model, epoch1)
     with torch.no_grad():
-        feats = torch.from_numpy(t.centre_view_features(model, data, cfg, torch.device("cpu"), desc=None))
+        feats = torch.from_numpy(centre_view_features(model, data, cfg, torch.device("cpu"), desc=None))
         expected = model.head.project(torch.relu(feats))
     assert torch.allclose(a["bank"], expected, atol=1e-5)
     # epoch 1's bank came from the initial weights, and training did not overwrite it with crop/dropout noise

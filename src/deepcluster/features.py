@@ -12,27 +12,11 @@ from tqdm import tqdm
 
 from . import distributed as dist
 from .data import default_image_size, make_loader
+from .device import amp_dtype, autocast
 from .preprocess import PCAWhitening, l2_normalize
 from .views import center_view
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def amp_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype of a ``precision`` setting on ``device`` (None: full precision). "auto" is bf16 on CUDA
-    GPUs that have it (fp16 on older ones) and full precision on CPUs, where bf16 convolutions are mostly slower."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return AMP_DTYPES.get(precision)
-
-
-def autocast(device: torch.device, dtype: Optional[torch.dtype]):
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
 
 @torch.inference_mode()
 def iter_features(forward: Forward, loader, prepare: Forward, device: torch.device, desc: Optional[str] = None,

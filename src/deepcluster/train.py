@@ -32,22 +32,14 @@ from .evaluate import ari, imbalance_factor, kmeans_quality, nmi
 from .evaluate.clustering import kmeans_protocol
 from .evaluate.knn import knn_accuracy
 from .evaluate.layers import layer_features
-from .features import amp_dtype, autocast, centre_view_features, whitened_features
+from .device import amp_dtype, autocast, resolve_device
+from .features import centre_view_features, whitened_features
 from .models import DeepClusterNet, build_model, soft_reset
+from .network import make_model, restore_model
 from .preprocess import PCAWhitening, l2_normalize, preprocess_features
 from .rundir import RUN_FILES, RunDir
 from .sampler import pseudo_labels, uniform_over_clusters
 from .views import center_view, train_view
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible: use --device cpu or auto")
-    if name == "cuda":  # under torchrun each process has its own GPU (distributed.setup picked it)
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device(name)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -66,13 +58,6 @@ def epoch_samples(cfg: Config, n: int) -> int:
     """Training samples drawn per epoch: ``reassign`` passes over the ``n`` images between two clusterings (the
     reference's ``--reassign``)."""
     return max(1, round(cfg.reassign * n))
-
-
-def make_model(cfg: Config, dataset, device: torch.device) -> DeepClusterNet:
-    """The network at its seeded random initialisation, channels-last (faster convolutions on CPU and GPU)."""
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.arch, dataset.channels, default_image_size(cfg), cfg.sobel)
-    return model.to(device, memory_format=torch.channels_last)
 
 
 def train_on_labels(model: DeepClusterNet, optimizer, head_optimizer: Optional[torch.optim.Optimizer], dataset,
@@ -202,17 +187,6 @@ def v2_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, epoch: int,
         "imbalance": imbalance_factor(labels, cfg.k),
         "time_features": t1 - t0, "time_clustering": t2 - t1, "time_training": t3 - t2,
     }, bank
-
-
-def restore_model(model: DeepClusterNet, ckpt: dict) -> None:
-    """Give ``model`` the head the checkpoint was saved with, then load its weights."""
-    c = ckpt["config"]
-    if c.get("method", "v1") == "v2":
-        model.use_prototypes(ckpt["head_classes"], c["proj_dim"], c["temperature"])
-    else:
-        model.reset_head(ckpt["head_classes"])
-    model.load_state_dict(ckpt["model"])
-    model.to(memory_format=torch.channels_last)
 
 
 def supervised_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, epoch: int,

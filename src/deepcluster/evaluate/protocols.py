@@ -15,6 +15,8 @@ import torch
 from ..checkpoint import load_checkpoint
 from ..config import Config, ConfigError
 from ..data import default_image_size, load_datasets
+from ..device import resolve_device
+from ..network import make_model, restore_model
 from ..preprocess import l2_normalize, preprocess_features
 from .clustering import kmeans_quality
 from .knn import knn_accuracy
@@ -48,7 +50,6 @@ def load_for_eval(path: str | Path, data: Optional[str] = None, val_data: Option
     """A run directory (its ``checkpoint.pt``) or a checkpoint file -> the network and the datasets to evaluate
     on (the run's own, unless ``data``/``val_data`` name others). ``random_init`` keeps the architecture and
     seed but not the learned weights: the "random" row of the tables."""
-    from ..train import make_model, resolve_device, restore_model
 
     path = Path(path)
     ckpt_path = path / "checkpoint.pt" if path.is_dir() else path

@@ -19,8 +19,10 @@ import numpy as np
 import torch
 
 from ..config import Config, ConfigError
+from ..device import resolve_device
 from ..diagnose import learning_problems
 from ..evaluate.clustering import kmeans_protocol
+from ..network import make_model, restore_model
 from ..rundir import RunDir, atomic_write_text
 from .curves import plot_curves
 from .filters import first_layer_kernels, stretch, tile_grid
@@ -226,7 +228,6 @@ def build_report(run_dir: str | Path, data: Optional[str] = None, data_root: Opt
     assignment) and the training data (the run's own, unless ``data``/``data_root`` say where it is now)."""
     from ..checkpoint import load_checkpoint
     from ..data import load_datasets
-    from ..train import make_model, resolve_device, restore_model
 
     run = RunDir(run_dir)
     if not (run / "config.yaml").is_file():
