@@ -25,21 +25,18 @@ from . import distributed as dist
 from . import recipe
 from .checkpoint import load_checkpoint, save_checkpoint
 from .clustering import build_clustering
-from .config import Config, ConfigError, TrainingError
-from .diagnose import learning_problems
+from .config import Config, TrainingError
+from .console import epoch_line, summary_table
 from .data import default_image_size, load_datasets, make_loader, open_training_images
-from .evaluate import ari, imbalance_factor, kmeans_quality, nmi
-from .evaluate.clustering import kmeans_protocol
-from .evaluate.knn import knn_accuracy
-from .evaluate.layers import layer_features
+from .evaluate import ari, imbalance_factor, nmi
+from .evaluate.closing import evaluate_features
 from .device import amp_dtype, autocast, resolve_device
 from .features import centre_view_features, whitened_features
 from .models import DeepClusterNet, build_model, soft_reset
 from .network import make_model, restore_model
-from .preprocess import PCAWhitening, l2_normalize, preprocess_features
-from .rundir import RUN_FILES, RunDir
+from .rundir import RunDir
 from .sampler import pseudo_labels, uniform_over_clusters
-from .views import center_view, train_view
+from .views import train_view
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -201,57 +198,6 @@ def supervised_epoch(model: DeepClusterNet, optimizer, dataset, cfg: Config, epo
     return dataset.targets, {"epoch": epoch, "loss": loss, "time_training": time.perf_counter() - t0}
 
 
-def pixel_features(dataset, cfg: Config, max_side: int = 32) -> np.ndarray:
-    """Raw pixels of the centre view in [0, 1], ``(N, C * s * s)``, downsampled to at most ``max_side`` px so
-    large images stay a fair and affordable baseline."""
-    size = default_image_size(cfg)
-    rows = []
-    for images, _ in make_loader(dataset, range(len(dataset)), 1024, cfg.workers):
-        x = center_view(images, size, (0.0,) * dataset.channels, (1.0,) * dataset.channels)
-        if size > max_side:
-            x = F.adaptive_avg_pool2d(x, max_side)
-        rows.append(x.flatten(1).numpy())
-    return np.concatenate(rows)
-
-
-def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch.device, db=None) -> dict:
-    """The run's closing evaluation on a labelled split: k-means with the true number of classes (the best of 10
-    k-means++ starts, mean of ``cfg.eval_seeds`` seeds) on the fc features of the trained network and of the same network at its random
-    initialisation, each L2-normalised and PCA-whitened + L2 (the training's pre-processing), and on the three
-    simple pixel baselines: raw, L2-normalised, PCA-50 + L2. ``results`` lists one row per (features,
-    pre-processing). ``knn`` gives, for the trained and random-init networks' fc features and last conv layer
-    (average-pooled as for the linear probes) and for the pixels, the weighted kNN top-1 (k = 20, cosine) of each
-    image of ``dataset`` voted by the labelled images ``db`` (the training images; None: ``dataset`` itself, each
-    image left out of its own vote). Under torchrun every process extracts its share of the fc features and
-    rank 0 does the rest (the others get {})."""
-    inputs, knn, last = [], [], f"conv{model.n_conv}"
-    size = default_image_size(cfg)
-    for name, net in (("trained", model), ("random-init", make_model(cfg, dataset, device))):
-        f = centre_view_features(net, dataset, cfg, device, desc=f"eval {name}")
-        f_db = centre_view_features(net, db, cfg, device, desc=f"eval {name} (kNN)") if db is not None else None
-        if not dist.is_main():
-            continue
-        inputs += [(name, "L2", l2_normalize(f)),
-                   (name, f"PCA-whitened {cfg.pca_dim} + L2", preprocess_features(f, cfg.pca_dim))]
-        conv = [layer_features(net, ds, last, size, device, cfg.batch_size, cfg.workers) if ds is not None else None
-                for ds in (dataset, db)]
-        knn += [(name, "fc", f, f_db), (name, last, *conv)]
-    if not dist.is_main():
-        return {}
-    pixels = pixel_features(dataset, cfg)
-    inputs += [("pixels", "raw", pixels), ("pixels", "L2", l2_normalize(pixels)),
-               ("pixels", "PCA-50 + L2", l2_normalize(PCAWhitening(50, whiten=False).fit_transform(pixels)))]
-    knn.append(("pixels", "raw", pixels, pixel_features(db, cfg) if db is not None else None))
-    results = [{"features": name, "preprocessing": prep,
-                **kmeans_quality(x, dataset.targets, seeds=cfg.eval_seeds, seed=cfg.seed)}
-               for name, prep, x in inputs]
-    knn_rows = [{"features": name, "layer": layer, "top1": knn_accuracy(x, dataset.targets) if x_db is None else
-                 knn_accuracy(x_db, db.targets, x, dataset.targets)} for name, layer, x, x_db in knn]
-    return {"split": dataset.name, "images": len(dataset), "k": results[0]["k"], "seeds": cfg.eval_seeds,
-            "restarts": results[0]["restarts"], "results": results, "knn": {"k": 20, "database": db.name if db is not None else "leave-one-out",
-                                        "results": knn_rows}}
-
-
 def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = False,
           quiet: bool = False) -> dict:
     """Train DeepCluster as configured, writing the run to ``out``. Returns the summary
@@ -365,7 +311,7 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
             "assignment": torch.from_numpy(assignment), **({"bank": bank} if bank is not None else {})})
         history.append(row)
         if not quiet:
-            tqdm.write(_epoch_line(row))
+            tqdm.write(epoch_line(row))
         if tb is not None:
             tb.epoch(row, train_set, assignment, cfg.seed)
         if cfg.report and epoch < cfg.epochs:
@@ -410,41 +356,3 @@ def _report(run: RunDir, cfg: Config, history: list[dict], model, dataset, assig
                       f"'deepcluster report {run.path}'")
 
 
-def _fmt(v, spec=".3f") -> str:
-    return "-" if v is None else format(v, spec)
-
-
-def _epoch_line(r: dict) -> str:
-    if "time_features" not in r:  # supervised baseline
-        return f"epoch {r['epoch']:3d}  loss {r['loss']:.3f}  time {r['time_training']:.0f} s"
-    repair = (f"re-split {r['empty_resplit']}" if "empty_resplit" in r else
-              f"clusters {r['clusters']} (singletons moved {r.get('singletons_moved', 0)})")
-    return (f"epoch {r['epoch']:3d}  loss {r['loss']:.3f}  NMI(labels) {_fmt(r.get('nmi_labels'))}  "
-            f"NMI(t-1) {_fmt(r.get('nmi_prev'))}  {repair}  imbalance {r['imbalance']:.2f}  "
-            f"time {r['time_features']:.0f}+{r['time_clustering']:.0f}+{r['time_training']:.0f} s")
-
-
-def summary_table(history: list[dict], evaluation: dict, run_dir: Path) -> str:
-    lines = ["", f"DeepCluster run in {run_dir}"]
-    if history:
-        last = history[-1]
-        secs = sum(r.get("time_features", 0) + r.get("time_clustering", 0) + r["time_training"] for r in history)
-        lines.append(f"  {len(history)} epochs, {secs / 60:.1f} min; last epoch: loss {last['loss']:.3f}, "
-                     f"NMI vs labels {_fmt(last.get('nmi_labels'))}, NMI vs previous {_fmt(last.get('nmi_prev'))}")
-    if evaluation:
-        lines += [f"  k-means (k = {evaluation['k']}, {kmeans_protocol(evaluation)}) on {evaluation['split']}"
-                  f" ({evaluation['images']} images):",
-                  "  | features    | pre-processing           |   NMI |   ARI |   ACC |",
-                  "  |-------------|--------------------------|-------|-------|-------|"]
-        for r in evaluation["results"]:
-            lines.append(f"  | {r['features']:<11} | {r['preprocessing']:<24} | {r['nmi']:.3f} | {r['ari']:.3f} "
-                         f"| {r['acc']:.3f} |")
-        if evaluation.get("knn"):
-            kn = evaluation["knn"]
-            lines.append(f"  kNN top-1 (k = {kn['k']}, cosine; votes from {kn['database']}): " + ", ".join(
-                f"{r['features']} {r['layer']} {r['top1']:.3f}" for r in kn["results"]))
-    else:
-        lines.append("  no labelled split: the closing k-means evaluation was skipped")
-    lines += [f"  warning: {problem}" for problem in learning_problems(history, evaluation)]
-    lines.append("  files: " + " ".join(f for f in RUN_FILES + ("tensorboard/",) if (run_dir / f).exists()))
-    return "\n".join(lines)

@@ -20,7 +20,7 @@ from ..network import make_model, restore_model
 from ..preprocess import l2_normalize, preprocess_features
 from .clustering import kmeans_quality
 from .knn import knn_accuracy
-from .layers import check_layer, layer_features, probe_dims_default
+from .layers import check_layer, layer_features
 from .metrics import ari, nmi
 from .probe import classifier_accuracy, linear_probes
 from .retrieval import RegionWhitening, mean_average_precision, rmac_descriptors, rmac_from_maps

@@ -1,0 +1,48 @@
+"""What a run prints: one line per epoch and the closing summary."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .diagnose import learning_problems
+from .evaluate.clustering import kmeans_protocol
+from .rundir import RUN_FILES
+
+
+def fmt(v, spec=".3f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def epoch_line(r: dict) -> str:
+    if "time_features" not in r:  # supervised baseline
+        return f"epoch {r['epoch']:3d}  loss {r['loss']:.3f}  time {r['time_training']:.0f} s"
+    repair = (f"re-split {r['empty_resplit']}" if "empty_resplit" in r else
+              f"clusters {r['clusters']} (singletons moved {r.get('singletons_moved', 0)})")
+    return (f"epoch {r['epoch']:3d}  loss {r['loss']:.3f}  NMI(labels) {fmt(r.get('nmi_labels'))}  "
+            f"NMI(t-1) {fmt(r.get('nmi_prev'))}  {repair}  imbalance {r['imbalance']:.2f}  "
+            f"time {r['time_features']:.0f}+{r['time_clustering']:.0f}+{r['time_training']:.0f} s")
+
+
+def summary_table(history: list[dict], evaluation: dict, run_dir: Path) -> str:
+    lines = ["", f"DeepCluster run in {run_dir}"]
+    if history:
+        last = history[-1]
+        secs = sum(r.get("time_features", 0) + r.get("time_clustering", 0) + r["time_training"] for r in history)
+        lines.append(f"  {len(history)} epochs, {secs / 60:.1f} min; last epoch: loss {last['loss']:.3f}, "
+                     f"NMI vs labels {fmt(last.get('nmi_labels'))}, NMI vs previous {fmt(last.get('nmi_prev'))}")
+    if evaluation:
+        lines += [f"  k-means (k = {evaluation['k']}, {kmeans_protocol(evaluation)}) on {evaluation['split']}"
+                  f" ({evaluation['images']} images):",
+                  "  | features    | pre-processing           |   NMI |   ARI |   ACC |",
+                  "  |-------------|--------------------------|-------|-------|-------|"]
+        for r in evaluation["results"]:
+            lines.append(f"  | {r['features']:<11} | {r['preprocessing']:<24} | {r['nmi']:.3f} | {r['ari']:.3f} "
+                         f"| {r['acc']:.3f} |")
+        if evaluation.get("knn"):
+            kn = evaluation["knn"]
+            lines.append(f"  kNN top-1 (k = {kn['k']}, cosine; votes from {kn['database']}): " + ", ".join(
+                f"{r['features']} {r['layer']} {r['top1']:.3f}" for r in kn["results"]))
+    else:
+        lines.append("  no labelled split: the closing k-means evaluation was skipped")
+    lines += [f"  warning: {problem}" for problem in learning_problems(history, evaluation)]
+    lines.append("  files: " + " ".join(f for f in RUN_FILES + ("tensorboard/",) if (run_dir / f).exists()))
+    return "\n".join(lines)
