@@ -50,7 +50,17 @@ def test_unknown_yaml_keys_are_named(tmp_path, capsys, image_folder):
     assert "unknown setting(s) kay" in capsys.readouterr().err
 
 
-def test_help_lists_the_train_command(capsys):
-    with pytest.raises(SystemExit):
+COMMANDS = ("train", "eval", "report", "visualize", "import-original", "compare")
+
+
+def test_help_lists_every_command(capsys):
+    """Each command by name in the list of commands, with its one-line help (a word such as 'trained' in a
+    description does not count)."""
+    import re
+
+    with pytest.raises(SystemExit) as stop:
         main(["--help"])
-    assert "train" in capsys.readouterr().out
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    listed = set(re.findall(r"^ {4}([a-z-]+)(?: {2,}\S|$)", out, flags=re.M))  # a long name wraps its help
+    assert listed == set(COMMANDS)
