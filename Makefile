@@ -45,6 +45,7 @@ table1: setup
 	$(BIN)/deepcluster compare $(RUN) $(RUN)-v2 $(RUN)-supervised --out docs/table1-fashion-mnist.md
 
 test: setup $(BROWSER)
+	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 

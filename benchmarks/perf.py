@@ -37,9 +37,9 @@ from deepcluster import Config
 from deepcluster.clustering import build_clustering
 from deepcluster.data import default_image_size, load_datasets, make_loader, open_training_images
 from deepcluster.features import whitened_features
+from deepcluster.network import make_model
 from deepcluster.recipe import profile, resolve
 from deepcluster.sampler import pseudo_labels, uniform_over_clusters
-from deepcluster.network import make_model
 from deepcluster.train import deepcluster_epoch, train_on_labels
 from deepcluster.views import train_view
 
@@ -147,13 +147,13 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
     # 1 and 2: DeepCluster and supervised epochs, alternating
     dc, sup, parts = [], [], []
     for r in range(rounds):
-        t, (_, m) = timed(lambda: deepcluster_epoch(model, opt, data, cfg, epoch=r + 1, device=device))
+        t, (_, m) = timed(lambda: deepcluster_epoch(model, opt, data, cfg, epoch=r + 1, device=device))  # noqa: B023
         dc.append(t)
         parts.append(m)
         head = model.reset_head(n_classes)
         head_opt = torch.optim.SGD(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         order = np.random.default_rng(r).permutation(n)
-        sup.append(timed(lambda: train_on_labels(model, opt, head_opt, data, order, data.targets, cfg, r + 1,
+        sup.append(timed(lambda: train_on_labels(model, opt, head_opt, data, order, data.targets, cfg, r + 1,  # noqa: B023
                                                  device))[0])
     med = lambda key: statistics.median(p[key] for p in parts)
     t_dc, t_sup = statistics.median(dc), statistics.median(sup)

@@ -16,8 +16,14 @@ import time
 
 import numpy as np
 
-from deepcluster.clustering.pic import PIC, affinity_matrix, follow_pointers, knn_graph, move_singletons, \
-    power_iterations
+from deepcluster.clustering.pic import (
+    PIC,
+    affinity_matrix,
+    follow_pointers,
+    knn_graph,
+    move_singletons,
+    power_iterations,
+)
 
 
 def pic_python_loops(d2: np.ndarray, idx: np.ndarray, sigma: float, alpha: float, n_iter: int,
@@ -110,7 +116,7 @@ def main() -> None:
     t_whole = time.perf_counter() - t0
     same = np.array_equal(ours, loops) and np.array_equal(ours, whole.labels_)
 
-    print(f"| step | time |\n|---|---|")
+    print("| step | time |\n|---|---|")
     print(f"| k-NN graph (faiss, shared) | {t_knn:.2f} s |")
     print(f"| the other steps, vectorised (ours) | {t_ours:.2f} s |")
     print(f"| the other steps, Python loops | {t_loops:.2f} s |")

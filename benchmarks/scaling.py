@@ -195,8 +195,9 @@ def bench_loading(args) -> None:
     import tempfile
     from pathlib import Path
 
-    from deepcluster.data import ImageFolder, make_loader
     from perf import photo_folder  # the same photo-like JPEGs as the AlexNet setup of benchmarks/perf.py
+
+    from deepcluster.data import ImageFolder, make_loader
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = photo_folder(Path(args.keep or tmp), args.images)

@@ -20,10 +20,9 @@ import numpy as np
 
 def source_pictures() -> dict[str, np.ndarray]:
     """The ten source pictures, ``uint8 (H, W, 3)``, read from the files the packages install (no download)."""
-    from PIL import Image
-
     import skimage
     import sklearn.datasets
+    from PIL import Image
 
     sk = Path(skimage.__file__).parent / "data"
     sl = Path(sklearn.datasets.__file__).parent / "images"

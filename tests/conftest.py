@@ -89,7 +89,8 @@ def open_page(browser, page: Path, screenshot: Path) -> dict:
           images: imgs.length,
           broken: imgs.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt),
           sections: [...document.querySelectorAll('section')].map(s => s.id),
-          external: [...document.querySelectorAll('[src],[href]')].map(e => e.getAttribute('src') || e.getAttribute('href'))
+          external: [...document.querySelectorAll('[src],[href]')]
+                      .map(e => e.getAttribute('src') || e.getAttribute('href'))
                       .filter(u => !u.startsWith('data:') && !u.startsWith('#')),
           height: document.documentElement.scrollHeight,
           text: document.body.innerText,

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepcluster import Config, distributed as dist
+from deepcluster import Config
+from deepcluster import distributed as dist
 from deepcluster.data import load_datasets
-from deepcluster.recipe import resolve
 from deepcluster.features import centre_view_features, whitened_features
-from deepcluster.sampler import uniform_over_clusters
 from deepcluster.network import make_model
+from deepcluster.recipe import resolve
+from deepcluster.sampler import uniform_over_clusters
 from deepcluster.train import deepcluster_epoch
 
 

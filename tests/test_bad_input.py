@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepcluster import ConfigError, DeepClusterError, ImageFolder, train
+from deepcluster import ConfigError, ImageFolder, train
 from deepcluster.cli import main
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from deepcluster import distributed as dist, train
+from deepcluster import distributed as dist
+from deepcluster import train
 from deepcluster.rundir import RUN_FILES
 
 TESTS = Path(__file__).parent

@@ -43,9 +43,9 @@ def test_every_protocol_and_compare(runs, image_folder, tmp_path, capsys):
     out_md = tmp_path / "table.md"
     assert main(["compare", str(dc), str(sup), "--out", str(out_md)]) == 0
     table = capsys.readouterr().out
-    lines = [l for l in table.splitlines() if l.startswith("| ")]
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
     assert lines[0].startswith("| features | conv1 |") and "conv6" not in lines[0]  # pixels is no layer
-    assert [l.split(" | ")[0] for l in lines[1:]] == ["| random init (small)", "| DeepCluster v1 (dc)",
+    assert [line.split(" | ")[0] for line in lines[1:]] == ["| random init (small)", "| DeepCluster v1 (dc)",
                                                       "| supervised (sup)"]
     assert out_md.read_text().strip() == table.strip()
     assert "Probes: centre views, 1 epochs." in table and "A linear classifier on the pixels" in table
@@ -90,7 +90,6 @@ def test_supervised_needs_labels(tmp_path, capsys):
 
 
 def test_a_checkpoint_of_another_architecture_is_refused(runs, tmp_path, capsys):
-    import torch
 
     from deepcluster.checkpoint import load_checkpoint, save_checkpoint
 

@@ -1,8 +1,8 @@
 """On the real Fashion-MNIST files (Debian's dataset-fashion-mnist)."""
 import numpy as np
 import pytest
-
 from conftest import open_page
+
 from deepcluster import Config, fashion_mnist, train
 from deepcluster.visualize.report import SECTIONS
 

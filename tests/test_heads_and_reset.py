@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_train import assert_resume_is_exact
 
 from deepcluster.config import ConfigError
 from deepcluster.models import build_model, soft_reset
 from deepcluster.train import epoch_samples
-
-from test_train import assert_resume_is_exact
 
 
 def test_soft_reset_moves_only_the_late_layers_part_way_to_a_fresh_init():

@@ -36,7 +36,7 @@ def test_alexnet_flattens_to_9216_like_the_paper():
 
 def test_vgg16_has_13_bn_convs():
     m = build_model("vgg16", 3, 32, sobel=False)
-    convs = [l for l in m.features if isinstance(l, torch.nn.Conv2d)]
+    convs = [layer for layer in m.features if isinstance(layer, torch.nn.Conv2d)]
     assert len(convs) == 13 and m.classifier[1].in_features == 512
 
 

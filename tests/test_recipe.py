@@ -11,9 +11,21 @@ import torch
 from deepcluster import Config, TensorImages
 from deepcluster.data import open_training_images
 from deepcluster.diagnose import learning_problems
-from deepcluster.recipe import (MIN_STEPS_PER_CLUSTERING, PAPER, RECIPE_FIELDS, DataProfile, auto_settings,
-                                batch_size_for, describe, is_colour, k_for, profile, reassign_for, resolve,
-                                take_saved)
+from deepcluster.recipe import (
+    MIN_STEPS_PER_CLUSTERING,
+    PAPER,
+    RECIPE_FIELDS,
+    DataProfile,
+    auto_settings,
+    batch_size_for,
+    describe,
+    is_colour,
+    k_for,
+    profile,
+    reassign_for,
+    resolve,
+    take_saved,
+)
 
 
 @pytest.mark.parametrize("n,batch", [(100, 32), (400, 32), (800, 64), (1600, 128), (3000, 128), (3072, 256),
@@ -104,7 +116,7 @@ def test_the_command_line_leaves_unset_settings_to_the_recipe():
 # ---- a run that does not learn says so
 
 def epochs(losses, prev, clusters=100):
-    return [{"epoch": i + 1, "loss": l, "clusters": clusters, "nmi_prev": p} for i, (l, p) in
+    return [{"epoch": i + 1, "loss": loss, "clusters": clusters, "nmi_prev": p} for i, (loss, p) in
             enumerate(zip(losses, prev))]
 
 

@@ -6,9 +6,9 @@ import importlib
 import numpy as np
 import pytest
 import torch
+from conftest import make_image, open_page
 from PIL import Image
 
-from conftest import make_image, open_page
 from deepcluster import Config, TensorImages, train
 from deepcluster.cli import main
 from deepcluster.models import build_model

@@ -5,6 +5,7 @@ Python API::
     from deepcluster import Config, train
     summary = train(Config(data="fashion-mnist", k=100, epochs=2), out="runs/try")
 """
+from . import distributed
 from .clustering import PIC, KMeans, build_clustering, k_means, repair_empty_clusters
 from .config import Config, ConfigError, DeepClusterError, TrainingError
 from .data import ImageFolder, TensorImages, fashion_mnist, in_memory
@@ -17,7 +18,6 @@ from .models import DeepClusterNet, Sobel, build_model
 from .preprocess import PCAWhitening, l2_normalize, preprocess_features
 from .sampler import pseudo_labels, uniform_over_clusters
 from .train import train
-from . import distributed
 
 __version__ = "0.1.0"
 __all__ = ["PIC", "PROTOCOLS", "Config", "ConfigError", "DeepClusterError", "DeepClusterNet", "ImageFolder",

@@ -14,11 +14,11 @@ from typing import Callable
 from .config import Config, ConfigError, DeepClusterError
 
 # Settings that may change when a run is resumed: they do not change what is computed, only how or how far.
-RESUMABLE_CHANGES = ("recipe", "epochs", "device", "workers", "cache_gb", "precision", "eval_seeds", "data_root", "report",
-                     "strict", "tensorboard")
+RESUMABLE_CHANGES = ("recipe", "epochs", "device", "workers", "cache_gb", "precision", "eval_seeds", "data_root",
+                     "report", "strict", "tensorboard")
 # settings a supervised run never reads
-CLUSTERING_ONLY = ("k", "pca_dim", "kmeans_iters", "kmeans_restarts", "method", "proj_dim", "temperature", "bank", "clustering",
-                   "pic_neighbors", "pic_sigma", "pic_alpha", "pic_iters", "pic_singletons")
+CLUSTERING_ONLY = ("k", "pca_dim", "kmeans_iters", "kmeans_restarts", "method", "proj_dim", "temperature", "bank",
+                   "clustering", "pic_neighbors", "pic_sigma", "pic_alpha", "pic_iters", "pic_singletons")
 # What the settings added since a run was written were then: such a run resumes as it was trained.
 LEGACY_SETTINGS = {"reassign": 1.0}
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "assignments.npy", "eval.json", "curves.png",

@@ -28,9 +28,9 @@ from .clustering import build_clustering
 from .config import Config, TrainingError
 from .console import epoch_line, summary_table
 from .data import default_image_size, load_datasets, make_loader, open_training_images
+from .device import amp_dtype, autocast, resolve_device
 from .evaluate import ari, imbalance_factor, nmi
 from .evaluate.closing import evaluate_features
-from .device import amp_dtype, autocast, resolve_device
 from .features import centre_view_features, whitened_features
 from .models import DeepClusterNet, build_model, soft_reset
 from .network import make_model, restore_model

@@ -14,7 +14,8 @@ def test_gap_closed_is_read_at_the_runs_best_layer():
     assert notes[1] == "A linear classifier on the pixels, trained the same way: 84.0 %."
     assert notes[2] == "The supervised network's own classifier: 93.0 % (its best probe, conv3: 92.0 %)."
     # best layer conv2 (86 %): (0.86 - 0.80) / (0.90 - 0.80) = 60 %, not conv3's 45 % nor conv1's 62.5 %
-    assert notes[3] == "DeepCluster v1 (dc): best layer conv2, 86.0 %, closes 60 % of the random-to-supervised gap there."
+    assert notes[3] == (
+        "DeepCluster v1 (dc): best layer conv2, 86.0 %, closes 60 % of the random-to-supervised gap there.")
 
 
 def test_no_gap_without_both_ends():

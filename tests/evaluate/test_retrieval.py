@@ -2,8 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from deepcluster.evaluate.retrieval import (RegionWhitening, average_precision, mean_average_precision,
-                                            regional_max, rmac_descriptors, rmac_from_maps, rmac_regions)
+from deepcluster.evaluate.retrieval import (
+    RegionWhitening,
+    average_precision,
+    mean_average_precision,
+    regional_max,
+    rmac_descriptors,
+    rmac_from_maps,
+    rmac_regions,
+)
 
 
 def random_maps(n=6, c=16, h=7, w=9, seed=0):

@@ -35,13 +35,13 @@ def pixel_features(dataset, cfg: Config, max_side: int = 32) -> np.ndarray:
 def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch.device, db=None) -> dict:
     """The run's closing evaluation on a labelled split: k-means with the true number of classes (the best of 10
     k-means++ starts, mean of ``cfg.eval_seeds`` seeds) on the fc features of the trained network and of the same
-    network at its random initialisation, each L2-normalised and PCA-whitened + L2 (the training's pre-processing), and on the three
-    simple pixel baselines: raw, L2-normalised, PCA-50 + L2. ``results`` lists one row per (features,
-    pre-processing). ``knn`` gives, for the trained and random-init networks' fc features and last conv layer
-    (average-pooled as for the linear probes) and for the pixels, the weighted kNN top-1 (k = 20, cosine) of each
-    image of ``dataset`` voted by the labelled images ``db`` (the training images; None: ``dataset`` itself, each
-    image left out of its own vote). Under torchrun every process extracts its share of the fc features and
-    rank 0 does the rest (the others get {})."""
+    network at its random initialisation, each L2-normalised and PCA-whitened + L2 (the training's
+    pre-processing), and on the three simple pixel baselines: raw, L2-normalised, PCA-50 + L2. ``results`` lists
+    one row per (features, pre-processing). ``knn`` gives, for the trained and random-init networks' fc features
+    and last conv layer (average-pooled as for the linear probes) and for the pixels, the weighted kNN top-1
+    (k = 20, cosine) of each image of ``dataset`` voted by the labelled images ``db`` (the training images; None:
+    ``dataset`` itself, each image left out of its own vote). Under torchrun every process extracts its share of
+    the fc features and rank 0 does the rest (the others get {})."""
     inputs, knn, last = [], [], f"conv{model.n_conv}"
     size = default_image_size(cfg)
     for name, net in (("trained", model), ("random-init", make_model(cfg, dataset, device))):

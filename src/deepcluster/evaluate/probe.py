@@ -150,7 +150,7 @@ def _augmented_probes(model, train_set, test_set, image_size, device, grids, dim
             return [pool(a, g) for a, g in zip(model.conv_outputs(x.contiguous(memory_format=torch.channels_last)),
                                                grids)]
 
-    for epoch in tqdm(range(epochs), desc="linear probes", unit="epoch", disable=None if progress else True,
+    for _ in tqdm(range(epochs), desc="linear probes", unit="epoch", disable=None if progress else True,
                       leave=False):
         for images, idx in make_loader(train_set, rng.permutation(len(train_set)), batch_size, workers):
             x = train_view(images.to(device), image_size, train_set.mean, train_set.std, crop_scale, generator=gen)

@@ -57,5 +57,6 @@ def finetune(model, train_set, test_set, image_size: int, device, mode: str = "f
     with torch.no_grad():
         for images, idx in make_loader(test_set, range(len(test_set)), batch_size, workers):
             x = center_view(images.to(device), image_size, test_set.mean, test_set.std)
-            correct += (m(x.contiguous(memory_format=torch.channels_last)).argmax(1) == y_test[idx.to(device)]).sum().item()
+            logits = m(x.contiguous(memory_format=torch.channels_last))
+            correct += (logits.argmax(1) == y_test[idx.to(device)]).sum().item()
     return correct / len(test_set)

@@ -36,8 +36,10 @@ SECTIONS = {"status": "Status", "config": "Configuration", "curves": "Curves ove
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; max-width: 1320px; margin: 1.5em auto; padding: 0 1em; color: #222; }
-h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
-table { border-collapse: collapse; font-size: 13px; margin: 0.5em 0; } td, th { border: 1px solid #ddd; padding: 2px 8px; text-align: right; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
+table { border-collapse: collapse; font-size: 13px; margin: 0.5em 0; }
+td, th { border: 1px solid #ddd; padding: 2px 8px; text-align: right; }
 th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; border: 1px solid #eee; } .note { color: #666; } nav a { margin-right: 0.8em; }
 .warn { background: #fff4e0; border-left: 4px solid #e8a33d; padding: 0.3em 0.8em; margin: 0.6em 0; }
