@@ -14,7 +14,7 @@ from . import distributed as dist
 from .data import default_image_size, make_loader
 from .device import amp_dtype, autocast
 from .preprocess import PCAWhitening, l2_normalize
-from .views import center_view
+from .views import centre_input
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -80,7 +80,7 @@ def centre_view_features(model, dataset, cfg, device: torch.device, indices: Opt
     """The network's fc features (``model.embed`` in eval mode, BatchNorm folded into the convolutions) of the
     centre view of ``indices`` (default: every image), as :func:`dataset_features` returns them."""
     size = default_image_size(cfg)
-    prep = lambda x: center_view(x, size, dataset.mean, dataset.std).contiguous(memory_format=torch.channels_last)
+    prep = centre_input(size, dataset.mean, dataset.std)
     model.eval()
     indices = np.arange(len(dataset)) if indices is None else indices
     return dataset_features(model.inference_embed(), dataset, indices, prep, device, cfg.batch_size, cfg.workers,

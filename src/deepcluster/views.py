@@ -28,6 +28,12 @@ def center_view(x: torch.Tensor, size: int, mean, std) -> torch.Tensor:
     return normalize(x[..., o:o + size, o:o + size], mean, std)
 
 
+def centre_input(size: int, mean, std):
+    """The network's input for the centre view of a batch: :func:`center_view`, then channels-last (the memory
+    format the networks run in). Returns the function, as the extraction loops take it."""
+    return lambda x: center_view(x, size, mean, std).contiguous(memory_format=torch.channels_last)
+
+
 def random_resized_crop_boxes(n: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
                               generator: torch.Generator | None = None, tries: int = 10) -> torch.Tensor:
     """Crop boxes ``(n, 4)`` as (cx, cy, w, h) in units of the image side, drawn like torchvision's

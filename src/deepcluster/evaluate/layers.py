@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from ..config import ConfigError
 from ..data import make_loader
 from ..features import extract_features
-from ..views import center_view
+from ..views import centre_input
 
 
 def probe_dims_default(image_size: int) -> int:
@@ -68,7 +68,6 @@ def layer_features(model, dataset, layer: str, image_size: int, device, batch_si
         shapes = conv_shapes(model, dataset.channels, image_size, device)
         grid = conv_grids(shapes, target_dims or probe_dims_default(image_size))[i - 1]
         forward = lambda x: pool(model.conv_outputs(x, upto=i)[-1], grid)
-    prep = lambda x: center_view(x, image_size, dataset.mean, dataset.std).contiguous(
-        memory_format=torch.channels_last)
+    prep = centre_input(image_size, dataset.mean, dataset.std)
     loader = make_loader(dataset, range(len(dataset)), batch_size, workers)
     return extract_features(forward, loader, len(dataset), prep, torch.device(device), desc)

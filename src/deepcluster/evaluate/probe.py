@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ..data import make_loader
 from ..features import extract_features
-from ..views import center_view, train_view
+from ..views import center_view, centre_input, train_view
 from .layers import conv_grids, conv_shapes, pool, pool_grid, probe_dims_default
 
 VIEWS = ("auto", "centre", "augmented")
@@ -55,12 +55,12 @@ def assert_backbone_unchanged(before: dict, model: nn.Module) -> None:
 
 def classifier_accuracy(model, test_set, image_size: int, device, batch_size: int = 256,
                         workers: int | None = 0) -> float:
-    """Top-1 of a supervised network's own classifier on the centre view of ``test_set``."""
+    """Top-1 of a network's own classifier (a supervised run's, a fine-tuned one's) on the centre view of
+    ``test_set``."""
     model.eval()
-    prep = lambda x: center_view(x, image_size, test_set.mean, test_set.std).contiguous(
-        memory_format=torch.channels_last)
     loader = make_loader(test_set, range(len(test_set)), batch_size, workers)
-    logits = extract_features(model, loader, len(test_set), prep, torch.device(device), None)
+    logits = extract_features(model, loader, len(test_set), centre_input(image_size, test_set.mean, test_set.std),
+                              torch.device(device), None)
     return float((logits.argmax(1) == np.asarray(test_set.targets)).mean())
 
 
@@ -78,14 +78,15 @@ def linear_probes(model, train_set, test_set, image_size: int, device, epochs: i
     grids = conv_grids(shapes, target_dims)
     n_classes = int(max(train_set.targets.max(), test_set.targets.max())) + 1
     dims = [c * g * g for (c, _, _), g in zip(shapes, grids)]
+    pixel_grid = pool_grid(train_set.channels, image_size, target_dims)  # the pixels pooled like the conv maps
     if views == "auto":
-        pixel_dims = train_set.channels * pool_grid(train_set.channels, image_size, target_dims) ** 2
+        pixel_dims = train_set.channels * pixel_grid ** 2
         views = "centre" if len(train_set) * (sum(dims) + pixel_dims) * 4 <= CENTRE_VIEW_BYTES else "augmented"
     before = snapshot(model)
     model.eval()  # BatchNorm uses (and keeps) its running statistics
     args = (model, train_set, test_set, image_size, device, grids, dims, n_classes, epochs, lr, batch_size, seed,
             workers, progress)
-    out = _centre_probes(*args, target_dims) if views == "centre" else _augmented_probes(*args, crop_scale)
+    out = _centre_probes(*args, pixel_grid) if views == "centre" else _augmented_probes(*args, crop_scale)
     assert_backbone_unchanged(before, model)
     out["dims"] = {f"conv{i + 1}": d for i, d in enumerate(dims)} | out.get("dims", {})
     out["epochs"], out["views"] = epochs, views
@@ -93,18 +94,17 @@ def linear_probes(model, train_set, test_set, image_size: int, device, epochs: i
 
 
 def _centre_probes(model, train_set, test_set, image_size, device, grids, dims, n_classes, epochs, lr, batch_size,
-                   seed, workers, progress, target_dims) -> dict:
-    pixel_grid = pool_grid(train_set.channels, image_size, target_dims)
+                   seed, workers, progress, pixel_grid) -> dict:
     names = ["pixels"] + [f"conv{i + 1}" for i in range(len(grids))]
 
     def forward(x):  # the pooled pixels, then every conv layer's pooled map, side by side
         return torch.cat([pool(x, pixel_grid)] + [pool(a, g) for a, g in zip(model.conv_outputs(x), grids)], 1)
 
     def centre_features(ds, split):
-        prep = lambda x: center_view(x, image_size, ds.mean, ds.std).contiguous(memory_format=torch.channels_last)
         loader = make_loader(ds, range(len(ds)), batch_size, workers)
-        return torch.from_numpy(extract_features(forward, loader, len(ds), prep, device,
-                                                 f"probe features ({split})" if progress else None)).to(device)
+        rows = extract_features(forward, loader, len(ds), centre_input(image_size, ds.mean, ds.std), device,
+                                f"probe features ({split})" if progress else None)
+        return torch.from_numpy(rows).to(device)
 
     x_train, x_test = centre_features(train_set, "train"), centre_features(test_set, "test")
     mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)

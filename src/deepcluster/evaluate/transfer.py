@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import make_loader
-from ..views import center_view, train_view
-from .probe import sgd_cosine
+from ..views import train_view
+from .probe import classifier_accuracy, sgd_cosine
 
 MODES = ("fc", "all")
 
@@ -51,12 +51,4 @@ def finetune(model, train_set, test_set, image_size: int, device, mode: str = "f
             loss.backward()
             opt.step()
             sched.step()
-    m.eval()
-    correct = 0
-    y_test = torch.as_tensor(test_set.targets, device=device)
-    with torch.no_grad():
-        for images, idx in make_loader(test_set, range(len(test_set)), batch_size, workers):
-            x = center_view(images.to(device), image_size, test_set.mean, test_set.std)
-            logits = m(x.contiguous(memory_format=torch.channels_last))
-            correct += (logits.argmax(1) == y_test[idx.to(device)]).sum().item()
-    return correct / len(test_set)
+    return classifier_accuracy(m, test_set, image_size, device, batch_size, workers)

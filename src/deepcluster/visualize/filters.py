@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from ..config import ConfigError
 from ..data import make_loader
 from ..features import extract_features
-from ..views import center_view
+from ..views import centre_input
 from .grids import to_rgb
 
 
@@ -99,8 +99,7 @@ def top_images(model, dataset, layer: int, filters: Sequence[int], image_size: i
     model.eval()
     idx = torch.as_tensor(list(filters))
     forward = lambda x: model.conv_outputs(x, upto=layer)[-1][:, idx.to(x.device)].mean((2, 3))
-    prep = lambda x: center_view(x, image_size, dataset.mean, dataset.std).contiguous(
-        memory_format=torch.channels_last)
+    prep = centre_input(image_size, dataset.mean, dataset.std)
     acts = extract_features(forward, make_loader(dataset, range(len(dataset)), batch_size, workers), len(dataset),
                             prep, torch.device(device), f"conv{layer} activations")
     best = np.argsort(-acts, axis=0, kind="stable")[:n].T
