@@ -13,10 +13,10 @@ SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: $(BIN)/.installed $(FMNIST)
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
 $(FMNIST):

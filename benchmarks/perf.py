@@ -35,12 +35,12 @@ import torch.nn.functional as F
 
 from deepcluster import Config
 from deepcluster.clustering import build_clustering
-from deepcluster.data import default_image_size, load_datasets, make_loader, open_training_images
+from deepcluster.data import load_datasets, make_loader, open_training_images
 from deepcluster.features import whitened_features
 from deepcluster.network import make_model
 from deepcluster.recipe import profile, resolve
 from deepcluster.sampler import pseudo_labels, uniform_over_clusters
-from deepcluster.train import deepcluster_epoch, train_on_labels
+from deepcluster.training import DeepClusterV1, train_on_labels
 from deepcluster.views import train_view
 
 
@@ -65,11 +65,11 @@ def matmul_peak(device: torch.device, n: int = 4096, reps: int = 3) -> float:
     return 2 * n ** 3 / best
 
 
-def flops_per_image(model, cfg: Config, channels: int, n_classes: int) -> tuple[float, float]:
+def flops_per_image(model, channels: int, n_classes: int) -> tuple[float, float]:
     """``(extraction, training step)`` FLOPs per image: eval forward of the body + fc; train forward + backward."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    size, b = default_image_size(cfg), 4
+    size, b = model.image_size, 4
     device = next(model.parameters()).device
     x = torch.randn(b, channels, size, size, device=device).contiguous(memory_format=torch.channels_last)
     model.eval()
@@ -137,17 +137,17 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
     device = torch.device(cfg.device)
     data, _ = load_datasets(cfg)
     n, n_classes = len(data), int(data.targets.max()) + 1
-    model = make_model(cfg, data, device)
-    f_extract, f_train = flops_per_image(model, cfg, data.channels, n_classes)
+    model = make_model(cfg, data.channels, device)
+    f_extract, f_train = flops_per_image(model, data.channels, n_classes)
     opt = torch.optim.SGD(model.body_parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    print(f"[{name}] {n} images of {data.name}, arch {cfg.arch} at {default_image_size(cfg)} px, k = {cfg.k}, "
+    print(f"[{name}] {n} images of {data.name}, arch {cfg.arch} at {model.image_size} px, k = {cfg.k}, "
           f"batch {cfg.batch_size}, workers {'auto' if cfg.workers is None else cfg.workers}: "
           f"{f_extract / 1e9:.3f} GFLOP per image to extract, {f_train / 1e9:.3f} to train", flush=True)
 
     # 1 and 2: DeepCluster and supervised epochs, alternating
-    dc, sup, parts = [], [], []
+    dc, sup, parts, v1 = [], [], [], DeepClusterV1(cfg, device)
     for r in range(rounds):
-        t, (_, m) = timed(lambda: deepcluster_epoch(model, opt, data, cfg, epoch=r + 1, device=device))  # noqa: B023
+        t, (_, m) = timed(lambda: v1.epoch(model, opt, data, r + 1))  # noqa: B023
         dc.append(t)
         parts.append(m)
         head = model.reset_head(n_classes)
@@ -159,7 +159,8 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
     t_dc, t_sup = statistics.median(dc), statistics.median(sup)
 
     # 3 and 4: clustering on this epoch's whitened features
-    x = whitened_features(model, data, cfg, device, np.random.default_rng(0), desc=None)
+    x = whitened_features(model, data, device, np.random.default_rng(0), cfg.pca_dim, cfg.pca_sample, cfg.batch_size,
+                          cfg.workers, desc=None)
     use_gpu = "auto" if device.type == "cuda" else False
 
     def ours():
@@ -187,7 +188,7 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
     t_ours, t_faiss = statistics.median(t_ours), statistics.median(t_faiss)
 
     # 5: the pipeline alone against the model alone
-    size = default_image_size(cfg)
+    size = model.image_size
     sample = np.random.default_rng(0).permutation(n)
     gen = torch.Generator().manual_seed(0)
 

@@ -75,9 +75,14 @@ class SyntheticNet(nn.Module):
     """Stands in for the network in the memory benchmark: ``(B, 1, 8, 8)`` images -> ``(B, dim)`` non-negative
     features of rank 64, cheap to compute, so that the benchmark measures the pipeline around the network."""
 
+    image_size = 8
+
     def __init__(self, dim: int):
         super().__init__()
         self.a, self.b = nn.Linear(64, 64), nn.Linear(64, dim)
+
+    def inference_embed(self):
+        return self.embed
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.b(torch.tanh(self.a(x.flatten(1)))))
@@ -116,7 +121,8 @@ def bench_memory(args) -> None:
     base = _status("VmRSS")
     _reset_peak()
     t = time.perf_counter()
-    x = whitened_features(model, data, cfg, device, np.random.default_rng(0), desc=None)
+    x = whitened_features(model, data, device, np.random.default_rng(0), cfg.pca_dim, cfg.pca_sample, cfg.batch_size,
+                          cfg.workers, desc=None)
     t_feat, peak_feat = time.perf_counter() - t, _status("VmHWM") - base
     held = _status("VmRSS") - base  # x, and whatever the allocator kept of the phase before
     _reset_peak()

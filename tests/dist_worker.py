@@ -17,7 +17,7 @@ from deepcluster.features import centre_view_features, whitened_features
 from deepcluster.network import make_model
 from deepcluster.recipe import resolve
 from deepcluster.sampler import uniform_over_clusters
-from deepcluster.train import deepcluster_epoch
+from deepcluster.training import DeepClusterV1
 
 
 def worker_config(images: str) -> Config:
@@ -30,11 +30,12 @@ def stages(cfg: Config) -> dict:
     """What one process holds after each stage of epoch 1 (features and whitened features: rank 0 only)."""
     data, _ = load_datasets(cfg)
     device = torch.device("cpu")
-    model = make_model(cfg, data, device)
-    feats = centre_view_features(model, data, cfg, device, desc=None)
-    x = whitened_features(model, data, cfg, device, np.random.default_rng([cfg.seed, 1, 1]), desc=None)
+    model = make_model(cfg, data.channels, device)
+    feats = centre_view_features(model, data, device, cfg.batch_size, desc=None)
+    x = whitened_features(model, data, device, np.random.default_rng([cfg.seed, 1, 1]), cfg.pca_dim, cfg.pca_sample,
+                          cfg.batch_size, desc=None)
     opt = torch.optim.SGD(model.body_parameters(), lr=cfg.lr, momentum=cfg.momentum)
-    labels, _ = deepcluster_epoch(model, opt, data, cfg, 1, device)
+    labels, _ = DeepClusterV1(cfg, device).epoch(model, opt, data, 1)
     sample = uniform_over_clusters(labels, len(data), np.random.default_rng([cfg.seed, 1]))
     # parameters and buffers (BatchNorm statistics): every rank must extract with the same network
     weights = torch.cat([p.detach().flatten() for p in model.body_parameters()] +

@@ -56,6 +56,7 @@ def test_shards_are_equal_in_size_and_interleave_back_to_the_list(monkeypatch, n
     np.testing.assert_array_equal(interleaved[n:], sample[:len(interleaved) - n])  # the padding
 
 
+@pytest.mark.heavy
 def test_two_processes_compute_what_one_process_computes(image_folder, tmp_path):
     from dist_worker import stages, worker_config
 
@@ -81,6 +82,7 @@ def test_two_processes_compute_what_one_process_computes(image_folder, tmp_path)
     assert float((tmp_path / "left1").read_text()) >= os.path.getmtime(tmp_path / "rank0.npz")
 
 
+@pytest.mark.heavy
 def test_torchrun_training_writes_one_run_and_resumes_exactly(image_folder, tmp_path, tiny_config):
     args = ["-m", "deepcluster", "train", "--data", str(image_folder), "--arch", "small", "--image-size", "32",
             "--k", "6", "--batch-size", "8", "--pca-dim", "16", "--pca-sample", "20", "--eval-seeds", "1",
@@ -106,6 +108,7 @@ def test_torchrun_training_writes_one_run_and_resumes_exactly(image_folder, tmp_
     assert len((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()) == 2
 
 
+@pytest.mark.heavy
 def test_torchrun_v2_gathers_every_images_projection_into_the_bank(image_folder, tmp_path):
     out = tmp_path / "v2"
     torchrun("-m", "deepcluster", "train", "--data", str(image_folder), "--arch", "small", "--image-size", "32",

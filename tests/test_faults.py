@@ -4,6 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.heavy  # runs the fault-injection script in processes
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fault_injection.py"
 
 

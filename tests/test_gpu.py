@@ -32,7 +32,8 @@ def test_whitened_features_on_the_gpu_match_the_cpu(tiny_config, monkeypatch):
     got = {}
     for dev in ("cpu", "cuda"):
         device = torch.device(dev)
-        got[dev] = whitened_features(make_model(cfg, data, device), data, cfg, device, np.random.default_rng(0))
+        got[dev] = whitened_features(make_model(cfg, data.channels, device), data, device, np.random.default_rng(0),
+                                        cfg.pca_dim, cfg.pca_sample, cfg.batch_size)
     np.testing.assert_allclose(got["cuda"], got["cpu"], atol=2e-3)
 
 

@@ -10,7 +10,7 @@ from test_train import assert_resume_is_exact
 
 from deepcluster.config import ConfigError
 from deepcluster.models import build_model, soft_reset
-from deepcluster.train import epoch_samples
+from deepcluster.training import epoch_samples
 
 
 def test_soft_reset_moves_only_the_late_layers_part_way_to_a_fresh_init():
@@ -43,9 +43,9 @@ def test_several_heads_give_the_mean_of_their_cross_entropies():
 
 
 def test_reassign_sets_the_images_trained_between_two_clusterings(tiny_config):
-    assert epoch_samples(tiny_config, 36) == 36
-    assert epoch_samples(dataclasses.replace(tiny_config, reassign=2.5), 36) == 90
-    assert epoch_samples(dataclasses.replace(tiny_config, reassign=0.01), 36) == 1
+    assert epoch_samples(tiny_config.reassign, 36) == 36
+    assert epoch_samples(2.5, 36) == 90
+    assert epoch_samples(0.01, 36) == 1
 
 
 def test_a_run_with_over_clustering_heads_and_soft_resets_resumes_exactly(tiny_config, tmp_path):

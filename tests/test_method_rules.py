@@ -74,7 +74,7 @@ def test_the_clustered_features_are_the_eval_mode_pre_relu_fc_output(tiny_config
     with torch.no_grad():  # BatchNorm statistics away from their initial 0 / 1, so that folding them matters
         for _ in range(3):
             model.embed(torch.randn(16, data.channels, 32, 32) * 2 + 0.5)
-    got = centre_view_features(model, data, tiny_config, torch.device("cpu"), desc=None)
+    got = centre_view_features(model, data, torch.device("cpu"), desc=None)
     assert not model.training
     x = center_view(torch.stack([data[i][0] for i in range(len(data))]), 32, data.mean, data.std)
     with torch.no_grad():

@@ -1,7 +1,6 @@
 """The run report, opened in a real headless browser: every picture loads, nothing is fetched, every section is
 there; for a finished run, a run stopped after one epoch, a run without labels and odd images, and a run with
 no epoch at all."""
-import importlib
 
 import numpy as np
 import pytest
@@ -14,6 +13,8 @@ from deepcluster.cli import main
 from deepcluster.models import build_model
 from deepcluster.visualize import write_report
 from deepcluster.visualize.report import SECTIONS
+
+pytestmark = pytest.mark.heavy  # opens the pages in a real browser
 
 
 def assert_page_sound(browser, page, shot, min_images):
@@ -59,18 +60,18 @@ def odd_unlabelled_folder(tmp_path):
 
 
 def test_stopped_unlabelled_run_reports_progress(odd_unlabelled_folder, tmp_path, browser, monkeypatch):
-    tr = importlib.import_module("deepcluster.train")  # the module, not the function the package exports
+    from deepcluster.training import DeepClusterV1
 
     cfg = Config(data=str(odd_unlabelled_folder), image_size=20, k=4, epochs=3, batch_size=8, reassign=1,
                  pca_dim=8, device="cpu")
-    real_epoch = tr.deepcluster_epoch
+    real_epoch = DeepClusterV1.epoch
 
-    def stop_at_epoch_2(model, optimizer, dataset, cfg, epoch, device):
+    def stop_at_epoch_2(self, model, optimizer, dataset, epoch):
         if epoch == 2:
             raise KeyboardInterrupt
-        return real_epoch(model, optimizer, dataset, cfg, epoch, device)
+        return real_epoch(self, model, optimizer, dataset, epoch)
 
-    monkeypatch.setattr(tr, "deepcluster_epoch", stop_at_epoch_2)
+    monkeypatch.setattr(DeepClusterV1, "epoch", stop_at_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "run", quiet=True)
     page = tmp_path / "run" / "report" / "index.html"
@@ -83,7 +84,7 @@ def test_stopped_unlabelled_run_reports_progress(odd_unlabelled_folder, tmp_path
     assert main(["report", str(tmp_path / "run"), "--device", "cpu"]) == 0
     assert "epoch 1 of 3" in page.read_text()
     # the run resumes afterwards, untouched by the report
-    monkeypatch.setattr(tr, "deepcluster_epoch", real_epoch)
+    monkeypatch.setattr(DeepClusterV1, "epoch", real_epoch)
     assert len(train(cfg, tmp_path / "run", resume=True, quiet=True)["metrics"]) == 3
     assert 'http-equiv="refresh"' not in page.read_text()
 

@@ -166,9 +166,7 @@ def test_v2_keeps_its_head_and_resumes_exactly(tiny_config, tmp_path):
 
 def test_v2_projection_persists_across_epochs(tiny_config, tmp_path, monkeypatch):
     """v1 re-initialises its head every epoch; v2 must not: epoch 2 starts from the projection epoch 1 learned."""
-    import importlib
-
-    t = importlib.import_module("deepcluster.train")  # the module, not the function the package exports
+    from deepcluster.training import methods as t
 
     cfg = dataclasses.replace(tiny_config, method="v2", epochs=2, proj_dim=8)
     train(dataclasses.replace(cfg, epochs=1), tmp_path / "one", quiet=True)
@@ -191,16 +189,17 @@ def test_v2_centre_bank_is_the_centre_view_projection_of_the_previous_weights(ti
     from deepcluster.data import load_datasets
     from deepcluster.features import centre_view_features
     from deepcluster.network import make_model, restore_model
+    from deepcluster.state import RunState
 
     cfg = dataclasses.replace(tiny_config, method="v2", bank="centre", epochs=2, proj_dim=8)
     a, _, _ = assert_resume_is_exact(cfg, tmp_path)
     train(dataclasses.replace(cfg, epochs=1), tmp_path / "one", quiet=True)
     epoch1 = load_checkpoint(tmp_path / "one" / "checkpoint.pt")
     data = load_datasets(cfg)[0]
-    model = make_model(cfg, data, torch.device("cpu"))
-    restore_model(model, epoch1)
+    model = make_model(cfg, data.channels, torch.device("cpu"))
+    restore_model(model, RunState.load(tmp_path / "one"))
     with torch.no_grad():
-        feats = torch.from_numpy(centre_view_features(model, data, cfg, torch.device("cpu"), desc=None))
+        feats = torch.from_numpy(centre_view_features(model, data, torch.device("cpu"), desc=None))
         expected = model.head.project(torch.relu(feats))
     assert torch.allclose(a["bank"], expected, atol=1e-5)
     # epoch 1's bank came from the initial weights, and training did not overwrite it with crop/dropout noise

@@ -8,6 +8,7 @@ import sys
 import warnings
 from typing import Optional, Sequence
 
+from . import __version__
 from .config import Config, ConfigError, DeepClusterError
 
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="deepcluster",
         description="DeepCluster (Caron et al., ECCV 2018): unsupervised visual features by alternating k-means "
                     "on the network's features and training the network to predict the clusters.")
+    parser.add_argument("--version", action="version", version=f"deepcluster {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     t = sub.add_parser("train", help="train a network with DeepCluster and write a run directory",
                        description="Train with DeepCluster. Settings come from the defaults, then --config, "
@@ -173,17 +175,17 @@ def run_visualize(args: argparse.Namespace) -> None:
 def run_import_original(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from .checkpoint import load_weights_only, save_checkpoint
-    from .models.original import original_to_checkpoint
+    from .checkpoint import load_weights_only
+    from .state import RunState
 
     src, out = Path(args.source), Path(args.out)
     if out.exists() and not args.overwrite:
         raise ConfigError(f"{out} exists: choose another OUT.pt or pass --overwrite")
-    ckpt = original_to_checkpoint(load_weights_only(src), str(src), args.data)
+    state = RunState.from_original(load_weights_only(src), str(src), args.data)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out, ckpt)
-    print(f"{src}: {ckpt['arch']}{' + sobel' if ckpt['config']['sobel'] else ''}, epoch {ckpt['epoch']}, head of "
-          f"{ckpt['head_classes']} clusters -> {out}")
+    state.save(out)
+    print(f"{src}: {state.config.arch}{' + sobel' if state.config.sobel else ''}, epoch {state.epoch}, head of "
+          f"{state.head_classes} clusters -> {out}")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

@@ -184,6 +184,21 @@ class Config:
         need(self.subset is None or self.subset >= 2, f"subset = {self.subset}: keep at least 2 images (--subset)")
         return self
 
+    def check_data(self, n: int, labelled: bool, name: str = "the training images") -> "Config":
+        """The rules the training images (``name``: ``n`` of them, with labels or not) set, checked once before
+        training: the supervised baseline needs labels, and no clustering asks for more clusters than images."""
+        if self.supervised:
+            if not labelled:
+                raise ConfigError(f"--supervised needs labels, and {name} has none: put the images in one subfolder "
+                                  f"per class")
+            return self
+        if self.k > n and self.clustering == "kmeans":
+            raise ConfigError(f"k = {self.k} clusters but only {n} images: lower --k to at most {n}")
+        if any(k > n for k in self.overcluster_ks):
+            raise ConfigError(f"--overcluster {self.overcluster} asks for more clusters than the {n} images: keep "
+                              f"every k at most {n}")
+        return self
+
     @property
     def overcluster_ks(self) -> list[int]:
         """The ``overcluster`` setting as a list of ints (empty when none)."""

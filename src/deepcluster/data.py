@@ -263,14 +263,6 @@ def load_datasets(cfg: Config, cache: bool = True, train=None):
     else:
         train.load_size = load_size_for(size)
         val = ImageFolder(cfg.val_data, load_size_for(size), cfg.strict) if cfg.val_data else None
-    if cfg.supervised and train.targets is None:
-        raise ConfigError(f"--supervised needs labels, and {train.name} has none: put the images in one "
-                          f"subfolder per class")
-    if cfg.k > len(train) and not cfg.supervised and cfg.clustering == "kmeans":
-        raise ConfigError(f"k = {cfg.k} clusters but only {len(train)} images: lower --k to at most {len(train)}")
-    if any(k > len(train) for k in cfg.overcluster_ks) and not cfg.supervised:
-        raise ConfigError(f"--overcluster {cfg.overcluster} asks for more clusters than the {len(train)} images: "
-                          f"keep every k at most {len(train)}")
     if cache and cfg.cache_gb > 0:
         from . import distributed as dist
 

@@ -84,19 +84,21 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
-def on_main(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` on rank 0 and give its result to every rank; if it raises, every rank raises the same error, so
-    a refusal on rank 0 (a run directory in the way, a bad checkpoint) stops all processes with one message."""
+def on_main(fn: Callable[[], Any], share: Optional[Callable[[Any], Any]] = None) -> Any:
+    """Run ``fn`` on rank 0 and give its result to every rank (``share(result)`` to the other ranks, when given:
+    rank 0 keeps what they do not need); if it raises, every rank raises the same error, so a refusal on rank 0
+    (a run directory in the way, a bad checkpoint) stops all processes with one message."""
     result, error = None, None
     if is_main():
         try:
             result = fn()
         except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
             error = e
-    result, error = broadcast_object((result, error))
+    shared = share(result) if share is not None and enabled() and is_main() and error is None else result
+    sent, error = broadcast_object((shared, error))
     if error is not None:
         raise error
-    return result
+    return result if is_main() else sent
 
 
 def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import distributed as dist
-from .data import default_image_size, make_loader
-from .device import amp_dtype, autocast
+from .data import make_loader
+from .device import autocast
 from .preprocess import PCAWhitening, l2_normalize
 from .views import centre_input
 
@@ -60,46 +60,51 @@ def _fill(batches, n: int, positions: Optional[np.ndarray], out: Optional[np.nda
 def dataset_features(forward: Forward, dataset, indices: np.ndarray, prepare: Forward, device: torch.device,
                      batch_size: int, workers: int | None = 0, desc: Optional[str] = "features",
                      amp: Optional[torch.dtype] = None, project: Optional[Forward] = None,
-                     out: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+                     out: Optional[np.ndarray] = None, alone: bool = False) -> Optional[np.ndarray]:
     """Features of the dataset items ``indices`` (sorted, distinct), each process extracting its share
     (``indices[rank::world]``). On rank 0: ``(M, D)`` with row ``j`` for item ``indices[j]``, or, given ``out``
-    ``(N, D)``, ``out`` with rows ``indices`` filled (written in place: no second copy). None on other ranks."""
+    ``(N, D)``, ``out`` with rows ``indices`` filled (written in place: no second copy). None on other ranks.
+    ``alone``: this process extracts every item itself and no other is involved (work rank 0 alone does)."""
     indices = np.asarray(indices, dtype=np.int64)
-    mine = indices[dist.rank()::dist.world_size()]
+    together = dist.enabled() and not alone
+    mine = indices[dist.rank()::dist.world_size()] if together else indices
     loader = make_loader(dataset, mine, batch_size, workers, pin_memory=device.type == "cuda")
     batches = iter_features(forward, loader, prepare, device, desc if dist.is_main() else None, amp, project)
-    if not dist.enabled():
+    if not together:
         return _fill(batches, len(indices), None if out is not None else indices, out)
     rows = _fill(batches, len(mine), mine, None) if len(mine) else None
     return dist.gather_rows(rows, mine, len(indices), out, positions=None if out is not None else indices)
 
 
-def centre_view_features(model, dataset, cfg, device: torch.device, indices: Optional[np.ndarray] = None,
+def centre_view_features(model, dataset, device: torch.device, batch_size: int = 256, workers: Optional[int] = 0,
+                         amp: Optional[torch.dtype] = None, indices: Optional[np.ndarray] = None,
                          project: Optional[Forward] = None, out: Optional[np.ndarray] = None,
-                         desc: Optional[str] = "features") -> Optional[np.ndarray]:
+                         desc: Optional[str] = "features", alone: bool = False) -> Optional[np.ndarray]:
     """The network's fc features (``model.embed`` in eval mode, BatchNorm folded into the convolutions) of the
     centre view of ``indices`` (default: every image), as :func:`dataset_features` returns them."""
-    size = default_image_size(cfg)
-    prep = centre_input(size, dataset.mean, dataset.std)
+    prep = centre_input(model.image_size, dataset.mean, dataset.std)
     model.eval()
     indices = np.arange(len(dataset)) if indices is None else indices
-    return dataset_features(model.inference_embed(), dataset, indices, prep, device, cfg.batch_size, cfg.workers,
-                            desc, amp_dtype(cfg.precision, device), project, out)
+    return dataset_features(model.inference_embed(), dataset, indices, prep, device, batch_size, workers, desc, amp,
+                            project, out, alone)
 
 
-def whitened_features(model, dataset, cfg, device: torch.device, rng: np.random.Generator,
-                      desc: Optional[str] = "features") -> Optional[np.ndarray]:
+def whitened_features(model, dataset, device: torch.device, rng: np.random.Generator, pca_dim: int = 256,
+                      pca_sample: int = 65536, batch_size: int = 256, workers: Optional[int] = 0,
+                      amp: Optional[torch.dtype] = None, desc: Optional[str] = "features") -> Optional[np.ndarray]:
     """The clustering input ``(N, pca_dim)``: fc features PCA-whitened and L2-normalised, on rank 0 (None on
     other ranks).
 
-    The PCA is fitted on ``cfg.pca_sample`` images drawn with ``rng`` (all of them when N is not larger, which is
+    The PCA is fitted on ``pca_sample`` images drawn with ``rng`` (all of them when N is not larger, which is
     then exactly the paper's pre-processing); the other images are projected on the device as they are
     extracted. So the largest arrays are ``pca_sample x D`` while fitting (freed before the rest is extracted)
     and ``N x pca_dim``, where keeping all ``N x D`` features would cost 21 GB on ImageNet with AlexNet."""
     n = len(dataset)
-    fit = np.arange(n) if n <= cfg.pca_sample else np.sort(rng.choice(n, cfg.pca_sample, replace=False))
-    f = centre_view_features(model, dataset, cfg, device, fit, desc=desc)
-    pca = dist.on_main(lambda: PCAWhitening(cfg.pca_dim).fit(f))
+    extract = lambda idx, project=None, out=None: centre_view_features(  # noqa: E731
+        model, dataset, device, batch_size, workers, amp, idx, project, out, desc)
+    fit = np.arange(n) if n <= pca_sample else np.sort(rng.choice(n, pca_sample, replace=False))
+    f = extract(fit)
+    pca = dist.on_main(lambda: PCAWhitening(pca_dim).fit(f))
     if len(fit) == n:
         return l2_normalize(pca.transform(f)) if dist.is_main() else None
     out = None
@@ -110,5 +115,4 @@ def whitened_features(model, dataset, cfg, device: torch.device, rng: np.random.
     mean = torch.from_numpy(pca.mean_.astype(np.float32)).to(device)
     proj = torch.from_numpy(pca.projection_).to(device)
     project = lambda z: F.normalize((z - mean) @ proj, dim=1)
-    rest = np.setdiff1d(np.arange(n), fit, assume_unique=True)
-    return centre_view_features(model, dataset, cfg, device, rest, project, out, desc)
+    return extract(np.setdiff1d(np.arange(n), fit, assume_unique=True), project, out)

@@ -1,27 +1,45 @@
-"""The run's network: built at its seeded random initialisation from the config, and restored from a checkpoint
-with the head it was saved with."""
+"""The run's network: built at its seeded random initialisation from the config, and restored from a saved
+:class:`~deepcluster.state.RunState` with the head it was saved with."""
 from __future__ import annotations
 
 import torch
 
-from .config import Config
+from .config import Config, ConfigError
 from .data import default_image_size
 from .models import DeepClusterNet, build_model
+from .state import RunState
 
 
-def make_model(cfg: Config, dataset, device: torch.device) -> DeepClusterNet:
-    """The network at its seeded random initialisation, channels-last (faster convolutions on CPU and GPU)."""
+def make_model(cfg: Config, channels: int, device: torch.device) -> DeepClusterNet:
+    """The network for ``channels``-channel images at its seeded random initialisation, channels-last (faster
+    convolutions on CPU and GPU)."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.arch, dataset.channels, default_image_size(cfg), cfg.sobel)
+    model = build_model(cfg.arch, channels, default_image_size(cfg), cfg.sobel)
     return model.to(device, memory_format=torch.channels_last)
 
 
-def restore_model(model: DeepClusterNet, ckpt: dict) -> None:
-    """Give ``model`` the head the checkpoint was saved with, then load its weights."""
-    c = ckpt["config"]
-    if c.get("method", "v1") == "v2":
-        model.use_prototypes(ckpt["head_classes"], c["proj_dim"], c["temperature"])
+def restore_model(model: DeepClusterNet, state: RunState) -> None:
+    """Give ``model`` the head ``state`` was saved with, then load its weights."""
+    c = state.config
+    if c.method == "v2" and not c.supervised:
+        model.use_prototypes(state.head_classes, c.proj_dim, c.temperature)
     else:
-        model.reset_head(ckpt["head_classes"])
-    model.load_state_dict(ckpt["model"])
+        model.reset_head(state.head_classes)
+    model.load_state_dict(state.model)
     model.to(memory_format=torch.channels_last)
+
+
+def saved_network(state: RunState, cfg: Config, channels: int, device: torch.device, source: str,
+                  random_init: bool = False) -> DeepClusterNet:
+    """The network of a saved run for ``channels``-channel images: ``cfg`` (the run's config, with any data
+    options of the caller) builds it, ``state`` gives its weights unless ``random_init`` (the "random" row of the
+    tables: the same architecture and seed, untrained). Weights that do not fit are one ConfigError line."""
+    model = make_model(cfg, channels, device)
+    if not random_init:
+        try:
+            restore_model(model, state)
+        except RuntimeError:
+            raise ConfigError(f"the weights in {source} do not fit the {cfg.arch} network for {channels}-channel "
+                              f"{default_image_size(cfg)} px images: give data like the run's training data "
+                              f"(--data)") from None
+    return model

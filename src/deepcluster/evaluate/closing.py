@@ -2,13 +2,16 @@
 initialisation and the pixels, all measured in the same run on the same images."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .. import distributed as dist
 from ..config import Config
-from ..data import default_image_size, make_loader
+from ..data import make_loader
+from ..device import amp_dtype
 from ..features import centre_view_features
 from ..models import DeepClusterNet
 from ..network import make_model
@@ -19,12 +22,11 @@ from .knn import knn_accuracy
 from .layers import layer_features
 
 
-def pixel_features(dataset, cfg: Config, max_side: int = 32) -> np.ndarray:
-    """Raw pixels of the centre view in [0, 1], ``(N, C * s * s)``, downsampled to at most ``max_side`` px so
-    large images stay a fair and affordable baseline."""
-    size = default_image_size(cfg)
+def pixel_features(dataset, size: int, workers: Optional[int] = 0, max_side: int = 32) -> np.ndarray:
+    """Raw pixels of the centre view at ``size`` px in [0, 1], ``(N, C * s * s)``, downsampled to at most
+    ``max_side`` px so large images stay a fair and affordable baseline."""
     rows = []
-    for images, _ in make_loader(dataset, range(len(dataset)), 1024, cfg.workers):
+    for images, _ in make_loader(dataset, range(len(dataset)), 1024, workers):
         x = center_view(images, size, (0.0,) * dataset.channels, (1.0,) * dataset.channels)
         if size > max_side:
             x = F.adaptive_avg_pool2d(x, max_side)
@@ -43,10 +45,12 @@ def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch
     ``dataset`` itself, each image left out of its own vote). Under torchrun every process extracts its share of
     the fc features and rank 0 does the rest (the others get {})."""
     inputs, knn, last = [], [], f"conv{model.n_conv}"
-    size = default_image_size(cfg)
-    for name, net in (("trained", model), ("random-init", make_model(cfg, dataset, device))):
-        f = centre_view_features(net, dataset, cfg, device, desc=f"eval {name}")
-        f_db = centre_view_features(net, db, cfg, device, desc=f"eval {name} (kNN)") if db is not None else None
+    size, amp = model.image_size, amp_dtype(cfg.precision, device)
+    fc = lambda net, ds, desc: centre_view_features(net, ds, device, cfg.batch_size, cfg.workers, amp,  # noqa: E731
+                                                    desc=desc)
+    for name, net in (("trained", model), ("random-init", make_model(cfg, dataset.channels, device))):
+        f = fc(net, dataset, f"eval {name}")
+        f_db = fc(net, db, f"eval {name} (kNN)") if db is not None else None
         if not dist.is_main():
             continue
         inputs += [(name, "L2", l2_normalize(f)),
@@ -56,10 +60,10 @@ def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch
         knn += [(name, "fc", f, f_db), (name, last, *conv)]
     if not dist.is_main():
         return {}
-    pixels = pixel_features(dataset, cfg)
+    pixels = pixel_features(dataset, size, cfg.workers)
     inputs += [("pixels", "raw", pixels), ("pixels", "L2", l2_normalize(pixels)),
                ("pixels", "PCA-50 + L2", l2_normalize(PCAWhitening(50, whiten=False).fit_transform(pixels)))]
-    knn.append(("pixels", "raw", pixels, pixel_features(db, cfg) if db is not None else None))
+    knn.append(("pixels", "raw", pixels, pixel_features(db, size, cfg.workers) if db is not None else None))
     results = [{"features": name, "preprocessing": prep,
                 **kmeans_quality(x, dataset.targets, seeds=cfg.eval_seeds, seed=cfg.seed)}
                for name, prep, x in inputs]

@@ -5,19 +5,17 @@ one protocol by name. Both the ``deepcluster eval`` command and the Python API u
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
-from ..checkpoint import load_checkpoint
-from ..config import Config, ConfigError
-from ..data import default_image_size, load_datasets
-from ..device import resolve_device
-from ..network import make_model, restore_model
+from ..config import ConfigError
+from ..data import load_datasets
 from ..preprocess import l2_normalize, preprocess_features
+from ..session import SavedRun, open_run
 from .clustering import kmeans_quality
 from .knn import knn_accuracy
 from .layers import check_layer, layer_features
@@ -29,50 +27,15 @@ from .transfer import finetune
 PROTOCOLS = ("probe", "knn", "cluster", "transfer", "retrieval")
 
 
-@dataclass
-class EvalSetup:
-    model: torch.nn.Module
-    cfg: Config
-    train_set: object
-    test_set: object
-    device: torch.device
-    run_dir: Path
-    random_init: bool
-    assignment: Optional[np.ndarray] = None
-
-    @property
-    def image_size(self) -> int:
-        return default_image_size(self.cfg)
+EvalSetup = SavedRun  # the name the Python API has used
 
 
 def load_for_eval(path: str | Path, data: Optional[str] = None, val_data: Optional[str] = None,
-                  data_root: Optional[str] = None, random_init: bool = False, device: str = "auto") -> EvalSetup:
+                  data_root: Optional[str] = None, random_init: bool = False, device: str = "auto") -> SavedRun:
     """A run directory (its ``checkpoint.pt``) or a checkpoint file -> the network and the datasets to evaluate
-    on (the run's own, unless ``data``/``val_data`` name others). ``random_init`` keeps the architecture and
-    seed but not the learned weights: the "random" row of the tables."""
-
-    path = Path(path)
-    ckpt_path = path / "checkpoint.pt" if path.is_dir() else path
-    ckpt = load_checkpoint(ckpt_path)
-    cfg = Config.from_dict(ckpt["config"], source=str(ckpt_path))
-    over = {k: v for k, v in (("data", data), ("val_data", val_data), ("data_root", data_root)) if v is not None}
-    if data is not None and val_data is None:
-        over["val_data"] = None
-    cfg = replace(cfg, subset=None, device=device, **over).validate()
-    train_set, test_set = load_datasets(replace(cfg, supervised=False, k=2))
-    dev = resolve_device(device)
-    model = make_model(cfg, train_set, dev)
-    if not random_init:
-        try:
-            restore_model(model, ckpt)
-        except RuntimeError:
-            raise ConfigError(f"the weights in {ckpt_path} do not fit the {cfg.arch} network for {train_set.channels}-"
-                              f"channel {default_image_size(cfg)} px images: evaluate it on data like its "
-                              f"training data") from None
-    # the run's pseudo-labels belong to its trained weights, not to the random-init baseline
-    learned = "assignment" in ckpt and not cfg.supervised and not random_init
-    assignment = ckpt["assignment"].numpy() if learned else None
-    return EvalSetup(model, cfg, train_set, test_set, dev, ckpt_path.parent, random_init, assignment)
+    on: every image of the run's own data, unless ``data``/``val_data`` name others. ``random_init`` keeps the
+    architecture and seed but not the learned weights: the "random" row of the tables."""
+    return open_run(path, data, val_data, data_root, device, random_init)
 
 
 def _need_labels(ds, protocol: str, which: str) -> None:
@@ -84,7 +47,7 @@ def _need_labels(ds, protocol: str, which: str) -> None:
                           f"subfolder per class")
 
 
-def run_protocol(name: str, s: EvalSetup, epochs: int = 10, layer: Optional[str] = None, knn_k: int = 20,
+def run_protocol(name: str, s: SavedRun, epochs: int = 10, layer: Optional[str] = None, knn_k: int = 20,
                  target_data: Optional[str] = None, target_val_data: Optional[str] = None,
                  queries: int = 1000, seeds: int = 3, progress: bool = True, views: str = "auto") -> dict:
     """Run one protocol of :data:`PROTOCOLS` on ``s``; return its metrics."""
@@ -128,8 +91,9 @@ def run_protocol(name: str, s: EvalSetup, epochs: int = 10, layer: Optional[str]
                                     "clusters": int(len(np.unique(s.assignment)))}
     elif name == "transfer":
         tcfg = replace(cfg, data=target_data or cfg.data, val_data=target_val_data if target_data else cfg.val_data,
-                       subset=None, supervised=True, k=2)
+                       subset=None)
         train_t, test_t = load_datasets(tcfg)
+        _need_labels(train_t, name, "target training")
         _need_labels(test_t, name, "target test")
         if train_t.channels != s.train_set.channels:
             raise ConfigError(f"the target images have {train_t.channels} channel(s), the network was built for "
@@ -143,7 +107,7 @@ def run_protocol(name: str, s: EvalSetup, epochs: int = 10, layer: Optional[str]
     return out
 
 
-def _retrieval(s: EvalSetup, layer: str, queries: int, progress: bool) -> dict:
+def _retrieval(s: SavedRun, layer: str, queries: int, progress: bool) -> dict:
     """R-MAC from a conv layer's map: regional vectors whitened with PCA learned on the *training* images; every
     one of the first ``queries`` test images is a query against the others (same label = relevant)."""
     from ..data import make_loader

@@ -40,8 +40,7 @@ def fold_batchnorm(layers: nn.Sequential) -> nn.Sequential:
 class PrototypeHead(nn.Module):
     """DeepCluster-v2's head (Caron et al., SwAV paper, 2020): a linear projection to ``dim``, L2-normalised,
     scored by cosine against ``k`` prototypes (the k-means centroids of the previous epoch's projections, not
-    trained) divided by a temperature. The projection persists across epochs; only the prototypes change.
-    ``last_z`` keeps the latest normalised projections so the trainer can refresh its memory bank."""
+    trained) divided by a temperature. The projection persists across epochs; only the prototypes change."""
 
     def __init__(self, in_dim: int, dim: int, k: int, temperature: float):
         super().__init__()
@@ -50,7 +49,6 @@ class PrototypeHead(nn.Module):
         nn.init.zeros_(self.projection.bias)
         self.register_buffer("prototypes", F.normalize(torch.randn(k, dim), dim=1))
         self.temperature = temperature
-        self.last_z: torch.Tensor | None = None
 
     @property
     def out_features(self) -> int:
@@ -63,10 +61,12 @@ class PrototypeHead(nn.Module):
     def set_prototypes(self, centroids: torch.Tensor) -> None:
         self.prototypes = F.normalize(centroids.to(self.prototypes), dim=1)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        z = self.project(h)
-        self.last_z = z.detach()
+    def scores(self, z: torch.Tensor) -> torch.Tensor:
+        """Unit-norm projections ``(B, dim)`` -> logits ``(B, k)``: cosine to each prototype over the temperature."""
         return z @ self.prototypes.T / self.temperature
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.scores(self.project(h))
 
 
 class ClusterHeads(nn.Module):
@@ -193,8 +193,14 @@ class DeepClusterNet(nn.Module):
 
         return embed
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(F.relu(self.embed(x)))
+    def forward(self, x: torch.Tensor, with_projection: bool = False):
+        """The head's logits; with ``with_projection`` (a prototype head), ``(logits, unit-norm projections)``:
+        what DeepCluster-v2 keeps of its training pass for its memory bank."""
+        h = F.relu(self.embed(x))
+        if with_projection:
+            z = self.head.project(h)
+            return self.head.scores(z), z
+        return self.head(h)
 
 
 @torch.no_grad()

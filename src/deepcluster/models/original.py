@@ -13,8 +13,7 @@ import re
 
 import torch
 
-from ..config import Config, ConfigError
-from ..recipe import resolve
+from ..config import ConfigError
 from .net import DeepClusterNet
 
 ARCHS = {"alexnet": "alexnet", "vgg16": "vgg16"}
@@ -77,13 +76,3 @@ def _check_sobel(sd: dict, source: str) -> None:
     biases = [sd.get(f"sobel.{i}.bias") for i in (0, 1)]
     if not ok or any(b is not None and b.abs().max() > 1e-6 for b in biases):
         raise ConfigError(f"{source}: its Sobel layers are not the fixed grey + Sobel filter the paper uses")
-
-
-def original_to_checkpoint(state: dict, source: str = "checkpoint", data: str = "") -> dict:
-    """A reference checkpoint as one of ours (see :func:`deepcluster.checkpoint.save_checkpoint`): our config
-    for the architecture at 224 px (``data`` recorded if given), the converted weights, the head's size and the
-    reference's epoch."""
-    arch, sobel, model, head_classes = convert_original(state, source)
-    cfg = resolve(Config(data=data, recipe="paper", arch=arch, sobel=sobel, image_size=224, k=max(head_classes, 2)))
-    return {"epoch": int(state.get("epoch", 0)), "config": cfg.to_dict(), "arch": arch, "model": model,
-            "head_classes": head_classes, "imported_from": "facebookresearch/deepcluster"}

@@ -11,7 +11,6 @@ import base64
 import datetime
 import html
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -19,11 +18,10 @@ import numpy as np
 import torch
 
 from ..config import Config, ConfigError
-from ..device import resolve_device
 from ..diagnose import learning_problems
 from ..evaluate.clustering import kmeans_protocol
-from ..network import make_model, restore_model
 from ..rundir import RunDir, atomic_write_text
+from ..session import open_run
 from .curves import plot_curves
 from .filters import first_layer_kernels, stretch, tile_grid
 from .grids import cluster_rows, image_rows, pick_clusters
@@ -75,19 +73,12 @@ def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
 
 def feature_sample(model, dataset, cfg: Config, device, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``(indices, L2-normalised fc features)`` of a fixed random sample of ``n`` images (centre view)."""
-    from ..data import default_image_size, make_loader
+    from ..features import centre_view_features
     from ..preprocess import l2_normalize
-    from ..views import center_view
 
     idx = np.sort(np.random.default_rng(cfg.seed).choice(len(dataset), min(n, len(dataset)), replace=False))
-    size = default_image_size(cfg)
-    model.eval()
-    feats = []
-    with torch.inference_mode():
-        for images, _ in make_loader(dataset, idx.tolist(), cfg.batch_size, 0):
-            x = center_view(images.to(device), size, dataset.mean, dataset.std)
-            feats.append(model.embed(x.contiguous(memory_format=torch.channels_last)).float().cpu().numpy())
-    return idx, l2_normalize(np.concatenate(feats))
+    return idx, l2_normalize(centre_view_features(model, dataset, device, cfg.batch_size, indices=idx, desc=None,
+                                                       alone=True))  # drawn by rank 0 alone
 
 
 def evaluation_tables(run: RunDir) -> str:
@@ -228,30 +219,15 @@ def build_report(run_dir: str | Path, data: Optional[str] = None, data_root: Opt
                  device: str = "auto", map_images: int = 1000) -> Path:
     """Rebuild the report of a run directory from its files: config, metrics, checkpoint (network and the last
     assignment) and the training data (the run's own, unless ``data``/``data_root`` say where it is now)."""
-    from ..checkpoint import load_checkpoint
-    from ..data import load_datasets
-
-    run = RunDir(run_dir)
-    if not (run / "config.yaml").is_file():
-        raise ConfigError(f"{run.path} is not a run directory (no config.yaml): give a folder written by "
+    if not (Path(run_dir) / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml): give a folder written by "
                           f"'deepcluster train'")
-    cfg = Config.from_yaml(run / "config.yaml")
-    over = {k: v for k, v in (("data", data), ("data_root", data_root)) if v is not None}
-    cfg = replace(cfg, device=device, **over).validate()
-    dataset, _ = load_datasets(replace(cfg, supervised=False, k=2), cache=False)  # a few images are shown
-    dev = resolve_device(device)
-    history = run.read_metrics()
-    model, assignment = None, None
-    if (run / "checkpoint.pt").is_file():
-        ckpt = load_checkpoint(run / "checkpoint.pt")
-        model = make_model(cfg, dataset, dev)
-        try:
-            restore_model(model, ckpt)
-        except RuntimeError:
-            raise ConfigError(f"the weights in {run / 'checkpoint.pt'} do not fit the {cfg.arch} network for "
-                              f"this data: give the data the run was trained on (--data)") from None
-        assignment = ckpt["assignment"].numpy()
-        history = [r for r in history if r["epoch"] <= ckpt["epoch"]]
-    final = bool(history) and history[-1]["epoch"] >= cfg.epochs
-    return write_report(run.path, cfg, history, model=model, dataset=dataset, assignment=assignment, final=final,
-                        device=dev, map_images=map_images)
+    run = open_run(run_dir, data, data_root=data_root, device=device, whole_data=False, cache=False,
+                   need_checkpoint=False)  # a few images are shown: not decoded into memory
+    history = RunDir(run.run_dir).read_metrics()
+    if run.state is not None:
+        history = [r for r in history if r["epoch"] <= run.state.epoch]
+    final = bool(history) and history[-1]["epoch"] >= run.cfg.epochs
+    assignment = run.state.assignment if run.state is not None else None
+    return write_report(run.run_dir, run.cfg, history, model=run.model, dataset=run.train_set, assignment=assignment,
+                        final=final, device=run.device, map_images=map_images)

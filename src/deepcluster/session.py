@@ -1,0 +1,71 @@
+"""Open a saved run: its state, its config with the caller's data options, its network and its datasets. The one
+way evaluation, the report, visualisation and the exports get at a finished (or running) run."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .config import Config, ConfigError
+from .data import load_datasets
+from .device import resolve_device
+from .network import saved_network
+from .state import RunState, checkpoint_path
+
+
+@dataclass
+class SavedRun:
+    """A run opened for use. ``state`` is None for a run directory that has no checkpoint yet (then ``model`` is
+    None too); ``assignment`` is the run's last clustering of ``train_set``, when the network is its trained one."""
+
+    cfg: Config
+    state: Optional[RunState]
+    model: Optional[torch.nn.Module]
+    train_set: object
+    test_set: object
+    device: torch.device
+    run_dir: Path
+    random_init: bool = False
+
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
+
+    @property
+    def assignment(self) -> Optional[np.ndarray]:
+        s = self.state
+        return None if s is None or self.random_init or s.config.supervised else s.assignment
+
+
+def open_run(path: str | Path, data: Optional[str] = None, val_data: Optional[str] = None,
+             data_root: Optional[str] = None, device: str = "auto", random_init: bool = False,
+             whole_data: bool = True, cache: bool = True, need_checkpoint: bool = True) -> SavedRun:
+    """A run directory or a checkpoint file, opened on ``device``.
+
+    The datasets are the run's own unless ``data`` / ``val_data`` / ``data_root`` say otherwise (``data`` alone
+    drops the run's held-out split); ``whole_data`` evaluates on every image, else the run's ``--subset`` is kept
+    (the images its assignment numbers). ``random_init`` builds the same architecture and seed untrained. Without
+    ``need_checkpoint`` a run directory that has only its ``config.yaml`` so far opens with no network."""
+    path = Path(path)
+    ckpt = checkpoint_path(path)
+    if ckpt.is_file() or need_checkpoint:
+        state = RunState.load(ckpt)
+        cfg = state.config
+    elif (path / "config.yaml").is_file():
+        state, cfg = None, Config.from_yaml(path / "config.yaml")
+    else:
+        raise ConfigError(f"{path} is not a run directory (no config.yaml): give a folder written by "
+                          f"'deepcluster train'")
+    over = {k: v for k, v in (("data", data), ("val_data", val_data), ("data_root", data_root)) if v is not None}
+    if data is not None and val_data is None:
+        over["val_data"] = None
+    if whole_data:
+        over["subset"] = None
+    cfg = replace(cfg, device=device, **over).validate()
+    train_set, test_set = load_datasets(cfg, cache=cache)
+    dev = resolve_device(device)
+    model = None if state is None else saved_network(state, cfg, train_set.channels, dev, str(ckpt), random_init)
+    return SavedRun(cfg, state, model, train_set, test_set, dev, ckpt.parent, random_init)

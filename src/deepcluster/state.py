@@ -1,0 +1,96 @@
+"""The state of a run, and the one place its checkpoint format is written and read.
+
+Training saves a :class:`RunState` after every epoch; a resumed run, the evaluations, the report and the importer
+of the reference's checkpoints all go through :meth:`RunState.load`. The file is the dict of
+:meth:`RunState.to_dict` under :mod:`deepcluster.checkpoint`'s format tag, so checkpoints written before this class
+existed load unchanged.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Config, ConfigError
+from .models.original import convert_original
+from .recipe import resolve
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class RunState:
+    """What a run has learned after ``epoch`` epochs.
+
+    - ``model``: the network's ``state_dict``, its head included; ``head_classes`` the head's size (a list for
+      several clustering heads), which a new network needs before it can take those weights;
+    - ``optimizer``: the body optimiser's state (absent in imported checkpoints);
+    - ``assignment``: the last epoch's cluster id of every training image, in dataset order (None for the
+      supervised baseline's true labels and for imported checkpoints);
+    - ``bank``: DeepCluster-v2's memory bank of projections, ``(N, proj_dim)``;
+    - ``imported_from``: where converted weights came from.
+    """
+
+    epoch: int
+    config: Config
+    model: dict
+    head_classes: Union[int, list]
+    optimizer: Optional[dict] = None
+    assignment: Optional[np.ndarray] = None
+    bank: Optional[torch.Tensor] = None
+    imported_from: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        d = {"epoch": self.epoch, "config": self.config.to_dict(), "arch": self.config.arch, "model": self.model,
+             "head_classes": self.head_classes}
+        optional = {"optimizer": self.optimizer, "bank": self.bank, "imported_from": self.imported_from,
+                    "assignment": None if self.assignment is None else torch.from_numpy(self.assignment)}
+        return {**d, **{k: v for k, v in optional.items() if v is not None}}
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "checkpoint") -> "RunState":
+        missing = [k for k in ("epoch", "config", "model", "head_classes") if k not in d]
+        if missing:
+            raise ConfigError(f"{source} lacks {', '.join(missing)}: it was not written by 'deepcluster train'")
+        assignment = d.get("assignment")
+        return cls(epoch=int(d["epoch"]), config=Config.from_dict(d["config"], source=source), model=d["model"],
+                   head_classes=d["head_classes"], optimizer=d.get("optimizer"),
+                   assignment=None if assignment is None else assignment.numpy(), bank=d.get("bank"),
+                   imported_from=d.get("imported_from"))
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically (a crash leaves the old file or the new one)."""
+        save_checkpoint(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunState":
+        """From a run directory (its ``checkpoint.pt``) or a checkpoint file; one ConfigError line when it is
+        missing, damaged, or not ours."""
+        path = checkpoint_path(path)
+        return cls.from_dict(load_checkpoint(path), source=str(path))
+
+    @classmethod
+    def from_original(cls, reference: dict, source: str = "checkpoint", data: str = "") -> "RunState":
+        """A checkpoint of the reference implementation (:func:`~deepcluster.models.original.convert_original`)
+        as a state of ours: the config of its architecture at 224 px (``data`` recorded if given), the converted
+        weights, its head's size and its epoch."""
+        arch, sobel, model, head_classes = convert_original(reference, source)
+        cfg = resolve(Config(data=data, recipe="paper", arch=arch, sobel=sobel, image_size=224,
+                             k=max(head_classes, 2)))
+        return cls(epoch=int(reference.get("epoch", 0)), config=cfg, model=model, head_classes=head_classes,
+                   imported_from="facebookresearch/deepcluster")
+
+    def without_bank(self) -> "RunState":
+        """This state less the memory bank, which only rank 0 uses: what the other processes are sent."""
+        return dataclasses.replace(self, bank=None)
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """A run directory's checkpoint, or ``path`` itself when it names a file."""
+    path = Path(path)
+    return path / CHECKPOINT if path.is_dir() else path

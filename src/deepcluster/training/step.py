@@ -1,0 +1,74 @@
+"""One pass of training on given labels: the augmented view, cross-entropy, SGD; the same for every method."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .. import distributed as dist
+from ..config import Config, TrainingError
+from ..data import make_loader
+from ..device import amp_dtype, autocast
+from ..models import DeepClusterNet
+from ..views import train_view
+from .schedule import epoch_seed
+
+
+def train_on_labels(model: DeepClusterNet, optimizer, head_optimizer: Optional[torch.optim.Optimizer], dataset,
+                    indices: np.ndarray, targets: np.ndarray, cfg: Config, epoch: int, device: torch.device,
+                    keep_projections: bool = False) -> tuple[float, Optional[tuple[np.ndarray, np.ndarray]]]:
+    """One pass over ``indices`` (dataset indices; under torchrun this process's slice of them) with the
+    augmented view and cross-entropy against ``targets[index]``. Returns the mean loss over all processes and,
+    with ``keep_projections`` (a prototype head: v2), this process's ``(indices, unit-norm projections)`` of the
+    pass, else None."""
+    # Each process draws its own crops and dropout masks; rank 0's are those of a single-process run.
+    rank_seed = epoch_seed(cfg.seed, epoch) + 7919 * dist.rank()
+    gen = torch.Generator().manual_seed(rank_seed)
+    if dist.rank():
+        torch.manual_seed(rank_seed)
+    y_all = torch.from_numpy(targets).to(device)
+    loader = make_loader(dataset, dist.shard(indices), cfg.batch_size, cfg.workers, device.type == "cuda")
+    model.train()
+    # Wrapped afresh each epoch: v1 has a new head, and DDP's construction hands every process rank 0's weights.
+    net = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled() else model
+    amp = amp_dtype(cfg.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)  # fp16 gradients underflow unscaled
+    total, count, seen, projections = 0.0, 0, [], []
+    bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, unit="batch",
+               disable=None if dist.is_main() else True)  # None: quiet when the output is not a terminal
+    for step, (images, idx) in enumerate(bar):
+        x = train_view(images.to(device, non_blocking=True), model.image_size, dataset.mean, dataset.std,
+                       cfg.crop_scale, generator=gen).contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            if keep_projections:
+                logits, z = net(x, with_projection=True)
+                seen.append(idx.numpy())
+                projections.append(z.detach().float().cpu().numpy())
+            else:
+                logits = net(x)
+            loss = model.loss(logits, y_all[idx.to(device)])
+        if not torch.isfinite(loss):
+            raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}, batch {step}: lower the "
+                                f"learning rate (--lr, now {cfg.lr}); the last checkpoint is kept as it was")
+        optimizer.zero_grad(set_to_none=True)
+        if head_optimizer is not None:
+            head_optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        if head_optimizer is not None:
+            scaler.step(head_optimizer)
+        scaler.update()
+        total += loss.item() * len(idx)
+        count += len(idx)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{total / count:.3f}")
+    # DDP hands out rank 0's buffers before each forward, but the last forward then updated every rank's
+    # BatchNorm statistics with its own batch: take rank 0's, so that all ranks extract with one network (the
+    # one rank 0 checkpoints, which a resumed run starts from).
+    dist.broadcast_buffers(model)
+    total, count = dist.all_sum([total, count])
+    kept = (np.concatenate(seen), np.concatenate(projections)) if keep_projections and seen else None
+    return total / max(count, 1), kept
