@@ -161,10 +161,10 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
     # 3 and 4: clustering on this epoch's whitened features
     x = whitened_features(model, data, device, np.random.default_rng(0), cfg.pca_dim, cfg.pca_sample, cfg.batch_size,
                           cfg.workers, desc=None)
-    use_gpu = "auto" if device.type == "cuda" else False
+    where = "auto" if device.type == "cuda" else "cpu"
 
     def ours():
-        clus = build_clustering(cfg, 0, use_gpu).fit(x)
+        clus = build_clustering(cfg, 0, where).fit(x)
         labels, _ = pseudo_labels(clus.labels_)
         return uniform_over_clusters(labels, n, np.random.default_rng(0))
 
@@ -183,7 +183,7 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
         t_faiss.append(timed(raw_faiss)[0])
     t_sk, sk = timed(lambda: sklearn_kmeans(x, cfg.k, cfg.kmeans_iters))
     t_skpp = timed(lambda: sklearn_kmeans(x, cfg.k, cfg.kmeans_iters, "k-means++"))[0]
-    iters = build_clustering(cfg, 0, use_gpu).fit(x).n_iter_
+    iters = build_clustering(cfg, 0, where).fit(x).n_iter_
     lloyd_flops = 2 * x.shape[0] * x.shape[1] * cfg.k
     t_ours, t_faiss = statistics.median(t_ours), statistics.median(t_faiss)
 

@@ -127,7 +127,7 @@ def bench_memory(args) -> None:
     held = _status("VmRSS") - base  # x, and whatever the allocator kept of the phase before
     _reset_peak()
     t = time.perf_counter()
-    clus = build_clustering(cfg, 0, use_gpu=device.type == "cuda").fit(x)
+    clus = build_clustering(cfg, 0, device.type).fit(x)
     labels, c = pseudo_labels(clus.labels_)
     sample = uniform_over_clusters(labels, n, np.random.default_rng(0))
     t_clus, peak_clus = time.perf_counter() - t, _status("VmHWM") - base

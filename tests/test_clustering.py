@@ -3,8 +3,9 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from deepcluster.clustering import KMeans, gpu_available, k_means, repair_empty_clusters
-from deepcluster.clustering.kmeans import _assign, _split_empty
+from deepcluster.clustering import PIC, Health, KMeans, gpu_available, k_means, repair_empty_clusters
+from deepcluster.clustering.kmeans import _assign
+from deepcluster.clustering.repair import split_empty
 from deepcluster.evaluate import nmi
 
 
@@ -94,7 +95,7 @@ def test_torch_backend_finds_the_same_partition_as_faiss():
     x, y = blobs(k=8, per=250, d=16)
     kw = dict(seed=3, init="k-means++", n_init=3)
     f = KMeans(8, backend="faiss", **kw).fit(x)
-    t = KMeans(8, backend="torch", use_gpu=False, **kw).fit(x)
+    t = KMeans(8, backend="torch", device="cpu", **kw).fit(x)
     assert t.backend_ == "torch:cpu" and f.backend_ == "faiss:cpu"
     assert adjusted_rand_score(f.labels_, t.labels_) == 1.0 and adjusted_rand_score(y, t.labels_) == 1.0
     assert t.inertia_ == pytest.approx(f.inertia_, rel=0.01)
@@ -102,7 +103,7 @@ def test_torch_backend_finds_the_same_partition_as_faiss():
     assert t.cluster_centers_.dtype == np.float32 and t.cluster_centers_.shape == (8, 16)
     # inertia_ is the final assignment's distances, computed as |x|^2 - 2 x.c + |c|^2: close, not exact
     assert t.inertia_ == pytest.approx(((x - t.cluster_centers_[t.labels_]) ** 2).sum(), rel=1e-3)
-    assert t.health_ == {"kmeans_objective": t.inertia_ / 2000, "empty_resplit": t.n_resplit_}
+    assert t.health_.metrics() == {"kmeans_objective": t.inertia_ / 2000, "empty_resplit": t.n_resplit_}
     assert np.array_equal(t.predict(x), t.labels_)
 
 
@@ -131,11 +132,11 @@ def test_torch_backend_splits_empty_clusters():
     assert km.n_resplit_ >= 7
 
 
-def test_split_empty_halves_a_big_donor_and_spares_singletons():
+def testsplit_empty_halves_a_big_donor_and_spares_singletons():
     eps = 1 / 1024
     centroids = np.array([[9, 9], [1, 2], [5, 5]], np.float32)
     counts = np.array([0, 5, 1], np.float64)  # cluster 1 is the only one with more than one point
-    assert _split_empty(centroids, counts, np.random.default_rng(0)) == 1
+    assert split_empty(centroids, counts, np.random.default_rng(0)) == 1
     np.testing.assert_allclose(centroids[0], [1 + eps, 2 * (1 - eps)], rtol=1e-7)  # relative, opposite signs
     np.testing.assert_allclose(centroids[1], [1 - eps, 2 * (1 + eps)], rtol=1e-7)
     np.testing.assert_array_equal(centroids[2], [5, 5])
@@ -143,7 +144,7 @@ def test_split_empty_halves_a_big_donor_and_spares_singletons():
     # a second empty cluster in the same pass takes from one of the halves, never from the singleton
     centroids = np.array([[9, 9], [1, 2], [5, 5], [7, 7]], np.float32)
     counts = np.array([0, 5, 1, 0], np.float64)
-    assert _split_empty(centroids, counts, np.random.default_rng(0)) == 2
+    assert split_empty(centroids, counts, np.random.default_rng(0)) == 2
     assert counts.sum() == 6 and counts.min() > 0 and counts[2] == 1 and counts[3] == 1.25
     np.testing.assert_array_equal(centroids[2], [5, 5])
 
@@ -160,20 +161,48 @@ def test_chunked_assignment_equals_brute_force():
         np.testing.assert_allclose(d2.numpy(), brute.min(1), rtol=1e-5, atol=1e-5)
 
 
-def test_unknown_backend_is_refused():
+def test_the_constructor_only_stores_and_fit_refuses_unknown_settings():
+    """scikit-learn's rule: ``__init__`` stores its arguments (so ``set_params``-style changes work); ``fit``
+    checks them."""
+    x, _ = blobs(k=3, per=10)
+    km = KMeans(8, backend="cuda", init="kmeans", device="gpu")
+    assert (km.backend, km.init, km.device) == ("cuda", "kmeans", "gpu")
+    with pytest.raises(ValueError, match="unknown k-means init 'kmeans': choose one of random, k-means\\+\\+"):
+        km.fit(x)
+    km.init = "random"
     with pytest.raises(ValueError, match="unknown k-means backend 'cuda': choose one of auto, faiss, torch"):
-        KMeans(8, backend="cuda")
+        km.fit(x)
+    km.backend = "auto"
+    with pytest.raises(ValueError, match="unknown clustering device 'gpu': choose one of auto, cpu, cuda"):
+        km.fit(x)
+    km.device = "cpu"
+    assert km.fit(x) is km and km.backend_ == "faiss:cpu"
+
+
+def test_both_estimators_fill_one_health_record():
+    x, _ = blobs(k=3, per=20)
+    km, pic = KMeans(3, seed=0).fit(x), PIC().fit(x)
+    for est in (km, pic):
+        h = est.health_
+        assert isinstance(h, Health)
+        sizes = np.bincount(est.labels_)
+        assert h.clusters == int((sizes > 0).sum()) and h.singletons == int((sizes == 1).sum())
+    assert km.health_.objective == pytest.approx(km.inertia_ / len(x)) and km.health_.repaired == km.n_resplit_
+    assert pic.health_.objective is None and pic.health_.repaired == pic.n_singletons_moved_
 
 
 @pytest.mark.skipif(torch.cuda.is_available() or gpu_available(), reason="needs a machine without a GPU")
 def test_gpu_demanded_without_one_is_refused_and_auto_falls_back_to_faiss_cpu():
     x, _ = blobs(k=3, per=10)
-    with pytest.raises(ValueError, match="use_gpu=True but no CUDA GPU is visible"):
-        KMeans(3, use_gpu=True).fit(x)
-    with pytest.raises(ValueError, match="use_gpu=True but no CUDA GPU is visible"):
-        KMeans(3, use_gpu=True, backend="torch").fit(x)
+    with pytest.raises(ValueError, match="device='cuda' but no CUDA GPU is visible"):
+        KMeans(3, device="cuda").fit(x)
+    with pytest.raises(ValueError, match="device='cuda' but no CUDA GPU is visible"):
+        KMeans(3, device="cuda", backend="torch").fit(x)
     with pytest.raises(ValueError, match="backend='faiss' but this faiss has no GPU support"):
-        KMeans(3, use_gpu=True, backend="faiss").fit(x)
+        KMeans(3, device="cuda", backend="faiss").fit(x)
+    with pytest.raises(ValueError, match="device='cuda' but this faiss cannot search on a GPU"):
+        PIC(device="cuda").fit(x)
+    assert PIC(device="auto").fit(x).n_clusters_ >= 1
     assert KMeans(3).fit(x).backend_ == "faiss:cpu"
     assert KMeans(3, backend="torch").fit(x).backend_ == "torch:cpu"
 

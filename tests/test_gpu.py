@@ -44,13 +44,13 @@ def test_kmeans_runs_on_the_gpu_and_matches_the_same_algorithm_on_the_cpu():
     centres, truth = rng.standard_normal((8, 32)) * 5, rng.integers(8, size=4000)
     x = (centres[truth] + rng.standard_normal((4000, 32))).astype(np.float32)
     # the same draws on both devices: the same partition, the right one, and the same objective up to rounding
-    gpu = KMeans(8, 20, seed=0, init="k-means++", n_init=3, backend="torch", use_gpu=True).fit(x)
-    cpu = KMeans(8, 20, seed=0, init="k-means++", n_init=3, backend="torch", use_gpu=False).fit(x)
+    gpu = KMeans(8, 20, seed=0, init="k-means++", n_init=3, backend="torch", device="cuda").fit(x)
+    cpu = KMeans(8, 20, seed=0, init="k-means++", n_init=3, backend="torch", device="cpu").fit(x)
     assert gpu.backend_.startswith("torch:cuda") and cpu.backend_ == "torch:cpu"
     assert adjusted_rand_score(cpu.labels_, gpu.labels_) == 1.0
     assert adjusted_rand_score(truth, gpu.labels_) == 1.0
     assert gpu.inertia_ == pytest.approx(cpu.inertia_, rel=1e-4)
-    # and use_gpu="auto" takes the GPU by itself (faiss's GPU index when faiss has one, else PyTorch)
+    # and device="auto" takes the GPU by itself (faiss's GPU index when faiss has one, else PyTorch)
     assert KMeans(8, 5, seed=0).fit(x).backend_.split(":")[1] == "cuda"
 
 

@@ -4,44 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from .repair import repair_empty_clusters
-
-
-def _faiss():
-    import faiss  # imported lazily: importing faiss costs start-up time for commands that never cluster
-    return faiss
-
-
-def _flat_index(d: int, use_gpu: bool):
-    faiss = _faiss()
-    if use_gpu:
-        import torch
-
-        res = faiss.StandardGpuResources()
-        cfg = faiss.GpuIndexFlatConfig()
-        cfg.device = torch.cuda.current_device() if torch.cuda.is_available() else 0
-        return faiss.GpuIndexFlatL2(res, d, cfg)
-    return faiss.IndexFlatL2(d)
-
-
-def gpu_available() -> bool:
-    """Whether faiss itself can run on a GPU (not whether torch can: see :func:`_resolve_backend`)."""
-    faiss = _faiss()
-    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-
+from .health import Health
+from .index import check_device, faiss_module, flat_index, gpu_available
+from .repair import repair_empty_clusters, split_empty
 
 INITS = {"random": "ClusteringInitMethod_RANDOM", "k-means++": "ClusteringInitMethod_KMEANS_PLUS_PLUS"}
 BACKENDS = ("auto", "faiss", "torch")
 _CHUNK_ELEMS = 1 << 24  # distances held at once by _assign: rows x k float32 = 64 MiB, whatever N is
-_SPLIT_EPS = 1 / 1024  # relative perturbation that separates the two copies of a split centroid (faiss's value)
 
 
-def _resolve_backend(backend: str, use_gpu: bool | str) -> tuple[str, str]:
-    """``(backend, device)`` that a ``KMeans(backend=..., use_gpu=...)`` runs on: ("faiss", "cpu" | "cuda") or
-    ("torch", "cpu" | "cuda:<i>"). A GPU is wanted with use_gpu "auto" or True; faiss's own GPU code comes first,
-    then torch on the current CUDA device; with no GPU, faiss CPU unless the torch backend is forced."""
-    want_gpu = use_gpu == "auto" or bool(use_gpu)
-    need_gpu = want_gpu and use_gpu != "auto"
+def _resolve_backend(backend: str, device: str) -> tuple[str, str]:
+    """``(backend, device)`` that a ``KMeans(backend=..., device=...)`` runs on: ("faiss", "cpu" | "cuda") or
+    ("torch", "cpu" | "cuda:<i>"). A GPU is wanted with device "auto" or "cuda"; faiss's own GPU code comes
+    first, then torch on the current CUDA device; with no GPU, faiss CPU unless the torch backend is forced."""
+    want_gpu, need_gpu = device != "cpu", device == "cuda"
     if want_gpu and backend != "torch" and gpu_available():
         return "faiss", "cuda"
     if want_gpu and backend != "faiss":
@@ -50,11 +26,11 @@ def _resolve_backend(backend: str, use_gpu: bool | str) -> tuple[str, str]:
         if torch.cuda.is_available():
             return "torch", f"cuda:{torch.cuda.current_device()}"
     if need_gpu and backend == "faiss":
-        raise ValueError("use_gpu=True with backend='faiss' but this faiss has no GPU support (faiss-cpu?); "
+        raise ValueError("device='cuda' with backend='faiss' but this faiss has no GPU support (faiss-cpu?); "
                          "use backend='auto' or 'torch' to run k-means on the GPU through PyTorch")
     if need_gpu:
-        raise ValueError("use_gpu=True but no CUDA GPU is visible (neither faiss nor torch sees one); "
-                         "pass use_gpu='auto' or False to run on the CPU")
+        raise ValueError("device='cuda' but no CUDA GPU is visible (neither faiss nor torch sees one); "
+                         "pass device='auto' or 'cpu' to run on the CPU")
     return ("torch" if backend == "torch" else "faiss"), "cpu"
 
 
@@ -108,33 +84,9 @@ def _kmeans_pp(x, k: int, rng: np.random.Generator, x_sq):
     return x[chosen].clone()
 
 
-def _split_empty(centroids: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> int:
-    """Give every empty cluster half of a big one, the way faiss does between its k-means iterations (the idea of
-    ``split_clusters`` in faiss's Clustering.cpp): the donor is drawn with probability proportional to (size - 1),
-    so singletons never give; its centroid is copied and the two copies are pushed apart by a symmetric relative
-    perturbation of 1/1024 (one copy scaled by 1 + eps on even coordinates and 1 - eps on odd ones, the other the
-    reverse); the donor's count is halved between the two, as if the next assignment split it evenly.
-
-    centroids: ``(k, d)`` float32, counts: ``(k,)`` float64; both are updated in place. Returns the number of splits.
-    """
-    sign = np.where(np.arange(centroids.shape[1]) % 2 == 0, _SPLIT_EPS, -_SPLIT_EPS)
-    n_split = 0
-    for j in np.flatnonzero(counts == 0):
-        weight = np.maximum(counts - 1, 0)
-        if weight.sum() <= 0:
-            break  # no cluster holds two points: nothing to split (cannot happen with N >= k)
-        m = rng.choice(len(counts), p=weight / weight.sum())
-        c = centroids[m].copy()
-        centroids[j], centroids[m] = c * (1 + sign), c * (1 - sign)
-        counts[j] = counts[m] / 2
-        counts[m] -= counts[j]
-        n_split += 1
-    return n_split
-
-
 def _lloyd_torch(x, centroids, n_iter: int, rng: np.random.Generator, x_sq=None):
     """At most ``n_iter`` Lloyd iterations, as faiss.Clustering runs them: assign, record the objective, move
-    each centroid to the mean of its points, split empty clusters (:func:`_split_empty`). Like faiss, which stops
+    each centroid to the mean of its points, split empty clusters (:func:`split_empty`). Like faiss, which stops
     once the objective repeats, it stops at a fixed point: an assignment equal to the previous one, no split since.
 
     x: ``(N, d)`` float32 tensor, centroids: ``(k, d)`` on the same device (not modified); x_sq: ``(N,)``.
@@ -152,12 +104,12 @@ def _lloyd_torch(x, centroids, n_iter: int, rng: np.random.Generator, x_sq=None)
             break  # the centroids are already the means of this assignment: more iterations change nothing
         sums = torch.zeros_like(centroids).index_add_(0, labels, x)
         counts = torch.bincount(labels, minlength=k)
-        # an empty cluster keeps its old centroid for now; _split_empty replaces it below
+        # an empty cluster keeps its old centroid for now; split_empty replaces it below
         centroids = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None].to(x.dtype), centroids)
         counts = counts.cpu().numpy().astype(np.float64)
         if (counts == 0).any():  # rare after the first iterations: a round trip of k x d floats is cheap then
             c = centroids.cpu().numpy()
-            n_split += _split_empty(c, counts, rng)
+            n_split += split_empty(c, counts, rng)
             centroids = torch.from_numpy(c).to(x.device)
             labels = None  # split centroids are not the means of this assignment: no fixed point yet
         previous = labels
@@ -189,9 +141,10 @@ class KMeans:
     one with the lowest objective is kept.
 
     ``backend``: "faiss", "torch" or "auto". "auto" runs faiss on the GPU when faiss has GPU support and a GPU is
-    wanted (``use_gpu`` "auto" or True), else the PyTorch implementation on the current CUDA device when torch
+    wanted, else the PyTorch implementation on the current CUDA device when torch
     sees one and a GPU is wanted, else faiss on the CPU. "torch" forces the PyTorch implementation (on CUDA when
-    available and wanted, else on the CPU). ``use_gpu=True`` with no usable GPU raises ValueError.
+    available and wanted, else on the CPU). A GPU is wanted with ``device`` "auto" or "cuda"; "cuda" with no
+    usable GPU raises ValueError.
     The torch backend does what faiss.Clustering does with these settings (random init: k distinct points drawn
     with ``np.random.default_rng(seed)``; k-means++ implemented in torch), but its draws differ from faiss's, so
     the two reach the same partition only where the data leave little choice. Its ``objective_`` covers the
@@ -199,27 +152,29 @@ class KMeans:
 
     Learned attributes: ``labels_ (N,)``, ``cluster_centers_ (k, d)``, ``inertia_`` (sum of squared distances to
     the assigned centroid), ``n_iter_``, ``n_resplit_`` (empty clusters re-split in all), ``objective_`` (per
-    iteration), ``health_`` (the figures the training logs: objective per point, clusters re-split),
+    iteration), ``health_`` (:class:`~deepcluster.clustering.health.Health`: objective per point, clusters
+    re-split),
     ``backend_`` (what ran: "faiss:cpu", "faiss:cuda", "torch:cpu" or "torch:cuda:<i>").
     """
 
     def __init__(self, n_clusters: int, n_iter: int = 20, seed: int = 0, init: str = "random", n_init: int = 1,
-                 use_gpu: bool | str = "auto", verbose: bool = False, backend: str = "auto"):
-        if init not in INITS:
-            raise ValueError(f"unknown k-means init '{init}': choose one of {', '.join(INITS)}")
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown k-means backend '{backend}': choose one of {', '.join(BACKENDS)}")
+                 device: str = "auto", verbose: bool = False, backend: str = "auto"):
         self.n_clusters, self.n_iter, self.seed, self.init, self.n_init = n_clusters, n_iter, seed, init, n_init
-        self.use_gpu, self.verbose, self.backend = use_gpu, verbose, backend
+        self.device, self.verbose, self.backend = device, verbose, backend
 
     def fit(self, x: np.ndarray) -> "KMeans":
+        if self.init not in INITS:
+            raise ValueError(f"unknown k-means init '{self.init}': choose one of {', '.join(INITS)}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown k-means backend '{self.backend}': choose one of {', '.join(BACKENDS)}")
+        check_device(self.device)
         x = np.ascontiguousarray(x, dtype=np.float32)
         n, d = x.shape
         if self.n_clusters < 2 or self.n_clusters > n:
             raise ValueError(f"k-means needs 2 <= k <= N; got k = {self.n_clusters} for N = {n} points")
         if not all_finite(x):
             raise ValueError("k-means input holds NaN or infinite values")
-        backend, device = _resolve_backend(self.backend, self.use_gpu)
+        backend, device = _resolve_backend(self.backend, self.device)
         fit = self._fit_torch if backend == "torch" else self._fit_faiss
         centroids, labels, d2, objective, n_split = fit(x, device)
         self.backend_ = f"{backend}:{device}"
@@ -230,13 +185,13 @@ class KMeans:
         self.n_resplit_ = n_split + n_after
         # the final assignment's distances are the objective, unless the repair moved points
         self.inertia_ = inertia(x, centroids, labels) if n_after else float(d2.sum(dtype=np.float64))
-        self.health_ = {"kmeans_objective": self.inertia_ / n, "empty_resplit": self.n_resplit_}
+        self.health_ = Health.of(labels, self.n_resplit_, self.inertia_ / n)
         return self
 
     def _fit_faiss(self, x: np.ndarray, device: str):
         """faiss.Clustering on ``x (N, d)``. Returns ``(centroids (k, d), labels (N,) int64, squared distances to
         them (N,), objective, n_split)``."""
-        faiss = _faiss()
+        faiss = faiss_module()
         d = x.shape[1]
         clus = faiss.Clustering(d, self.n_clusters)
         clus.niter, clus.seed, clus.verbose = self.n_iter, int(self.seed) % (2 ** 31), self.verbose
@@ -244,7 +199,7 @@ class KMeans:
         clus.init_method = getattr(faiss, INITS[self.init])
         clus.max_points_per_centroid = 10_000_000  # the paper: cluster every point, no subsampling
         clus.min_points_per_centroid = 1  # small k/N ratios are intended here; no warning
-        index = _flat_index(d, device != "cpu")
+        index = flat_index(d, device != "cpu")
         clus.train(x, index)
         centroids = faiss.vector_to_array(clus.centroids).reshape(self.n_clusters, d)
         stats = clus.iteration_stats
@@ -281,7 +236,7 @@ class KMeans:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Index of the nearest learned centroid for each row of ``(N, d)``."""
-        index = _flat_index(self.cluster_centers_.shape[1], False)
+        index = flat_index(self.cluster_centers_.shape[1], False)
         index.add(np.ascontiguousarray(self.cluster_centers_, dtype=np.float32))
         return index.search(np.ascontiguousarray(x, dtype=np.float32), 1)[1][:, 0].astype(np.int64)
 

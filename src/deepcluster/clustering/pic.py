@@ -14,16 +14,18 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .kmeans import _flat_index, all_finite, gpu_available
+from .health import Health
+from .index import check_device, flat_index, gpu_available
+from .kmeans import all_finite
 
 
-def knn_graph(x: np.ndarray, n_neighbors: int, use_gpu: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def knn_graph(x: np.ndarray, n_neighbors: int, gpu: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Exact k-NN of every row of ``x`` (faiss, L2), itself excluded: ``(distances^2 (N, k), indices (N, k))``,
     nearest first."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     n = len(x)
     k = min(n_neighbors, n - 1)
-    index = _flat_index(x.shape[1], use_gpu)
+    index = flat_index(x.shape[1], gpu)
     index.add(x)
     d2, idx = index.search(x, k + 1)
     # Drop each row's own entry; with duplicate points faiss may list the twin first, so look for i itself.
@@ -107,14 +109,15 @@ def move_singletons(w: sp.csr_matrix, labels: np.ndarray) -> tuple[np.ndarray, i
 class PIC:
     """Power Iteration Clustering behind the same interface as :class:`KMeans`: ``fit(x)`` returns ``self`` with
     ``labels_`` (contiguous, 0..C-1), ``n_clusters_`` (C, found, not given), ``n_singletons_moved_``,
-    ``sizes_``, ``stationary_`` (the vector v) and ``health_`` (the figures the training logs).
+    ``sizes_``, ``stationary_`` (the vector v) and ``health_`` (:class:`~deepcluster.clustering.health.Health`).
 
-    ``use_gpu`` runs the k-NN search on a faiss GPU index when present ("auto")."""
+    ``device``: "auto" runs the k-NN search on a faiss GPU index when faiss has one, "cpu" on the CPU, "cuda" on
+    the GPU (a ValueError when faiss has none)."""
 
     def __init__(self, n_neighbors: int = 5, sigma: float = 0.2, alpha: float = 0.001, n_iter: int = 200,
-                 move_singletons: bool = True, use_gpu: bool | str = "auto"):
+                 move_singletons: bool = True, device: str = "auto"):
         self.n_neighbors, self.sigma, self.alpha, self.n_iter = n_neighbors, sigma, alpha, n_iter
-        self.move_singletons, self.use_gpu = move_singletons, use_gpu
+        self.move_singletons, self.device = move_singletons, device
 
     def fit(self, x: np.ndarray) -> "PIC":
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -122,8 +125,12 @@ class PIC:
             raise ValueError(f"PIC needs at least 2 points; got {len(x)}")
         if not all_finite(x):
             raise ValueError("PIC input holds NaN or infinite values")
-        use_gpu = gpu_available() if self.use_gpu == "auto" else bool(self.use_gpu)
-        d2, idx = knn_graph(x, self.n_neighbors, use_gpu)
+        check_device(self.device)
+        gpu = self.device != "cpu" and gpu_available()
+        if self.device == "cuda" and not gpu:
+            raise ValueError("device='cuda' but this faiss cannot search on a GPU (faiss-cpu, or no GPU): pass "
+                             "device='auto' or 'cpu'")
+        d2, idx = knn_graph(x, self.n_neighbors, gpu)
         w = affinity_matrix(d2, idx, self.sigma)
         v = power_iterations(w, self.alpha, self.n_iter)
         _, labels = np.unique(follow_pointers(w, v), return_inverse=True)
@@ -136,8 +143,7 @@ class PIC:
         self.n_clusters_ = len(self.sizes_)
         self.n_singletons_moved_ = moved
         self.stationary_ = v
-        self.health_ = {"clusters_found": self.n_clusters_, "singletons_moved": moved,
-                        "singletons_left": int((self.sizes_ == 1).sum())}
+        self.health_ = Health.of(self.labels_, moved)
         return self
 
     def fit_predict(self, x: np.ndarray) -> np.ndarray:

@@ -1,4 +1,6 @@
-"""Empty-cluster repair, the paper's way (Sec. 3.3): give each empty cluster half of a non-empty one."""
+"""Empty clusters mended by splitting a non-empty one: the paper's way (Sec. 3.3) after the final assignment
+(:func:`repair_empty_clusters`), and faiss's way between the iterations of our PyTorch k-means
+(:func:`split_empty`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -39,3 +41,30 @@ def repair_empty_clusters(x: np.ndarray, labels: np.ndarray, centroids: np.ndarr
         counts[j], counts[m] = to_j.sum(), (~to_j).sum()
         n_repaired += 1
     return labels, centroids, n_repaired
+
+
+SPLIT_EPS = 1 / 1024  # relative perturbation that separates the two copies of a split centroid (faiss's value)
+
+
+def split_empty(centroids: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> int:
+    """Give every empty cluster half of a big one, the way faiss does between its k-means iterations (the idea of
+    ``split_clusters`` in faiss's Clustering.cpp): the donor is drawn with probability proportional to (size - 1),
+    so singletons never give; its centroid is copied and the two copies are pushed apart by a symmetric relative
+    perturbation of 1/1024 (one copy scaled by 1 + eps on even coordinates and 1 - eps on odd ones, the other the
+    reverse); the donor's count is halved between the two, as if the next assignment split it evenly.
+
+    centroids: ``(k, d)`` float32, counts: ``(k,)`` float64; both are updated in place. Returns the number of splits.
+    """
+    sign = np.where(np.arange(centroids.shape[1]) % 2 == 0, SPLIT_EPS, -SPLIT_EPS)
+    n_split = 0
+    for j in np.flatnonzero(counts == 0):
+        weight = np.maximum(counts - 1, 0)
+        if weight.sum() <= 0:
+            break  # no cluster holds two points: nothing to split (cannot happen with N >= k)
+        m = rng.choice(len(counts), p=weight / weight.sum())
+        c = centroids[m].copy()
+        centroids[j], centroids[m] = c * (1 + sign), c * (1 - sign)
+        counts[j] = counts[m] / 2
+        counts[m] -= counts[j]
+        n_split += 1
+    return n_split

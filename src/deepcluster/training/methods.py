@@ -12,7 +12,6 @@ alone clusters and holds the bank.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Optional
 
 import numpy as np
@@ -66,9 +65,8 @@ class Method:
                 "time_training": times[3] - times[2]}
 
     def _clustering(self, epoch: int, k: Optional[int] = None, offset: int = 0):
-        cfg = self.cfg if k is None else replace(self.cfg, k=k)
-        return build_clustering(cfg, epoch_seed(self.cfg.seed, epoch) + offset,
-                                "auto" if self.device.type == "cuda" else False)
+        return build_clustering(self.cfg, epoch_seed(self.cfg.seed, epoch) + offset,
+                                "auto" if self.device.type == "cuda" else "cpu", k)
 
 
 class DeepClusterV1(Method):
@@ -90,7 +88,7 @@ class DeepClusterV1(Method):
             clus = self._clustering(epoch).fit(x)
             extra = [pseudo_labels(self._clustering(epoch, k, i + 1).fit(x).labels_)
                      for i, k in enumerate(cfg.overcluster_ks)]
-            return (*pseudo_labels(clus.labels_), clus.health_, extra)
+            return (*pseudo_labels(clus.labels_), clus.health_.metrics(), extra)
 
         labels, n_clusters, health, extra = dist.on_main(cluster)
         t2 = time.perf_counter()
@@ -135,7 +133,7 @@ class DeepClusterV2(Method):
 
         def cluster():  # on rank 0, which alone holds the bank
             km = self._clustering(epoch).fit(self.bank.numpy())
-            return km.labels_, km.cluster_centers_, km.health_
+            return km.labels_, km.cluster_centers_, km.health_.metrics()
 
         labels, centroids, health = dist.on_main(cluster)
         model.head.set_prototypes(torch.from_numpy(centroids))

@@ -1,0 +1,32 @@
+"""The one record of how a clustering went, which every estimator fills alike as ``health_``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Health:
+    """``clusters``: clusters that hold points; ``repaired``: clusters the estimator mended (k-means: empty ones
+    re-split; PIC: singletons moved into their nearest neighbour's cluster); ``singletons``: clusters of one point
+    left; ``objective``: the mean squared distance of a point to its centroid (None where there are no centroids:
+    PIC)."""
+
+    clusters: int
+    repaired: int
+    singletons: int
+    objective: Optional[float] = None
+
+    @classmethod
+    def of(cls, labels: np.ndarray, repaired: int, objective: Optional[float] = None) -> "Health":
+        sizes = np.bincount(labels)
+        return cls(int((sizes > 0).sum()), int(repaired), int((sizes == 1).sum()), objective)
+
+    def metrics(self) -> dict:
+        """The figures of the training log (``metrics.jsonl``), under the names it has always used: k-means'
+        objective and clusters re-split, or PIC's clusters found, singletons moved and singletons left."""
+        if self.objective is not None:
+            return {"kmeans_objective": self.objective, "empty_resplit": self.repaired}
+        return {"clusters_found": self.clusters, "singletons_moved": self.repaired, "singletons_left": self.singletons}
