@@ -1,0 +1,72 @@
+"""Datasets that yield ``(image, index)``, and the loader that batches them.
+
+Images come out as ``uint8`` tensors ``(C, S, S)`` at a fixed *load size* S; the views the network sees (the
+centre view for feature extraction, the augmented view for training) are made from whole batches on the device
+by :mod:`deepcluster.views`. Labels, when a dataset has them, are kept in ``targets`` for evaluation only:
+training never reads them.
+"""
+from __future__ import annotations
+
+from ..config import Config, ConfigError
+from .cache import in_memory
+from .fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, fashion_mnist, read_idx
+from .folder import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, ImageFolder, to_rgb_array
+from .loader import auto_workers, make_loader
+from .memory import TensorImages
+
+__all__ = ["FASHION_MNIST_CLASSES", "FASHION_MNIST_ROOT", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS",
+           "ImageFolder", "TensorImages", "auto_workers", "default_image_size", "fashion_mnist", "in_memory",
+           "load_datasets", "load_size_for", "make_loader", "open_training_images", "read_idx", "to_rgb_array"]
+
+
+def default_image_size(cfg: Config) -> int:
+    if cfg.image_size:
+        return cfg.image_size
+    if cfg.data == "fashion-mnist":
+        return 28
+    return 224 if cfg.arch in ("alexnet", "vgg16") else 32
+
+
+def load_size_for(image_size: int) -> int:
+    """Images are stored a little larger than the network input (the paper: 256 for 224) so that the centre
+    view is a centre crop; tiny images (<= 64 px) are used as they are."""
+    return image_size if image_size <= 64 else round(image_size * 256 / 224)
+
+
+def open_training_images(cfg: Config):
+    """The training images of ``cfg`` (its ``--subset`` taken), opened but not decoded: a folder is scanned (its
+    files' headers read), the built-in dataset read. What the recipe profiles before the run's settings are known;
+    :func:`load_datasets` takes it from there."""
+    if cfg.data == "fashion-mnist":
+        train = fashion_mnist("train", cfg.data_root)
+    else:
+        train = ImageFolder(cfg.data, load_size_for(default_image_size(cfg)), cfg.strict)
+    if cfg.subset:
+        train = train.subset(min(cfg.subset, len(train)))
+    if len(train) < 2:
+        raise ConfigError(f"{train.name} holds {len(train)} image(s): DeepCluster needs at least 2")
+    return train
+
+
+def load_datasets(cfg: Config, cache: bool = True, train=None):
+    """Return ``(train, val)`` datasets for the config; ``val`` is None when no held-out split exists. ``train``,
+    when given, is the result of :func:`open_training_images` (not scanned again). With ``cache``, image folders
+    that fit in ``cfg.cache_gb`` are decoded into memory (:func:`in_memory`), the training set first."""
+    size = default_image_size(cfg)
+    train = open_training_images(cfg) if train is None else train
+    if cfg.data == "fashion-mnist":
+        val = fashion_mnist("test", cfg.data_root)
+        if size != 28:
+            raise ConfigError(f"fashion-mnist images are 28 px: drop --image-size {size} or set it to 28")
+    else:
+        train.load_size = load_size_for(size)
+        val = ImageFolder(cfg.val_data, load_size_for(size), cfg.strict) if cfg.val_data else None
+    if cache and cfg.cache_gb > 0:
+        from .. import distributed as dist
+
+        desc = "decoding images into memory" if dist.is_main() else None
+        train = in_memory(train, cfg.cache_gb, cfg.workers, desc)
+        if val is not None:
+            left = cfg.cache_gb - (train.images.numel() / 2 ** 30 if isinstance(train, TensorImages) else 0)
+            val = in_memory(val, left, cfg.workers, desc)
+    return train, val

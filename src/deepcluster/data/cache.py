@@ -1,0 +1,33 @@
+"""An image folder decoded once into memory when it fits: later passes read memory instead of files."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+from .folder import ImageFolder
+from .loader import make_loader
+from .memory import TensorImages
+
+
+def in_memory(dataset, budget_gb: float, workers: Optional[int] = None,
+              desc: Optional[str] = "decoding images into memory"):
+    """``dataset`` decoded once into a :class:`TensorImages` (same images, bytes for bytes, same labels and name)
+    when it is an image folder whose decoded images take at most ``budget_gb`` GiB and under half the free
+    memory; otherwise ``dataset`` itself. Every later pass then reads memory instead of decoding each file
+    again: a small folder's epochs no longer pay JPEG decoding twice (extraction and training)."""
+    if not isinstance(dataset, ImageFolder):
+        return dataset
+    n, s = len(dataset), dataset.load_size
+    need = n * dataset.channels * s * s
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > budget_gb * 2 ** 30 or need > free / 2:
+        return dataset
+    from tqdm import tqdm
+
+    images = torch.empty((n, dataset.channels, s, s), dtype=torch.uint8)
+    for batch, idx in tqdm(make_loader(dataset, range(n), 256, workers), desc=desc, leave=False, unit="batch",
+                           disable=True if desc is None else None):  # None: quiet off a terminal
+        images[idx] = batch
+    return TensorImages(images, dataset.targets, dataset.classes, dataset.mean, dataset.std, dataset.name)
