@@ -100,7 +100,7 @@ def whitened_features(model, dataset, device: torch.device, rng: np.random.Gener
     extracted. So the largest arrays are ``pca_sample x D`` while fitting (freed before the rest is extracted)
     and ``N x pca_dim``, where keeping all ``N x D`` features would cost 21 GB on ImageNet with AlexNet."""
     n = len(dataset)
-    extract = lambda idx, project=None, out=None: centre_view_features(  # noqa: E731
+    extract = lambda idx, project=None, out=None: centre_view_features(
         model, dataset, device, batch_size, workers, amp, idx, project, out, desc)
     fit = np.arange(n) if n <= pca_sample else np.sort(rng.choice(n, pca_sample, replace=False))
     f = extract(fit)

@@ -12,7 +12,7 @@ from .. import distributed as dist
 from ..config import Config
 from ..data import make_loader
 from ..device import amp_dtype
-from ..features import centre_view_features
+from ..features import centre_view_features, extract_features
 from ..models import DeepClusterNet
 from ..network import make_model
 from ..preprocess import PCAWhitening, l2_normalize, preprocess_features
@@ -25,13 +25,11 @@ from .layers import layer_features
 def pixel_features(dataset, size: int, workers: Optional[int] = 0, max_side: int = 32) -> np.ndarray:
     """Raw pixels of the centre view at ``size`` px in [0, 1], ``(N, C * s * s)``, downsampled to at most
     ``max_side`` px so large images stay a fair and affordable baseline."""
-    rows = []
-    for images, _ in make_loader(dataset, range(len(dataset)), 1024, workers):
-        x = center_view(images, size, (0.0,) * dataset.channels, (1.0,) * dataset.channels)
-        if size > max_side:
-            x = F.adaptive_avg_pool2d(x, max_side)
-        rows.append(x.flatten(1).numpy())
-    return np.concatenate(rows)
+    zeros, ones = (0.0,) * dataset.channels, (1.0,) * dataset.channels
+    prepare = lambda images: center_view(images, size, zeros, ones)
+    forward = lambda x: (F.adaptive_avg_pool2d(x, max_side) if size > max_side else x).flatten(1)
+    loader = make_loader(dataset, range(len(dataset)), 1024, workers)
+    return extract_features(forward, loader, len(dataset), prepare, torch.device("cpu"), None)
 
 
 def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch.device, db=None) -> dict:
@@ -46,7 +44,7 @@ def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch
     the fc features and rank 0 does the rest (the others get {})."""
     inputs, knn, last = [], [], f"conv{model.n_conv}"
     size, amp = model.image_size, amp_dtype(cfg.precision, device)
-    fc = lambda net, ds, desc: centre_view_features(net, ds, device, cfg.batch_size, cfg.workers, amp,  # noqa: E731
+    fc = lambda net, ds, desc: centre_view_features(net, ds, device, cfg.batch_size, cfg.workers, amp,
                                                     desc=desc)
     for name, net in (("trained", model), ("random-init", make_model(cfg, dataset.channels, device))):
         f = fc(net, dataset, f"eval {name}")

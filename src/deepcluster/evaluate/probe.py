@@ -26,19 +26,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import make_loader
-from ..features import extract_features
-from ..views import center_view, centre_input, train_view
+from ..features import extract_features, iter_features
+from ..views import centre_input
+from .fit import fit_on_views, sgd_cosine
 from .layers import conv_grids, conv_shapes, pool, pool_grid, probe_dims_default
 
 VIEWS = ("auto", "centre", "augmented")
 CENTRE_VIEW_BYTES = 4 << 30  # pooled maps of the training images that views="auto" holds in memory
-
-
-def sgd_cosine(params, lr: float, steps: int):
-    """The evaluation's optimiser: SGD (momentum 0.9, weight decay 1e-4) with the lr cosine-decayed to 0 over
-    ``steps`` steps. Returns ``(optimizer, scheduler)``; step both every batch."""
-    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
 
 
 def snapshot(model: nn.Module) -> dict:
@@ -51,17 +45,6 @@ def assert_backbone_unchanged(before: dict, model: nn.Module) -> None:
     changed = [k for k, v in before.items() if not torch.equal(v, now[k])]
     if changed:
         raise RuntimeError(f"the frozen backbone changed during the probe ({', '.join(changed[:3])}...)")
-
-
-def classifier_accuracy(model, test_set, image_size: int, device, batch_size: int = 256,
-                        workers: int | None = 0) -> float:
-    """Top-1 of a network's own classifier (a supervised run's, a fine-tuned one's) on the centre view of
-    ``test_set``."""
-    model.eval()
-    loader = make_loader(test_set, range(len(test_set)), batch_size, workers)
-    logits = extract_features(model, loader, len(test_set), centre_input(image_size, test_set.mean, test_set.std),
-                              torch.device(device), None)
-    return float((logits.argmax(1) == np.asarray(test_set.targets)).mean())
 
 
 def linear_probes(model, train_set, test_set, image_size: int, device, epochs: int = 10, lr: float = 0.01,
@@ -140,32 +123,19 @@ def _augmented_probes(model, train_set, test_set, image_size, device, grids, dim
                       batch_size, seed, workers, progress, crop_scale) -> dict:
     torch.manual_seed(seed)
     heads = nn.ModuleList(nn.Linear(d, n_classes) for d in dims).to(device)
-    opt, sched = sgd_cosine(heads.parameters(), lr, epochs * math.ceil(len(train_set) / batch_size))
-    y_train = torch.as_tensor(train_set.targets, device=device)
-    gen = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
 
-    def acts(x):
+    def acts(x):  # every conv layer's pooled map, side by side
         with torch.no_grad():
-            return [pool(a, g) for a, g in zip(model.conv_outputs(x.contiguous(memory_format=torch.channels_last)),
-                                               grids)]
+            return torch.cat([pool(a, g) for a, g in zip(model.conv_outputs(x), grids)], 1)
 
-    for _ in tqdm(range(epochs), desc="linear probes", unit="epoch", disable=None if progress else True,
-                      leave=False):
-        for images, idx in make_loader(train_set, rng.permutation(len(train_set)), batch_size, workers):
-            x = train_view(images.to(device), image_size, train_set.mean, train_set.std, crop_scale, generator=gen)
-            feats = acts(x)
-            y = y_train[idx.to(device)]
-            loss = sum(F.cross_entropy(h(f), y) for h, f in zip(heads, feats))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    correct = torch.zeros(len(heads))
-    y_test = torch.as_tensor(test_set.targets, device=device)
-    for images, idx in make_loader(test_set, range(len(test_set)), batch_size, workers):
-        x = center_view(images.to(device), image_size, test_set.mean, test_set.std)
+    logits = lambda x: [h(part) for h, part in zip(heads, x.split(dims, 1))]
+    fit_on_views(lambda x, y: sum(F.cross_entropy(z, y) for z in logits(acts(x))), heads.parameters(), train_set,
+                 image_size, device, epochs, lr, batch_size, crop_scale, seed, workers, progress, "linear probes")
+    correct = np.zeros(len(heads))
+    loader = make_loader(test_set, range(len(test_set)), batch_size, workers)
+    prep = centre_input(image_size, test_set.mean, test_set.std)
+    for idx, f in iter_features(acts, loader, prep, device):  # streamed: no (N, sum of dims) array
+        y = test_set.targets[idx]
         with torch.no_grad():
-            for i, (h, f) in enumerate(zip(heads, acts(x))):
-                correct[i] += (h(f).argmax(1) == y_test[idx.to(device)]).sum().item()
+            correct += [(z.argmax(1).cpu().numpy() == y).sum() for z in logits(torch.from_numpy(f).to(device))]
     return {f"conv{i + 1}": float(c) / len(test_set) for i, c in enumerate(correct)}

@@ -10,18 +10,18 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import torch
 
 from ..config import ConfigError
 from ..data import load_datasets
 from ..preprocess import l2_normalize, preprocess_features
 from ..session import SavedRun, open_run
 from .clustering import kmeans_quality
+from .fit import classifier_accuracy
 from .knn import knn_accuracy
-from .layers import check_layer, layer_features
+from .layers import check_layer, conv_shapes, layer_features
 from .metrics import ari, nmi
-from .probe import classifier_accuracy, linear_probes
-from .retrieval import RegionWhitening, mean_average_precision, rmac_descriptors, rmac_from_maps
+from .probe import linear_probes
+from .retrieval import RegionWhitening, mean_average_precision, regional_max, rmac_descriptors, rmac_regions
 from .transfer import finetune
 
 PROTOCOLS = ("probe", "knn", "cluster", "transfer", "retrieval")
@@ -111,7 +111,8 @@ def _retrieval(s: SavedRun, layer: str, queries: int, progress: bool) -> dict:
     """R-MAC from a conv layer's map: regional vectors whitened with PCA learned on the *training* images; every
     one of the first ``queries`` test images is a query against the others (same label = relevant)."""
     from ..data import make_loader
-    from ..views import center_view
+    from ..features import extract_features
+    from ..views import centre_input
 
     check_layer(s.model, layer)
     if layer == "fc":
@@ -119,15 +120,15 @@ def _retrieval(s: SavedRun, layer: str, queries: int, progress: bool) -> dict:
                           f"{s.model.n_conv}")
     i = int(layer[4:])
     s.model.eval()
+    channels, h, w = conv_shapes(s.model, s.train_set.channels, s.image_size, s.device)[i - 1]
+    regions = rmac_regions(h, w)
+    forward = lambda x: regional_max(s.model.conv_outputs(x, upto=i)[-1], regions).flatten(1)
 
-    def regional(ds, n):
-        rows = []
-        for images, _ in make_loader(ds, range(min(n, len(ds))), s.cfg.batch_size, s.cfg.workers):
-            x = center_view(images.to(s.device), s.image_size, ds.mean, ds.std)
-            with torch.no_grad():
-                rows.append(rmac_from_maps(s.model.conv_outputs(x.contiguous(memory_format=torch.channels_last),
-                                                                upto=i)[-1].float().cpu()))
-        return np.concatenate(rows)
+    def regional(ds, n):  # (n, regions, channels): the regional max vectors of the first n images
+        n = min(n, len(ds))
+        loader = make_loader(ds, range(n), s.cfg.batch_size, s.cfg.workers)
+        rows = extract_features(forward, loader, n, centre_input(s.image_size, ds.mean, ds.std), s.device, None)
+        return rows.reshape(n, len(regions), channels)
 
     whitening = RegionWhitening().fit(regional(s.train_set, 2000))
     desc = rmac_descriptors(regional(s.test_set, queries), whitening)

@@ -4,16 +4,11 @@ layer (``all``), then report top-1 on the target's test split. The given model i
 from __future__ import annotations
 
 import copy
-import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from ..data import make_loader
-from ..views import train_view
-from .probe import classifier_accuracy, sgd_cosine
+from .fit import classifier_accuracy, fit_on_views
 
 MODES = ("fc", "all")
 
@@ -29,26 +24,19 @@ def finetune(model, train_set, test_set, image_size: int, device, mode: str = "f
     n_classes = int(max(train_set.targets.max(), test_set.targets.max())) + 1
     m.reset_head(n_classes)
     params = (list(m.classifier.parameters()) + list(m.head.parameters())) if mode == "fc" else list(m.parameters())
-    opt, sched = sgd_cosine(params, lr, epochs * math.ceil(len(train_set) / batch_size))
-    y_train = torch.as_tensor(train_set.targets, device=device)
-    gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
-    for _ in tqdm(range(epochs), desc=f"transfer ({mode})", unit="epoch", disable=None if progress else True,
-                  leave=False):
+
+    def modes():
         m.train()
         if mode == "fc":
             m.features.eval()  # frozen convs: BatchNorm keeps its statistics
-        for images, idx in make_loader(train_set, rng.permutation(len(train_set)), batch_size, workers):
-            x = train_view(images.to(device), image_size, train_set.mean, train_set.std, crop_scale, generator=gen)
-            x = x.contiguous(memory_format=torch.channels_last)
-            if mode == "fc":
-                with torch.no_grad():
-                    body = torch.flatten(m.conv_body(x), 1)
-                logits = m.head(F.relu(m.classifier(body)))
-            else:
-                logits = m(x)
-            loss = F.cross_entropy(logits, y_train[idx.to(device)])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+
+    def loss(x, y):
+        if mode == "fc":
+            with torch.no_grad():
+                body = torch.flatten(m.conv_body(x), 1)
+            return F.cross_entropy(m.head(F.relu(m.classifier(body))), y)
+        return F.cross_entropy(m(x), y)
+
+    fit_on_views(loss, params, train_set, image_size, device, epochs, lr, batch_size, crop_scale, seed, workers,
+                 progress, f"transfer ({mode})", modes)
     return classifier_accuracy(m, test_set, image_size, device, batch_size, workers)

@@ -1,0 +1,55 @@
+"""Fit and score on labels, shared by the linear probes (augmented views) and transfer's fine-tuning: the
+evaluation's optimiser, its training loop over augmented views, and the top-1 of a network's own classifier."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data import make_loader
+from ..features import extract_features
+from ..views import centre_input, train_view
+
+
+def sgd_cosine(params, lr: float, steps: int):
+    """The evaluation's optimiser: SGD (momentum 0.9, weight decay 1e-4) with the lr cosine-decayed to 0 over
+    ``steps`` steps. Returns ``(optimizer, scheduler)``; step both every batch."""
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+
+
+def fit_on_views(batch_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], params, train_set,
+                 image_size: int, device: torch.device, epochs: int = 10, lr: float = 0.01, batch_size: int = 256,
+                 crop_scale: float = 0.08, seed: int = 0, workers: Optional[int] = 0, progress: bool = True,
+                 desc: str = "fit", before_epoch: Optional[Callable[[], None]] = None) -> None:
+    """Minimise ``batch_loss(x, y)`` over ``params``: ``epochs`` passes over ``train_set``, each in a new random
+    order (seeded), every batch seen in its augmented view (random crop of at least ``crop_scale``, flip;
+    channels-last) against its labels, with :func:`sgd_cosine` stepped every batch. ``before_epoch`` runs at the
+    start of each pass (to set train / eval modes)."""
+    opt, sched = sgd_cosine(params, lr, epochs * math.ceil(len(train_set) / batch_size))
+    y_train = torch.as_tensor(train_set.targets, device=device)
+    gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
+    for _ in tqdm(range(epochs), desc=desc, unit="epoch", disable=None if progress else True, leave=False):
+        if before_epoch is not None:
+            before_epoch()
+        for images, idx in make_loader(train_set, rng.permutation(len(train_set)), batch_size, workers):
+            x = train_view(images.to(device), image_size, train_set.mean, train_set.std, crop_scale, generator=gen)
+            loss = batch_loss(x.contiguous(memory_format=torch.channels_last), y_train[idx.to(device)])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+
+
+def classifier_accuracy(model, test_set, image_size: int, device, batch_size: int = 256,
+                        workers: int | None = 0) -> float:
+    """Top-1 of a network's own classifier (a supervised run's, a fine-tuned one's) on the centre view of
+    ``test_set``."""
+    model.eval()
+    loader = make_loader(test_set, range(len(test_set)), batch_size, workers)
+    logits = extract_features(model, loader, len(test_set), centre_input(image_size, test_set.mean, test_set.std),
+                              torch.device(device), None)
+    return float((logits.argmax(1) == np.asarray(test_set.targets)).mean())
