@@ -24,6 +24,23 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
                            metavar=f.name.upper(), help=help_)
 
 
+def _add_run_source(p: argparse.ArgumentParser) -> None:
+    """--run RUN_DIR or --checkpoint FILE, one of them required."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", metavar="RUN_DIR", help="run directory (uses its checkpoint.pt)")
+    src.add_argument("--checkpoint", metavar="FILE", help="checkpoint file")
+
+
+def _add_data(p: argparse.ArgumentParser, help_: str) -> None:
+    """--data (what ``help_`` says) and --data-root, the built-in dataset's folder."""
+    p.add_argument("--data", help=help_)
+    p.add_argument("--data-root", help="folder of the built-in dataset's files")
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deepcluster",
@@ -50,13 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probe: linear probe on every conv layer; knn: weighted cosine kNN; cluster: k-means with the "
                         "true number of classes; transfer: fine-tune fc layers / all layers on a target dataset; "
                         "retrieval: R-MAC mean average precision; all: every one (several may be given)")
-    src = e.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", metavar="RUN_DIR", help="run directory (uses its checkpoint.pt)")
-    src.add_argument("--checkpoint", metavar="FILE", help="checkpoint file")
+    _add_run_source(e)
     e.add_argument("--random-init", action="store_true", help="same network at its random initialisation")
-    e.add_argument("--data", help="labelled training images (default: the run's own data)")
+    _add_data(e, "labelled training images (default: the run's own data)")
     e.add_argument("--val-data", help="labelled test images (default: the run's held-out split)")
-    e.add_argument("--data-root", help="folder of the built-in dataset's files")
     e.add_argument("--epochs", type=int, default=10, help="epochs of the probe and of transfer (default 10)")
     e.add_argument("--views", choices=("auto", "centre", "augmented"), default="auto",
                    help="probe: 'centre' computes every training image's centre view once and trains the probes on "
@@ -68,17 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--target-data", help="transfer: labelled target training images (default: the run's data)")
     e.add_argument("--target-val-data", help="transfer: labelled target test images")
     e.add_argument("--queries", type=int, default=1000, help="retrieval: test images used as queries (default 1000)")
-    e.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    _add_device(e)
 
     r = sub.add_parser("report", help="(re)write RUN_DIR/report/index.html, the run's page of pictures and tables",
                        description="Write the run report: one self-contained HTML page (opens offline) with the "
                                    "config, curves, cluster sizes and images, clusters against labels, a t-SNE "
                                    "map, first-layer filters and the evaluation tables. Training writes it too.")
     r.add_argument("run", metavar="RUN_DIR")
-    r.add_argument("--data", help="the run's training images, if they moved (default: the run's own)")
-    r.add_argument("--data-root", help="folder of the built-in dataset's files")
+    _add_data(r, "the run's training images, if they moved (default: the run's own)")
     r.add_argument("--map-images", type=int, default=1000, help="images in the t-SNE map (default 1000)")
-    r.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    _add_device(r)
 
     v = sub.add_parser("visualize", help="pictures of what filters respond to, as grid PNGs")
     vsub = v.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -87,17 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
                                      "blur and jitter), for a sample of the filters of one conv layer.")
     vt = vsub.add_parser("top-images", help="the dataset images that excite a sample of a layer's filters most")
     for p_ in (vf, vt):
-        src_ = p_.add_mutually_exclusive_group(required=True)
-        src_.add_argument("--checkpoint", metavar="FILE", help="checkpoint file")
-        src_.add_argument("--run", metavar="RUN_DIR", help="run directory (uses its checkpoint.pt)")
+        _add_run_source(p_)
         p_.add_argument("--layer", type=int, required=True, metavar="N", help="conv layer, 1 = first")
         p_.add_argument("--out", metavar="FILE.png", help="where to write the grid (default: next to the "
                                                           "checkpoint, filters-convN.png / top-images-convN.png)")
         p_.add_argument("--seed", type=int, default=0, help="which filters are drawn (default 0)")
-        p_.add_argument("--device", default="auto", help="auto, cpu or cuda")
-        p_.add_argument("--data", help="images (default: the run's training data); top-images searches them, "
-                                       "filters takes their channels and normalisation")
-        p_.add_argument("--data-root", help="folder of the built-in dataset's files")
+        _add_device(p_)
+        _add_data(p_, "images (default: the run's training data); top-images searches them, filters takes their "
+                      "channels and normalisation")
     vf.add_argument("--filters", type=int, default=32, help="filters drawn at random (default 32)")
     vf.add_argument("--steps", type=int, default=300, help="gradient-ascent steps (default 300)")
     vf.add_argument("--size", type=int, help="image side in px (default: the network's input size)")
