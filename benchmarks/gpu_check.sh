@@ -10,7 +10,7 @@ OUT=${2:-runs/gpu-check}
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch, faiss; print('torch', torch.__version__, 'faiss', faiss.__version__, 'cuda', torch.version.cuda)"
-$PY -m pytest -q -p no:cacheprovider --tb=short tests/test_gpu.py tests/test_clustering.py 2>&1 | tail -40
+$PY -m pytest -q -p no:cacheprovider --tb=short tests/test_gpu.py tests/clustering/test_kmeans.py 2>&1 | tail -40
 for p in fp32 bf16; do $PY benchmarks/scaling.py network --arch alexnet --size 224 --batch 256 --steps 20 --precision $p; done
 $PY benchmarks/scaling.py kmeans --backend torch --full-below 1e12
 $PY benchmarks/scaling.py kmeans --backend torch --sizes 1281167 --ks 10000 --full-below 1e12

@@ -1,6 +1,9 @@
-"""Small generated images: three visually distinct classes (disks, horizontal and vertical stripes)."""
+"""What the tests share: small generated images (three visually distinct classes: disks, horizontal and vertical
+stripes), the configs that train on them in seconds, the headless browser, and the check that a resumed run ends
+as an uninterrupted one."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from deepcluster import Config, TensorImages
+from deepcluster import Config, TensorImages, train
+from deepcluster.checkpoint import load_checkpoint
 from deepcluster.recipe import resolve
 
 
@@ -100,3 +104,24 @@ def open_page(browser, page: Path, screenshot: Path) -> dict:
     browser.save_screenshot(str(screenshot))
     browser.set_window_size(1300, 900)
     return info
+
+
+TIMES = ("time_features", "time_clustering", "time_training")
+
+
+def strip_times(rows):
+    return [{k: v for k, v in r.items() if k not in TIMES} for r in rows]
+
+
+def assert_resume_is_exact(cfg, tmp_path):
+    """Run ``cfg`` straight into ``a``; run one epoch into ``b`` and resume it to the end. Both must end with the
+    same metrics (times aside) and the same weights; returns their checkpoints."""
+    straight = train(cfg, tmp_path / "a", quiet=True)
+    train(dataclasses.replace(cfg, epochs=1), tmp_path / "b", quiet=True)
+    resumed = train(cfg, tmp_path / "b", resume=True, quiet=True)
+    assert strip_times(resumed["metrics"]) == strip_times(straight["metrics"])
+    a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in "ab")
+    assert a["epoch"] == b["epoch"] == cfg.epochs
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    return a, b, straight

@@ -10,7 +10,7 @@ from deepcluster.clustering import PIC
 from deepcluster.clustering.pic import follow_pointers, move_singletons, power_iterations
 from deepcluster.evaluate import nmi
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from pic import blobs, pic_python_loops  # noqa: E402
 
 
@@ -109,7 +109,7 @@ def test_duplicate_points_never_count_as_their_own_neighbour():
 def test_training_with_pic_is_resume_exact(tiny_config, tmp_path):
     import dataclasses
 
-    from test_train import assert_resume_is_exact
+    from conftest import assert_resume_is_exact
 
     cfg = dataclasses.replace(tiny_config, clustering="pic", k=100, epochs=2)  # k is unused by PIC, even > N
     a, _, straight = assert_resume_is_exact(cfg, tmp_path)

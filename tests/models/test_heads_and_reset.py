@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from test_train import assert_resume_is_exact
+from conftest import assert_resume_is_exact
 
 from deepcluster.config import ConfigError
 from deepcluster.models import build_model, soft_reset

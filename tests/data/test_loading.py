@@ -1,0 +1,46 @@
+"""Images decoded into memory and the loader's workers."""
+import dataclasses
+
+import numpy as np
+import torch
+
+from deepcluster import train
+from deepcluster.checkpoint import load_checkpoint
+
+
+def test_a_folder_decoded_into_memory_trains_exactly_as_one_read_from_disk(tiny_config, image_folder, tmp_path):
+    from deepcluster.data import ImageFolder, TensorImages, in_memory, load_datasets
+
+    disk = ImageFolder(image_folder, 32)
+    mem = in_memory(disk, budget_gb=1.0, desc=None)
+    assert isinstance(mem, TensorImages) and len(mem) == len(disk) == 36 and mem.name == disk.name
+    np.testing.assert_array_equal(mem.targets, disk.targets)
+    assert all(torch.equal(mem[i][0], disk[i][0]) for i in range(len(disk)))
+    assert in_memory(disk, budget_gb=36 * 3 * 32 * 32 / 2 ** 30 * 0.99, desc=None) is disk  # over the budget
+    assert isinstance(load_datasets(tiny_config)[0], TensorImages)
+    assert isinstance(load_datasets(dataclasses.replace(tiny_config, cache_gb=0))[0], ImageFolder)
+    # the cache changes where the bytes come from, nothing else: same clusters, same weights
+    train(tiny_config, tmp_path / "mem", quiet=True)
+    train(dataclasses.replace(tiny_config, cache_gb=0), tmp_path / "disk", quiet=True)
+    a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in ("mem", "disk"))
+    assert torch.equal(a["assignment"], b["assignment"])
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_loader_workers_default_to_none_on_cpus_and_in_memory_and_to_the_cores_on_gpu_machines(image_folder,
+                                                                                                 monkeypatch):
+    from deepcluster.data import ImageFolder, auto_workers, in_memory, make_loader
+
+    files = ImageFolder(image_folder, 32)
+    mem = in_memory(files, budget_gb=1.0, desc=None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert auto_workers(files) == 0 and make_loader(files, range(4), 2, None).num_workers == 0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine: decoding is the bottleneck
+    assert auto_workers(mem) == 0  # nothing to decode
+    for cores, local_world, expected in ((64, 1, 16), (16, 1, 15), (16, 2, 7), (4, 1, 3), (1, 1, 1), (8, 8, 1)):
+        monkeypatch.setattr("os.sched_getaffinity", lambda pid, c=cores: set(range(c)))
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_world))
+        assert auto_workers(files) == expected, (cores, local_world)
+    assert make_loader(files, range(4), 2, None).num_workers == 1
+    assert make_loader(files, range(4), 2, 0).num_workers == 0  # asked for: obeyed
