@@ -83,8 +83,8 @@ def browser():
 
 def open_page(browser, page: Path, screenshot: Path) -> dict:
     """Load ``page`` in the browser and report what a reader would meet: images that did not load, console
-    errors, section ids, links to anything outside the page, and a full-page screenshot written to
-    ``screenshot``."""
+    errors, section ids, links, references to anything off this machine (``external``), and a full-page
+    screenshot written to ``screenshot``."""
     browser.get_log("browser")  # drop messages of earlier pages
     browser.get(page.resolve().as_uri())
     info = browser.execute_script("""
@@ -95,7 +95,8 @@ def open_page(browser, page: Path, screenshot: Path) -> dict:
           sections: [...document.querySelectorAll('section')].map(s => s.id),
           external: [...document.querySelectorAll('[src],[href]')]
                       .map(e => e.getAttribute('src') || e.getAttribute('href'))
-                      .filter(u => !u.startsWith('data:') && !u.startsWith('#')),
+                      .filter(u => u.includes('://') || u.startsWith('//')),
+          links: [...document.querySelectorAll('a[href]')].map(a => a.getAttribute('href')),
           height: document.documentElement.scrollHeight,
           text: document.body.innerText,
         };""")

@@ -9,6 +9,7 @@ from . import distributed
 from .clustering import PIC, KMeans, build_clustering, k_means, repair_empty_clusters
 from .config import Config, ConfigError, DeepClusterError, TrainingError
 from .data import ImageFolder, TensorImages, fashion_mnist, in_memory
+from .estimator import DeepCluster
 from .evaluate import hungarian_accuracy, kmeans_quality, knn_accuracy, nmi
 from .evaluate.compare import compare_runs
 from .evaluate.probe import linear_probes
@@ -20,9 +21,9 @@ from .sampler import pseudo_labels, uniform_over_clusters
 from .train import train
 
 __version__ = "0.1.0"
-__all__ = ["PIC", "PROTOCOLS", "Config", "ConfigError", "DeepClusterError", "DeepClusterNet", "ImageFolder",
-           "KMeans", "PCAWhitening", "Sobel", "TensorImages", "TrainingError", "build_clustering", "build_model",
-           "compare_runs", "distributed", "extract_features", "fashion_mnist", "hungarian_accuracy", "in_memory",
-           "k_means", "kmeans_quality", "knn_accuracy", "l2_normalize", "linear_probes", "load_for_eval", "nmi",
-           "preprocess_features", "pseudo_labels", "repair_empty_clusters", "run_protocol", "train",
-           "uniform_over_clusters"]
+__all__ = ["Config", "ConfigError", "DeepCluster", "DeepClusterError", "DeepClusterNet", "ImageFolder", "KMeans",
+           "PCAWhitening", "PIC", "PROTOCOLS", "Sobel", "TensorImages", "TrainingError", "build_clustering",
+           "build_model", "compare_runs", "distributed", "extract_features", "fashion_mnist", "hungarian_accuracy",
+           "in_memory", "k_means", "kmeans_quality", "knn_accuracy", "l2_normalize", "linear_probes",
+           "load_for_eval", "nmi", "preprocess_features", "pseudo_labels", "repair_empty_clusters", "run_protocol",
+           "train", "uniform_over_clusters"]

@@ -24,6 +24,38 @@ CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass
+class RunClustering:
+    """The clustering of the trained network, kept with the run so that any image can be placed in its clusters.
+
+    ``space``: "whitened" (v1: the fc features, minus ``mean``, times ``projection`` (PCA-whitening), then
+    L2-normalised, as the training clusters them) or "projection" (v2: the prototype head's unit-norm
+    projections). One entry per clustering head, the main one first: ``centroids`` ``(k, d)``; ``labels`` ``(N,)``
+    and ``distances`` ``(N,)``, each training image's nearest centroid and its Euclidean distance in the space."""
+
+    space: str
+    centroids: list
+    labels: list
+    distances: list
+    mean: Optional[np.ndarray] = None
+    projection: Optional[np.ndarray] = None
+
+    def to_dict(self) -> dict:
+        tensors = lambda arrays: [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
+        d = {"space": self.space, "centroids": tensors(self.centroids), "labels": tensors(self.labels),
+             "distances": tensors(self.distances)}
+        if self.mean is not None:
+            d |= {"mean": torch.from_numpy(self.mean), "projection": torch.from_numpy(self.projection)}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunClustering":
+        arrays = lambda key: [t.numpy() for t in d[key]]
+        one = lambda key: None if d.get(key) is None else d[key].numpy()
+        return cls(d["space"], arrays("centroids"), arrays("labels"), arrays("distances"), one("mean"),
+                   one("projection"))
+
+
+@dataclass
 class RunState:
     """What a run has learned after ``epoch`` epochs.
 
@@ -33,7 +65,8 @@ class RunState:
     - ``assignment``: the last epoch's cluster id of every training image, in dataset order (None for the
       supervised baseline's true labels and for imported checkpoints);
     - ``bank``: DeepCluster-v2's memory bank of projections, ``(N, proj_dim)``;
-    - ``imported_from``: where converted weights came from.
+    - ``imported_from``: where converted weights came from;
+    - ``clustering``: the trained network's clustering (:class:`RunClustering`), once training has ended.
     """
 
     epoch: int
@@ -44,12 +77,14 @@ class RunState:
     assignment: Optional[np.ndarray] = None
     bank: Optional[torch.Tensor] = None
     imported_from: Optional[str] = None
+    clustering: Optional[RunClustering] = None
 
     def to_dict(self) -> dict:
         d = {"epoch": self.epoch, "config": self.config.to_dict(), "arch": self.config.arch, "model": self.model,
              "head_classes": self.head_classes}
         optional = {"optimizer": self.optimizer, "bank": self.bank, "imported_from": self.imported_from,
-                    "assignment": None if self.assignment is None else torch.from_numpy(self.assignment)}
+                    "assignment": None if self.assignment is None else torch.from_numpy(self.assignment),
+                    "clustering": None if self.clustering is None else self.clustering.to_dict()}
         return {**d, **{k: v for k, v in optional.items() if v is not None}}
 
     @classmethod
@@ -61,7 +96,8 @@ class RunState:
         return cls(epoch=int(d["epoch"]), config=Config.from_dict(d["config"], source=source), model=d["model"],
                    head_classes=d["head_classes"], optimizer=d.get("optimizer"),
                    assignment=None if assignment is None else assignment.numpy(), bank=d.get("bank"),
-                   imported_from=d.get("imported_from"))
+                   imported_from=d.get("imported_from"),
+                   clustering=RunClustering.from_dict(d["clustering"]) if d.get("clustering") else None)
 
     def save(self, path: str | Path) -> None:
         """Write atomically (a crash leaves the old file or the new one)."""

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from . import distributed as dist
 from . import recipe
+from .clusters import fit_run_clustering
 from .config import Config
 from .console import epoch_line, summary_table
 from .data import load_datasets, open_training_images
@@ -25,7 +26,7 @@ from .evaluate.closing import evaluate_features
 from .network import make_model, restore_model
 from .rundir import RunDir
 from .state import CHECKPOINT, RunState
-from .training import epoch_lr, method_for
+from .training import epoch_lr, epoch_seed, method_for
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = False,
@@ -121,8 +122,9 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
         # Metrics first: a crash before the checkpoint is written makes resume redo this epoch, and it then
         # drops the row of the epoch the checkpoint does not hold.
         run.append_metrics(row)
-        RunState(epoch, cfg, model.state_dict(), model.head.out_features, optimizer.state_dict(), assignment,
-                 **method.saved()).save(run / CHECKPOINT)
+        state = RunState(epoch, cfg, model.state_dict(), model.head.out_features, optimizer.state_dict(), assignment,
+                         **method.saved())
+        state.save(run / CHECKPOINT)
         history.append(row)
         if not quiet:
             tqdm.write(epoch_line(row))
@@ -131,7 +133,18 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
         if cfg.report and epoch < cfg.epochs:
             _report(run, cfg, history, model, train_set, assignment, device, final=False)
 
-    # ---- what the run leaves: assignment, evaluation, pictures
+    # ---- what the run leaves: the trained network's clustering (kept in the state), evaluation, pictures
+    clustering = None
+    if method.clusters:
+        clustering = state.clustering if main else None  # a finished run resumed keeps the one it has
+        if dist.broadcast_object(main and clustering is None):
+            clustering = fit_run_clustering(model, train_set, cfg, device, epoch_seed(cfg.seed, cfg.epochs + 1))
+            if main:
+                state = replace(state, clustering=clustering)
+                state.save(run / CHECKPOINT)
+        if main:
+            previous = clustering.labels[0]
+
     import matplotlib.pyplot as plt
 
     from .visualize import plot_curves, save_cluster_grid
@@ -153,18 +166,19 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
     if previous is not None and method.clusters:
         save_cluster_grid(train_set, previous, run / "clusters.png", seed=cfg.seed)
     if cfg.report:
-        _report(run, cfg, history, model, train_set, previous, device, final=True)
+        _report(run, cfg, history, model, train_set, previous, device, final=True, clustering=clustering)
     say(summary_table(history, evaluation, run.path))
     return {"metrics": history, "eval": evaluation, "run_dir": str(run.path)}
 
 
-def _report(run: RunDir, cfg: Config, history: list[dict], model, dataset, assignment, device, final: bool) -> None:
+def _report(run: RunDir, cfg: Config, history: list[dict], model, dataset, assignment, device, final: bool,
+            clustering=None) -> None:
     """Rewrite the run's HTML report; a failure to draw it warns and never stops training."""
     from .visualize import write_report
 
     try:
         write_report(run.path, cfg, history, model=model, dataset=dataset, assignment=assignment, final=final,
-                     device=device)
+                     device=device, clustering=clustering)
     except Exception as e:  # noqa: BLE001 - the pictures must never cost a run
         warnings.warn(f"the report was not written ({type(e).__name__}: {e}); rebuild it with "
                       f"'deepcluster report {run.path}'")

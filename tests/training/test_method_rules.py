@@ -63,7 +63,8 @@ def test_each_epoch_clusters_from_a_seed_of_its_own(v1_config, tmp_path, monkeyp
 
     monkeypatch.setattr(KMeans, "fit", record)
     train(v1_config, tmp_path / "run", quiet=True)
-    assert len(seeds) == v1_config.epochs and len(set(seeds)) == v1_config.epochs
+    # one clustering per epoch, then the trained network's, which the run keeps: every one from its own seed
+    assert len(seeds) == v1_config.epochs + 1 and len(set(seeds)) == v1_config.epochs + 1
 
 
 def test_the_clustered_features_are_the_eval_mode_pre_relu_fc_output(tiny_config):

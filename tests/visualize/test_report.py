@@ -113,3 +113,43 @@ def test_one_and_two_channel_images_through_the_api(tensor_images, tmp_path, bro
         page = write_report(tmp_path / f"c{channels}", cfg, history, model=model, dataset=ds,
                             assignment=assignment, final=False)
         assert_page_sound(browser, page, tmp_path / f"shot{channels}.png", min_images=8)
+
+
+def test_the_cluster_browser_shows_every_cluster_with_its_central_images(tiny_config, tmp_path, browser):
+    import dataclasses
+
+    from deepcluster.data import ImageFolder
+    from deepcluster.state import RunState
+    from deepcluster.visualize.browser import write_cluster_browser
+
+    out = tmp_path / "run"
+    train(dataclasses.replace(tiny_config, k=9), out, quiet=True)
+    report = out / "report" / "index.html"
+    info = open_page(browser, report, tmp_path / "report.png")
+    assert "clusters/page-0001.html" in info["links"] and "the cluster browser" in info["text"]
+    c = RunState.load(out).clustering
+    labels, dist = c.labels[0], c.distances[0]
+    # paginated: 2 clusters a page, every cluster on one page, largest first, most central images first
+    data = ImageFolder(tiny_config.data, 32)
+    pages = write_cluster_browser(tmp_path / "b", data, labels, dist, "test", per_page=2, per_cluster=3)
+    sizes = np.bincount(labels)
+    assert len(pages) == -(-int((sizes > 0).sum()) // 2)
+    seen = []
+    browser.get(pages[0].resolve().as_uri())
+    for p in range(len(pages)):
+        info = open_page(browser, pages[p], tmp_path / f"page{p}.png")
+        assert info["broken"] == [] and info["errors"] == [] and info["external"] == []
+        clusters = browser.execute_script(
+            "return [...document.querySelectorAll('.cluster')].map(d => [d.id, "
+            "[...d.querySelectorAll('figcaption')].map(f => f.textContent)])")
+        for cid, names in clusters:
+            k = int(cid.split("-")[1])
+            members = np.flatnonzero(labels == k)
+            central = members[np.argsort(dist[members], kind="stable")][:3]
+            assert names == [str(data.files[i].relative_to(data.root)) for i in central]
+            seen.append(k)
+        if p + 1 < len(pages):  # the "next" link leads to the next page
+            browser.find_element("link text", "next").click()
+            assert browser.current_url.endswith(pages[p + 1].name)
+    assert sorted(seen) == sorted(np.flatnonzero(sizes).tolist())
+    assert [sizes[k] for k in seen] == sorted((sizes[k] for k in seen), reverse=True)

@@ -22,6 +22,7 @@ from ..diagnose import learning_problems
 from ..evaluate.clustering import kmeans_protocol
 from ..rundir import RunDir, atomic_write_text
 from ..session import open_run
+from .browser import write_cluster_browser
 from .curves import plot_curves
 from .filters import first_layer_kernels, stretch, tile_grid
 from .grids import cluster_rows, image_rows, pick_clusters
@@ -29,8 +30,8 @@ from .plots import cluster_sizes_figure, confusion_figure, embedding_figure, png
 
 SECTIONS = {"status": "Status", "config": "Configuration", "curves": "Curves over epochs", "epochs": "Epochs",
             "sizes": "Cluster sizes", "clusters": "Clusters (images drawn at random)",
-            "confusion": "Clusters against labels", "map": "Map of the features", "filters": "First-layer filters",
-            "evaluation": "Evaluation"}  # section id -> heading, in page order
+            "browser": "Every cluster", "confusion": "Clusters against labels", "map": "Map of the features",
+            "filters": "First-layer filters", "evaluation": "Evaluation"}  # section id -> heading, in page order
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; max-width: 1320px; margin: 1.5em auto; padding: 0 1em; color: #222; }
@@ -81,6 +82,27 @@ def feature_sample(model, dataset, cfg: Config, device, n: int) -> tuple[np.ndar
                                                        alone=True))  # drawn by rank 0 alone
 
 
+def duplicate_sample(pairs_csv: Path, dataset, n: int = 12) -> str:
+    """The ``n`` most similar pairs that ``deepcluster duplicates`` wrote, side by side; "" when it has not run."""
+    import csv
+
+    from ..export.table import image_names
+
+    if not pairs_csv.is_file():
+        return ('<p class="note">Near duplicates: <code>deepcluster duplicates RUN_DIR</code> finds them, and this '
+                'page then shows a sample.</p>')
+    with open(pairs_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    index = {str(name): i for i, name in enumerate(image_names(dataset))}
+    shown = [r for r in rows if r["image_a"] in index and r["image_b"] in index][:n]
+    if not shown:
+        return f'<p class="note">Near duplicates: none at the threshold used ({len(rows)} pairs).</p>'
+    pics = image_rows([[dataset[index[r["image_a"]]][0], dataset[index[r["image_b"]]][0]] for r in shown],
+                      [f"{r['similarity'][:6]}\n{r['image_a'][-24:]}" for r in shown], cell=64, label_w=210)
+    return (f"<h3>Near duplicates: the {len(shown)} most similar of {len(rows)} pairs</h3>"
+            + _img(png_bytes(pics), "near-duplicate pairs"))
+
+
 def evaluation_tables(run: RunDir) -> str:
     """The closing k-means evaluation (``eval.json``) and every ``deepcluster eval`` result (``eval/*.json``)."""
     parts = []
@@ -116,12 +138,16 @@ def evaluation_tables(run: RunDir) -> str:
 
 def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model=None, dataset=None,
                  assignment: Optional[np.ndarray] = None, final: bool = True, device="cpu",
-                 map_images: int = 1000) -> Path:
+                 map_images: int = 1000, clustering=None) -> Path:
     """Write ``RUN_DIR/report/index.html`` (atomically) from what is given; sections whose inputs are missing
     (no epoch yet, no labels, no dataset) say so instead. ``final=False`` marks a run in progress: the page
-    then reloads itself every 60 s. Returns the page's path."""
+    then reloads itself every 60 s. With the run's final ``clustering`` (:class:`~deepcluster.state.RunClustering`)
+    its clusters are the ones shown, and the cluster browser (:mod:`.browser`) is written beside the page.
+    Returns the page's path."""
     run = RunDir(run_dir)
     device = torch.device(device)
+    if clustering is not None:
+        assignment = clustering.labels[0]
     targets = getattr(dataset, "targets", None) if dataset is not None else None
     if assignment is not None and dataset is not None and len(assignment) != len(dataset):
         raise ConfigError(f"the run's assignment has {len(assignment)} images but the data has {len(dataset)}: "
@@ -165,7 +191,7 @@ def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model
 
     no_assign = '<p class="note">No clustering yet: it appears after the first epoch.</p>'
     if assignment is None:
-        for s in ("sizes", "clusters", "confusion"):
+        for s in ("sizes", "clusters", "browser", "confusion"):
             sec[s] = no_assign
     else:
         sec["sizes"] = _img(png_bytes(cluster_sizes_figure(assignment)), "cluster sizes")
@@ -178,6 +204,17 @@ def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model
                 grids.append(_img(png_bytes(image_rows(*cluster_rows(dataset, assignment, ids, 12, cfg.seed))),
                                   f"{name} clusters"))
             sec["clusters"] = "".join(grids)
+        if clustering is not None and dataset is not None:
+            pages = write_cluster_browser(run / "report", dataset, assignment, clustering.distances[0],
+                                          f"DeepCluster run {run.path.name}", STYLE, targets=targets)
+            first = pages[0].relative_to(run / "report").as_posix()
+            sec["browser"] = (f'<p>All {len(np.unique(assignment))} clusters of the trained network, largest '
+                              f'first, each with its most central images and their file names: '
+                              f'<a href="{first}">the cluster browser</a> ({len(pages)} page'
+                              f'{"s" if len(pages) > 1 else ""}).</p>')
+            sec["browser"] += duplicate_sample(run / "duplicates.csv", dataset)
+        else:
+            sec["browser"] = '<p class="note">The cluster browser is written once training has ended.</p>'
         sec["confusion"] = _img(png_bytes(confusion_figure(assignment, targets, classes)), "clusters by label") \
             if targets is not None else '<p class="note">The data has no labels (one subfolder per class gives ' \
                                         'them), so clusters cannot be compared with classes.</p>'
@@ -229,5 +266,6 @@ def build_report(run_dir: str | Path, data: Optional[str] = None, data_root: Opt
         history = [r for r in history if r["epoch"] <= run.state.epoch]
     final = bool(history) and history[-1]["epoch"] >= run.cfg.epochs
     assignment = run.state.assignment if run.state is not None else None
+    clustering = run.state.clustering if run.state is not None else None
     return write_report(run.run_dir, run.cfg, history, model=run.model, dataset=run.train_set, assignment=assignment,
-                        final=final, device=run.device, map_images=map_images)
+                        final=final, device=run.device, map_images=map_images, clustering=clustering)

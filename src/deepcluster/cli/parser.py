@@ -1,15 +1,11 @@
-"""The ``deepcluster`` command line. Every Config field is an option of ``train``."""
+"""The command line's grammar: one sub-command per job, every Config field an option of ``train``."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import sys
-import warnings
-from typing import Optional, Sequence
 
-from . import __version__
-from .config import Config, ConfigError, DeepClusterError
+from .. import __version__
+from ..config import Config
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
@@ -37,6 +33,14 @@ def _add_data(p: argparse.ArgumentParser, help_: str) -> None:
     p.add_argument("--data-root", help="folder of the built-in dataset's files")
 
 
+def _add_run(p: argparse.ArgumentParser, device: bool = True) -> None:
+    """RUN_DIR, the --data / --data-root its training images moved to, and --device."""
+    p.add_argument("run", metavar="RUN_DIR")
+    _add_data(p, "the run's training images, if they moved (default: the run's own)")
+    if device:
+        _add_device(p)
+
+
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
@@ -58,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="replace the run in RUN_DIR")
     _add_config_options(t)
 
-    from .evaluate.protocols import PROTOCOLS
+    from ..evaluate.protocols import PROTOCOLS
 
     e = sub.add_parser("eval", help="evaluate a run's features with the paper's protocols",
                        description="Evaluate a trained network (or its random initialisation). Results are printed "
@@ -88,10 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write the run report: one self-contained HTML page (opens offline) with the "
                                    "config, curves, cluster sizes and images, clusters against labels, a t-SNE "
                                    "map, first-layer filters and the evaluation tables. Training writes it too.")
-    r.add_argument("run", metavar="RUN_DIR")
-    _add_data(r, "the run's training images, if they moved (default: the run's own)")
+    _add_run(r)
     r.add_argument("--map-images", type=int, default=1000, help="images in the t-SNE map (default 1000)")
-    _add_device(r)
 
     v = sub.add_parser("visualize", help="pictures of what filters respond to, as grid PNGs")
     vsub = v.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -127,131 +129,64 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="one Markdown table of the evaluation results of several runs")
     c.add_argument("runs", nargs="+", metavar="RUN_DIR")
     c.add_argument("--out", metavar="FILE.md", help="also write the table to this file")
+
+    x = sub.add_parser("export", help="the run's clusters by file: a table, and optionally a folder per cluster",
+                       description="One row per training image: its path relative to the data folder (its index "
+                                   "for the built-in dataset), cluster, distance to the centroid, rank in its "
+                                   "cluster, the cluster's size, and its label when there are labels.")
+    _add_run(x, device=False)
+    x.add_argument("--out", metavar="FILE", help="the table (default RUN_DIR/clusters.csv; .jsonl for JSON lines)")
+    x.add_argument("--folders", metavar="DIR", help="also one folder per cluster, largest first, of links to its "
+                                                     "images, most central first (never inside the data folder)")
+    x.add_argument("--copy", action="store_true", help="with --folders: copies instead of links")
+
+    a = sub.add_parser("assign", help="place new images in the run's clusters (nearest centroid)",
+                       description="The trained network's features of each image, in the run's clustering space, "
+                                   "and its nearest centroid. The table is export's, with 'fit': the share of the "
+                                   "cluster's training images nearer its centroid (near 1: fits no cluster well).")
+    a.add_argument("run", metavar="RUN_DIR")
+    _add_data(a, "the images to place: a folder, or fashion-mnist / fashion-mnist:test")
+    a.add_argument("--out", metavar="FILE", help="the table (default RUN_DIR/assigned.csv)")
+    _add_device(a)
+
+    m = sub.add_parser("embed", help="the features of any images, streamed to a .npy file with their names",
+                       description="Features of every image of --data as float32 rows of FILE.npy (numpy "
+                                   "memory-maps it), their names in FILE.csv beside it (pandas reads it).")
+    m.add_argument("run", metavar="RUN_DIR")
+    _add_data(m, "the images: a folder, or fashion-mnist / fashion-mnist:test")
+    m.add_argument("--out", metavar="FILE.npy", required=True)
+    m.add_argument("--layer", default="fc", help="fc (the clustered output, default) or conv1..convN (pooled)")
+    m.add_argument("--space", default="raw", choices=("raw", "l2", "clustering"),
+                   help="raw, l2 (rows normalised) or clustering (the run's: PCA-whitened + L2 for v1)")
+    _add_device(m)
+
+    d = sub.add_parser("duplicates", help="near-duplicate training images: pairs above a cosine similarity",
+                       description="Pairs of training images whose features' cosine similarity is at least "
+                                   "--threshold, searched exactly within each cluster (the cost grows with the sum "
+                                   "of the squared cluster sizes, not N squared); the pairs and the groups they "
+                                   "link, as two tables.")
+    _add_run(d)
+    d.add_argument("--threshold", type=float, default=0.95, help="cosine similarity of a pair (default 0.95)")
+    d.add_argument("--space", default="fc", choices=("fc", "clustering"),
+                   help="fc: the trained fc features, L2-normalised (default); clustering: the run's space")
+    d.add_argument("--out", metavar="FILE", help="the pairs (default RUN_DIR/duplicates.csv; groups beside it)")
+
+    s_ = sub.add_parser("sample", help="representatives of every cluster: the images nearest its centroid",
+                        description="For each cluster, the --per-cluster images nearest its centroid and, with "
+                                    "--spread N, N more spread over the cluster (farthest points), as a table and "
+                                    "optionally a folder per cluster.")
+    _add_run(s_)
+    s_.add_argument("--per-cluster", type=int, default=5, help="central images per cluster (default 5)")
+    s_.add_argument("--spread", type=int, default=0, help="spread images per cluster besides (default 0)")
+    s_.add_argument("--out", metavar="FILE", help="the table (default RUN_DIR/representatives.csv)")
+    s_.add_argument("--folders", metavar="DIR", help="also one folder per cluster of its representatives")
+    s_.add_argument("--copy", action="store_true", help="with --folders: copies instead of links")
+    for p_ in (x, a, m, d, s_):
+        p_.add_argument("--overwrite", action="store_true", help="replace the outputs if they exist")
     return parser
-
-
-def run_eval(args: argparse.Namespace) -> None:
-    from .evaluate.protocols import PROTOCOLS, load_for_eval, result_name, run_protocol
-    from .rundir import RunDir
-
-    if args.epochs < 1:
-        raise ConfigError(f"--epochs {args.epochs}: train the probe for at least one epoch")
-    setup = load_for_eval(args.run or args.checkpoint, args.data, args.val_data, args.data_root, args.random_init,
-                          args.device)
-    run = RunDir(setup.run_dir)
-    for name in PROTOCOLS if "all" in args.protocols else dict.fromkeys(args.protocols):
-        res = run_protocol(name, setup, epochs=args.epochs, layer=args.layer, knn_k=args.knn_k,
-                           target_data=args.target_data, target_val_data=args.target_val_data,
-                           queries=args.queries, seeds=setup.cfg.eval_seeds, views=args.views)
-        run.write_json(result_name(name, args.random_init), res)
-        shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items() if k != "protocol"}
-        print(f"{name}: {json.dumps(shown)}")
-
-
-def run_visualize(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from .evaluate.protocols import load_for_eval
-    from .rundir import atomic_write
-    from .visualize import gradient_ascent, image_rows, sample_filters, tile_grid, top_images
-
-    setup = load_for_eval(args.run or args.checkpoint, args.data, None, args.data_root, device=args.device)
-    model, ds = setup.model, setup.train_set
-    filters = sample_filters(model, args.layer, args.filters, args.seed)
-    name = "filters" if args.what == "filters" else "top-images"
-    out = Path(args.out or setup.run_dir / f"{name}-conv{args.layer}.png")
-    if args.what == "filters":
-        if args.steps < 1:
-            raise ConfigError(f"--steps {args.steps}: take at least one step")
-        size = args.size or setup.image_size
-        if size < 8:
-            raise ConfigError(f"--size {size} is too small: use at least 8 pixels")
-        images = gradient_ascent(model, args.layer, filters, size, ds.channels, ds.mean, ds.std, steps=args.steps,
-                                 seed=args.seed, device=setup.device)
-        grid = tile_grid(images, [f"#{f}" for f in filters], cols=8, cell=max(64, size))
-    else:
-        if args.top < 1:
-            raise ConfigError(f"--top {args.top}: show at least one image per filter")
-        best, acts = top_images(model, ds, args.layer, filters, setup.image_size, n=args.top,
-                                batch_size=setup.cfg.batch_size, device=setup.device)
-        rows = [[ds[int(i)][0] for i in row] for row in best]
-        grid = image_rows(rows, [f"conv{args.layer} #{f}\ntop {a[0]:.2f}" for f, a in zip(filters, acts)],
-                          cell=64, label_w=110)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda tmp: grid.save(tmp, format="PNG"))
-    print(f"{name} of {len(filters)} conv{args.layer} filters of {setup.run_dir}: {out}")
-
-
-def run_import_original(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from .checkpoint import load_weights_only
-    from .state import RunState
-
-    src, out = Path(args.source), Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise ConfigError(f"{out} exists: choose another OUT.pt or pass --overwrite")
-    state = RunState.from_original(load_weights_only(src), str(src), args.data)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    state.save(out)
-    print(f"{src}: {state.config.arch}{' + sobel' if state.config.sobel else ''}, epoch {state.epoch}, head of "
-          f"{state.head_classes} clusters -> {out}")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     cfg = Config.from_yaml(args.config) if args.config else Config()
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
     return dataclasses.replace(cfg, **given)
-
-
-def one_line(e: Exception) -> str:
-    """The error's own message. An error raised in a DataLoader worker process arrives wrapped in the worker's
-    traceback, whose last line is ``module.ErrorType: message``: that message is given instead."""
-    msg = str(e)
-    if "Original Traceback" in msg:
-        msg = msg.rstrip().splitlines()[-1].split(": ", 1)[-1]
-    return msg
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "resume", False) and getattr(args, "overwrite", False):
-        print("deepcluster: error: --resume and --overwrite exclude each other: pick one", file=sys.stderr)
-        return 2
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"deepcluster: warning: {msg}\n"
-    try:
-        if args.command == "train":
-            from .train import train
-
-            train(config_from_args(args), args.out, resume=args.resume, overwrite=args.overwrite)
-        elif args.command == "eval":
-            run_eval(args)
-        elif args.command == "report":
-            from .visualize import build_report
-
-            if args.map_images < 0:
-                raise ConfigError(f"--map-images {args.map_images} must be >= 0")
-            print(build_report(args.run, args.data, args.data_root, args.device, args.map_images))
-        elif args.command == "visualize":
-            run_visualize(args)
-        elif args.command == "import-original":
-            run_import_original(args)
-        elif args.command == "compare":
-            from .evaluate.compare import compare_runs
-            from .rundir import atomic_write_text
-
-            table = compare_runs(args.runs)
-            print(table)
-            if args.out:
-                atomic_write_text(args.out, table + "\n")
-    except DeepClusterError as e:
-        print(f"deepcluster: error: {one_line(e)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("deepcluster: interrupted; the last checkpoint is intact, continue with --resume", file=sys.stderr)
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,43 @@
+"""The ``deepcluster`` command line: :mod:`.parser` declares it, :mod:`.commands` runs it, :func:`main` turns
+every error of the user's input into one line on stderr (exit status 2)."""
+from __future__ import annotations
+
+import sys
+import warnings
+from typing import Optional, Sequence
+
+from ..config import DeepClusterError
+from .commands import RUNNERS
+from .parser import build_parser, config_from_args
+
+__all__ = ["build_parser", "config_from_args", "main", "one_line"]
+
+
+def one_line(e: Exception) -> str:
+    """The error's own message. An error raised in a DataLoader worker process arrives wrapped in the worker's
+    traceback, whose last line is ``module.ErrorType: message``: that message is given instead."""
+    msg = str(e)
+    if "Original Traceback" in msg:
+        msg = msg.rstrip().splitlines()[-1].split(": ", 1)[-1]
+    return msg
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "resume", False) and getattr(args, "overwrite", False):
+        print("deepcluster: error: --resume and --overwrite exclude each other: pick one", file=sys.stderr)
+        return 2
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"deepcluster: warning: {msg}\n"
+    try:
+        RUNNERS[args.command](args)
+    except DeepClusterError as e:
+        print(f"deepcluster: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("deepcluster: interrupted; the last checkpoint is intact, continue with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

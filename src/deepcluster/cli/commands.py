@@ -1,0 +1,158 @@
+"""What each sub-command does with its parsed arguments (``train`` and ``report`` are one call each, in
+:func:`deepcluster.cli.main`)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..config import ConfigError
+
+
+def run_eval(args: argparse.Namespace) -> None:
+    from ..evaluate.protocols import PROTOCOLS, load_for_eval, result_name, run_protocol
+    from ..rundir import RunDir
+
+    if args.epochs < 1:
+        raise ConfigError(f"--epochs {args.epochs}: train the probe for at least one epoch")
+    setup = load_for_eval(args.run or args.checkpoint, args.data, args.val_data, args.data_root, args.random_init,
+                          args.device)
+    run = RunDir(setup.run_dir)
+    for name in PROTOCOLS if "all" in args.protocols else dict.fromkeys(args.protocols):
+        res = run_protocol(name, setup, epochs=args.epochs, layer=args.layer, knn_k=args.knn_k,
+                           target_data=args.target_data, target_val_data=args.target_val_data,
+                           queries=args.queries, seeds=setup.cfg.eval_seeds, views=args.views)
+        run.write_json(result_name(name, args.random_init), res)
+        shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items() if k != "protocol"}
+        print(f"{name}: {json.dumps(shown)}")
+
+
+def run_visualize(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from ..evaluate.protocols import load_for_eval
+    from ..rundir import atomic_write
+    from ..visualize import gradient_ascent, image_rows, sample_filters, tile_grid, top_images
+
+    setup = load_for_eval(args.run or args.checkpoint, args.data, None, args.data_root, device=args.device)
+    model, ds = setup.model, setup.train_set
+    filters = sample_filters(model, args.layer, args.filters, args.seed)
+    name = "filters" if args.what == "filters" else "top-images"
+    out = Path(args.out or setup.run_dir / f"{name}-conv{args.layer}.png")
+    if args.what == "filters":
+        if args.steps < 1:
+            raise ConfigError(f"--steps {args.steps}: take at least one step")
+        size = args.size or setup.image_size
+        if size < 8:
+            raise ConfigError(f"--size {size} is too small: use at least 8 pixels")
+        images = gradient_ascent(model, args.layer, filters, size, ds.channels, ds.mean, ds.std, steps=args.steps,
+                                 seed=args.seed, device=setup.device)
+        grid = tile_grid(images, [f"#{f}" for f in filters], cols=8, cell=max(64, size))
+    else:
+        if args.top < 1:
+            raise ConfigError(f"--top {args.top}: show at least one image per filter")
+        best, acts = top_images(model, ds, args.layer, filters, setup.image_size, n=args.top,
+                                batch_size=setup.cfg.batch_size, device=setup.device)
+        rows = [[ds[int(i)][0] for i in row] for row in best]
+        grid = image_rows(rows, [f"conv{args.layer} #{f}\ntop {a[0]:.2f}" for f, a in zip(filters, acts)],
+                          cell=64, label_w=110)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda tmp: grid.save(tmp, format="PNG"))
+    print(f"{name} of {len(filters)} conv{args.layer} filters of {setup.run_dir}: {out}")
+
+
+def run_import_original(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from ..checkpoint import load_weights_only
+    from ..state import RunState
+
+    src, out = Path(args.source), Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"{out} exists: choose another OUT.pt or pass --overwrite")
+    state = RunState.from_original(load_weights_only(src), str(src), args.data)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state.save(out)
+    print(f"{src}: {state.config.arch}{' + sobel' if state.config.sobel else ''}, epoch {state.epoch}, head of "
+          f"{state.head_classes} clusters -> {out}")
+
+
+def run_export(args: argparse.Namespace) -> None:
+    if args.command == "export":
+        from ..export.table import export_clusters
+
+        done = export_clusters(args.run, args.out, None, args.folders, args.copy, args.overwrite, args.data,
+                               args.data_root)
+        print(f"{done['images']} images in {done['clusters']} clusters -> {done['table']}")
+        if "folders" in done:
+            f = done["folders"]
+            print(f"{f['folders']} folders of {f['images']} {f['how']} -> {f['out']}")
+        return
+    if args.data is None:
+        raise ConfigError(f"'{args.command}' needs the images: pass --data FOLDER")
+    if args.command == "assign":
+        from ..export.assign import assign_images
+
+        done = assign_images(args.run, args.data, args.out, args.overwrite, args.device, args.data_root)
+        if done["note"]:
+            print(done["note"])
+        print(f"{done['images']} images placed in {done['clusters_used']} clusters ({done['outside']} outside every "
+              f"training image of theirs: fit = 1) -> {done['table']}")
+    else:
+        from ..export.embed import embed_images
+
+        done = embed_images(args.run, args.data, args.out, args.layer, args.space, args.overwrite, args.device,
+                            args.data_root)
+        if done["note"]:
+            print(done["note"])
+        print(f"{done['images']} x {done['dim']} features ({done['layer']}, {done['space']}) -> {done['features']}, "
+              f"names -> {done['names']}")
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from ..train import train
+    from .parser import config_from_args
+
+    train(config_from_args(args), args.out, resume=args.resume, overwrite=args.overwrite)
+
+
+def run_report(args: argparse.Namespace) -> None:
+    from ..visualize import build_report
+
+    if args.map_images < 0:
+        raise ConfigError(f"--map-images {args.map_images} must be >= 0")
+    print(build_report(args.run, args.data, args.data_root, args.device, args.map_images))
+
+
+def run_compare(args: argparse.Namespace) -> None:
+    from ..evaluate.compare import compare_runs
+    from ..rundir import atomic_write_text
+
+    table = compare_runs(args.runs)
+    print(table)
+    if args.out:
+        atomic_write_text(args.out, table + "\n")
+
+
+def run_duplicates(args: argparse.Namespace) -> None:
+    from ..export.duplicates import find_duplicates
+
+    done = find_duplicates(args.run, args.threshold, args.out, args.space, args.overwrite, args.device, args.data,
+                           args.data_root)
+    print(f"{done['pairs']} pairs at similarity >= {args.threshold} in {done['groups']} groups "
+          f"({done['images_in_groups']} images; {done['compared']} pairs compared of {done['all_pairs']}) -> "
+          f"{done['table']}, {done['groups_table']}")
+
+
+def run_sample(args: argparse.Namespace) -> None:
+    from ..export.sample import sample_representatives
+
+    done = sample_representatives(args.run, args.per_cluster, args.spread, args.out, args.folders, args.copy,
+                                  args.overwrite, args.device, args.data, args.data_root)
+    print(f"{done['images']} representatives of {done['clusters']} clusters -> {done['table']}")
+    if "folders" in done:
+        print(f"{done['folders']['folders']} folders -> {done['folders']['out']}")
+
+
+RUNNERS = {"train": run_train, "eval": run_eval, "report": run_report, "visualize": run_visualize,
+           "import-original": run_import_original, "compare": run_compare, "export": run_export,
+           "assign": run_export, "embed": run_export, "duplicates": run_duplicates, "sample": run_sample}

@@ -1,0 +1,91 @@
+"""The run's clustering: fitted once more on the trained network after the last epoch, and applied to any images.
+
+Each epoch clusters the features of the network as it was *before* that epoch's training pass, so the network a
+run leaves is one pass further than its last clustering. After the last epoch the trained network's features of
+every training image are therefore clustered once more, the way training does (v1: the fc features PCA-whitened
+and L2-normalised, one k-means per head; v2: the prototype head's projections), and the whitening, the centroids
+and each image's nearest centroid are saved with the run (:class:`~deepcluster.state.RunClustering`).
+
+Any image is placed by :func:`embed` (the same features, projected batch by batch exactly as here) and
+:func:`nearest`, so the training images placed again get their clusters back exactly (CPU, one process, the
+run's batch size).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import distributed as dist
+from .clustering import build_clustering
+from .config import Config
+from .device import amp_dtype
+from .features import centre_view_features
+from .preprocess import PCAWhitening
+from .state import RunClustering
+
+
+def projector(model, clustering: RunClustering, device: torch.device):
+    """The map from the network's fc features ``(B, D)`` to the clustering space, on ``device``."""
+    if clustering.space == "projection":
+        return lambda f: model.head.project(F.relu(f))
+    mean = torch.from_numpy(clustering.mean.astype(np.float32)).to(device)
+    proj = torch.from_numpy(clustering.projection.astype(np.float32)).to(device)
+    return lambda f: F.normalize((f - mean) @ proj, dim=1)
+
+
+def embed(model, dataset, clustering: RunClustering, device: torch.device, batch_size: int = 256,
+          workers: Optional[int] = 0, amp: Optional[torch.dtype] = None, indices: Optional[np.ndarray] = None,
+          out: Optional[np.ndarray] = None, desc: Optional[str] = None, alone: bool = False) -> Optional[np.ndarray]:
+    """The images ``indices`` (default: all) in the clustering space, ``(M, d)`` float32 in their order (written
+    into ``out`` when given), from the centre view of each."""
+    return centre_view_features(model, dataset, device, batch_size, workers, amp, indices,
+                                projector(model, clustering, device), out, desc, alone)
+
+
+def nearest(x: np.ndarray, centroids: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's nearest centroid and its Euclidean distance, ``(labels int64 (N,), distances float32 (N,))``,
+    computed in float64 so that the answer for a row does not depend on the rows beside it."""
+    c = centroids.astype(np.float64)
+    c_sq = (c * c).sum(1)
+    labels, dist = np.empty(len(x), np.int64), np.empty(len(x), np.float32)
+    for s in range(0, len(x), chunk):
+        xs = x[s:s + chunk].astype(np.float64)
+        d2 = (xs * xs).sum(1)[:, None] - 2 * xs @ c.T + c_sq[None]
+        labels[s:s + chunk] = d2.argmin(1)
+        dist[s:s + chunk] = np.sqrt(np.maximum(d2[np.arange(len(xs)), labels[s:s + chunk]], 0))
+    return labels, dist
+
+
+def fit_run_clustering(model, dataset, cfg: Config, device: torch.device, seed: int,
+                       desc: Optional[str] = "final clustering") -> Optional[RunClustering]:
+    """Cluster ``dataset`` with the trained ``model`` as ``cfg``'s training does (every head's k; PIC's clusters
+    get their means as centroids), seeded with ``seed``. Under torchrun every process extracts its share; rank 0
+    returns the clustering, the others None."""
+    amp = amp_dtype(cfg.precision, device)
+    if cfg.method == "v2":
+        space = RunClustering("projection", [], [], [])
+    else:  # the PCA-whitening, fitted as the training fits it: on a sample of at most pca_sample images
+        n = len(dataset)
+        rng = np.random.default_rng([cfg.seed, cfg.epochs + 1, 1])
+        fit = np.arange(n) if n <= cfg.pca_sample else np.sort(rng.choice(n, cfg.pca_sample, replace=False))
+        f = centre_view_features(model, dataset, device, cfg.batch_size, cfg.workers, amp, fit, desc=desc)
+        pca = dist.on_main(lambda: PCAWhitening(cfg.pca_dim).fit(f))
+        f = None
+        space = RunClustering("whitened", [], [], [], pca.mean_.astype(np.float32), pca.projection_)
+    x = embed(model, dataset, space, device, cfg.batch_size, cfg.workers, amp, desc=desc)
+    if not dist.is_main():
+        return None
+    where = "auto" if device.type == "cuda" else "cpu"
+    for i, k in enumerate([cfg.k] + cfg.overcluster_ks):
+        est = build_clustering(cfg, seed + i, where, k).fit(x)
+        centroids = getattr(est, "cluster_centers_", None)
+        if centroids is None:  # PIC: the mean of each cluster
+            centroids = np.stack([x[est.labels_ == j].mean(0) for j in range(est.n_clusters_)])
+        labels, distances = nearest(x, centroids)
+        space.centroids.append(np.asarray(centroids, np.float32))
+        space.labels.append(labels)
+        space.distances.append(distances)
+    return space

@@ -1,0 +1,102 @@
+"""DeepCluster behind scikit-learn's estimator shape: ``DeepCluster(k=..., ...).fit(images)`` trains exactly as
+``deepcluster train`` does and writes the same run folder; ``labels_`` and ``cluster_centers_`` are the trained
+network's clustering, ``transform`` / ``predict`` place any images in it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .clusters import embed, nearest
+from .config import Config, ConfigError
+from .data import TensorImages
+from .data.adapt import for_network
+from .device import amp_dtype
+from .session import open_run
+
+
+class DeepCluster:
+    """``settings`` are :class:`~deepcluster.config.Config` fields (``k``, ``epochs``, ``arch``, ...); those left
+    out are the recipe's choice, as on the command line. The run is written to ``out``.
+
+    Fitted attributes: ``labels_`` (N,), ``cluster_centers_`` (k, d) in the clustering space, ``run_dir_``,
+    ``metrics_`` (one dict per epoch), ``evaluation_`` (the closing evaluation), ``model_`` (the network)."""
+
+    def __init__(self, out: str | Path = "runs/deepcluster", resume: bool = False, overwrite: bool = False,
+                 device: str = "auto", quiet: bool = True, **settings):
+        self.out, self.resume, self.overwrite, self.device, self.quiet = out, resume, overwrite, device, quiet
+        self.settings = settings
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {"out": self.out, "resume": self.resume, "overwrite": self.overwrite, "device": self.device,
+                "quiet": self.quiet, **self.settings}
+
+    def set_params(self, **params) -> "DeepCluster":
+        for k, v in params.items():
+            if k in ("out", "resume", "overwrite", "device", "quiet"):
+                setattr(self, k, v)
+            else:
+                self.settings[k] = v
+        return self
+
+    def fit(self, images: str | Path, y=None) -> "DeepCluster":
+        """Train on ``images``: a folder of images or ``"fashion-mnist"``. ``y`` is ignored (no labels are used)."""
+        from .train import train
+
+        if not isinstance(images, (str, Path)):
+            raise ConfigError(f"fit takes a folder of images or 'fashion-mnist', not {type(images).__name__}")
+        cfg = Config(data=str(images), device=self.device, **self.settings)
+        summary = train(cfg, self.out, resume=self.resume, overwrite=self.overwrite, quiet=self.quiet)
+        self.metrics_, self.evaluation_ = summary["metrics"], summary["eval"]
+        return self._take(self.out)
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "auto") -> "DeepCluster":
+        """The estimator of a run already trained (by ``fit`` or by ``deepcluster train``)."""
+        est = cls(out=run_dir, device=device)
+        est.metrics_, est.evaluation_ = None, None
+        return est._take(run_dir)
+
+    def _take(self, run_dir) -> "DeepCluster":
+        from .export.table import run_clustering
+
+        self._run = open_run(run_dir, device=self.device, whole_data=False, cache=False)
+        self._clustering = run_clustering(self._run)
+        self.run_dir_, self.model_ = self._run.run_dir, self._run.model
+        self.labels_, self.cluster_centers_ = self._clustering.labels[0], self._clustering.centroids[0]
+        return self
+
+    def fit_predict(self, images: str | Path, y=None) -> np.ndarray:
+        return self.fit(images).labels_
+
+    def _dataset(self, images):
+        from .export.assign import open_images
+
+        run = self._run
+        if isinstance(images, (str, Path)):
+            return open_images(run, str(images))[0]
+        x = torch.as_tensor(np.asarray(images))
+        if x.dtype != torch.uint8 or x.ndim not in (3, 4):
+            raise ConfigError("images: a folder, or uint8 pixels (N, H, W) or (N, C, H, W)")
+        x = x[:, None] if x.ndim == 3 else x
+        size = run.train_set.load_size
+        if x.shape[-1] != size or x.shape[-2] != size:
+            raise ConfigError(f"images of {tuple(x.shape[-2:])} px: this network reads {size} x {size} (load "
+                              f"size); resize them, or give a folder, which is resized for you")
+        ds = TensorImages(x.contiguous(), mean=(0.5,) * x.shape[1], std=(0.5,) * x.shape[1], name="images")
+        return for_network(ds, run.train_set.channels, run.train_set.mean, run.train_set.std)[0]
+
+    def transform(self, images) -> np.ndarray:
+        """``images`` (a folder, or uint8 pixels ``(N, [C,] H, W)`` at the network's load size) in the run's
+        clustering space, ``(N, d)``."""
+        run, cfg = self._run, self._run.cfg
+        return embed(run.model, self._dataset(images), self._clustering, run.device, cfg.batch_size, cfg.workers,
+                     amp_dtype(cfg.precision, run.device), alone=True)
+
+    def predict(self, images) -> np.ndarray:
+        """The nearest learned centroid of each image."""
+        return nearest(self.transform(images), self.cluster_centers_)[0]
+
+
+__all__ = ["DeepCluster"]

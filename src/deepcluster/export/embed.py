@@ -1,0 +1,78 @@
+"""The trained network's features of any images, streamed to a ``.npy`` file (numpy memory-maps it; a million
+images never sit in memory at once) with a CSV of the image names beside it (pandas reads it)."""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch.nn.functional as F
+
+from ..clusters import projector
+from ..config import ConfigError
+from ..device import amp_dtype
+from ..evaluate.layers import check_layer, conv_grids, conv_shapes, pool, probe_dims_default
+from ..features import dataset_features
+from ..session import open_run
+from ..views import centre_input
+from .assign import open_images
+from .table import image_names, refuse_existing, run_clustering
+
+SPACES = ("raw", "l2", "clustering")
+
+
+def embed_images(run_dir: str | Path, data: str, out: str | Path, layer: str = "fc", space: str = "raw",
+                 overwrite: bool = False, device: str = "auto", data_root: Optional[str] = None,
+                 progress: bool = True) -> dict:
+    """Write the features of ``data``'s images to ``out`` (``.npy``, float32 ``(N, D)``, row i = image i of the
+    names file ``out`` with ``.csv``). ``layer``: ``fc`` (the output the run clusters) or ``conv<i>``
+    (average-pooled as for the linear probes); ``space``: ``raw``, ``l2`` (rows L2-normalised) or ``clustering``
+    (fc only: the run's clustering space, PCA-whitened + L2 for v1, the projections for v2)."""
+    out = Path(out)
+    if out.suffix != ".npy":
+        raise ConfigError(f"{out}: the features are written as a .npy file; name it FILE.npy")
+    if space not in SPACES:
+        raise ConfigError(f"unknown feature space '{space}': choose one of {', '.join(SPACES)}")
+    names_out = out.with_suffix(".csv")
+    for p in (out, names_out):
+        refuse_existing(p, overwrite)
+    run = open_run(run_dir, device=device, whole_data=False, cache=False)
+    model, dev = run.model, run.device
+    check_layer(model, layer)
+    if space == "clustering" and layer != "fc":
+        raise ConfigError("--space clustering is the space of the fc features: use --layer fc, or --space raw / l2")
+    ds, note = open_images(run, data, data_root)
+    model.eval()
+    if layer == "fc":
+        forward, dim = model.inference_embed(), model.feature_dim
+    else:
+        i = int(layer[4:])
+        shapes = conv_shapes(model, ds.channels, model.image_size, dev)
+        grid = conv_grids(shapes, probe_dims_default(model.image_size))[i - 1]
+        forward, dim = (lambda x: pool(model.conv_outputs(x, upto=i)[-1], grid)), shapes[i - 1][0] * grid * grid
+    project = None
+    if space == "l2":
+        project = lambda f: F.normalize(f, dim=1)
+    elif space == "clustering":
+        c = run_clustering(run)
+        project = projector(model, c, dev)
+        dim = len(c.centroids[0][0])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.npy")
+    rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(ds), dim))
+    dataset_features(forward, ds, np.arange(len(ds)), centre_input(model.image_size, ds.mean, ds.std), dev,
+                     run.cfg.batch_size, run.cfg.workers, "embed" if progress else None,
+                     amp_dtype(run.cfg.precision, dev), project, rows, alone=True)
+    rows.flush()
+    del rows
+    names_tmp = names_out.with_name(f".{names_out.name}.tmp{os.getpid()}")
+    with open(names_tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["row", "image"])
+        w.writerows(enumerate(image_names(ds)))
+    os.replace(tmp, out)
+    os.replace(names_tmp, names_out)
+    return {"images": len(ds), "dim": int(dim), "layer": layer, "space": space, "features": str(out),
+            "names": str(names_out), "note": note}

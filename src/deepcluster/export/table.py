@@ -1,0 +1,123 @@
+"""One row per image: its name, cluster, distance to the centroid, rank in its cluster, the cluster's size, and
+its label when labels exist; written as CSV or JSON lines."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..config import ConfigError
+from ..rundir import atomic_write
+from ..session import SavedRun, open_run
+from ..state import RunClustering
+
+FORMATS = ("csv", "jsonl")
+
+
+def image_names(dataset) -> list:
+    """Each item's name: its path relative to the folder for an image folder, its index for the built-in data."""
+    files = getattr(dataset, "files", None)
+    if files is None:
+        return list(range(len(dataset)))
+    root = Path(dataset.root)
+    return [str(Path(f).relative_to(root)) for f in files]
+
+
+def run_clustering(run: SavedRun) -> RunClustering:
+    """The clustering saved with ``run``, checked against its training images; one ConfigError line if none."""
+    c = run.state.clustering
+    if c is None:
+        what = "a supervised run has no clusters" if run.cfg.supervised else (
+            "it has no saved clustering: it has not finished, or it was trained before runs kept one; finish it "
+            f"with 'deepcluster train --config {run.run_dir / 'config.yaml'} --out {run.run_dir} --resume'")
+        raise ConfigError(f"{run.run_dir}: {what}")
+    if len(c.labels[0]) != len(run.train_set):
+        raise ConfigError(f"{run.run_dir} clustered {len(c.labels[0])} images but its data {run.train_set.name} "
+                          f"now holds {len(run.train_set)}: give the images it was trained on (--data)")
+    return c
+
+
+def ranks(labels: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(rank of each image in its cluster by distance, 1 = nearest the centroid; size of its cluster)``."""
+    order = np.lexsort((distances, labels))  # by cluster, then by distance
+    rank = np.empty(len(labels), np.int64)
+    sizes = np.bincount(labels)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rank[order] = np.arange(len(labels)) - starts[labels[order]] + 1
+    return rank, sizes[labels]
+
+
+def cluster_rows(names: Sequence, clustering: RunClustering, targets: Optional[np.ndarray] = None,
+                 classes: Sequence[str] = (), labels: Optional[list] = None,
+                 distances: Optional[list] = None) -> list[dict]:
+    """The table's rows, one per image in dataset order: ``image``, then per clustering head ``cluster``,
+    ``distance``, ``rank``, ``cluster_size`` (suffixed ``_k<K>`` for the heads after the first), then ``label``
+    when ``targets`` are given. ``labels`` / ``distances`` default to the clustering's own (its training images)."""
+    labels = clustering.labels if labels is None else labels
+    distances = clustering.distances if distances is None else distances
+    columns: dict[str, list] = {"image": list(names)}
+    for i, (lab, dist, cen) in enumerate(zip(labels, distances, clustering.centroids)):
+        suffix = "" if i == 0 else f"_k{len(cen)}"
+        rank, size = ranks(lab, dist)
+        columns |= {f"cluster{suffix}": lab.tolist(), f"distance{suffix}": np.round(dist, 6).tolist(),
+                    f"rank{suffix}": rank.tolist(), f"cluster_size{suffix}": size.tolist()}
+    if targets is not None:
+        columns["label"] = [classes[t] if t < len(classes) else int(t) for t in targets]
+    keys = list(columns)
+    return [dict(zip(keys, values)) for values in zip(*columns.values())]
+
+
+def write_rows(rows: list[dict], out: str | Path, fmt: Optional[str] = None,
+               fields: Sequence[str] = ("image",)) -> Path:
+    """Write ``rows`` to ``out`` atomically, as CSV or JSON lines (``fmt``, default: from the suffix); ``fields``
+    name the columns of a table without rows."""
+    out = Path(out)
+    fmt = fmt or ("jsonl" if out.suffix in (".jsonl", ".json") else "csv")
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown table format '{fmt}': choose one of {', '.join(FORMATS)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            if fmt == "jsonl":
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+            else:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else list(fields))
+                w.writeheader()
+                w.writerows(rows)
+
+    atomic_write(out, write)
+    return out
+
+
+def refuse_existing(out: str | Path, overwrite: bool) -> Path:
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} exists: choose another output or pass --overwrite to replace it")
+    return out
+
+
+def export_clusters(run_dir: str | Path, out: Optional[str | Path] = None, fmt: Optional[str] = None,
+                    folders: Optional[str | Path] = None, copy: bool = False, overwrite: bool = False,
+                    data: Optional[str] = None, data_root: Optional[str] = None) -> dict:
+    """Write the table of a run's training images (default ``RUN_DIR/clusters.csv``) and, with ``folders``, one
+    folder per cluster (:func:`~deepcluster.export.folders.write_cluster_folders`). Checks everything before
+    writing anything. Returns a summary."""
+    from .folders import check_folders_out, write_cluster_folders
+
+    run = open_run(run_dir, data, data_root=data_root, device="cpu", whole_data=False, cache=False)
+    c = run_clustering(run)
+    out = refuse_existing(out or run.run_dir / ("clusters." + (fmt or "csv")), overwrite)
+    ds = run.train_set
+    if folders is not None:
+        check_folders_out(folders, overwrite, Path(ds.root) if hasattr(ds, "root") else None)
+    rows = cluster_rows(image_names(ds), c, ds.targets, ds.classes)
+    write_rows(rows, out, fmt)
+    summary = {"images": len(rows), "clusters": int(len(np.unique(c.labels[0]))), "table": str(out)}
+    if folders is not None:
+        rank, _ = ranks(c.labels[0], c.distances[0])
+        summary["folders"] = write_cluster_folders(folders, ds, c.labels[0], rank, copy, overwrite)
+    return summary
