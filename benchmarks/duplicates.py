@@ -6,7 +6,7 @@ JPEG at quality 80). DeepCluster trains on the folder with the defaults, then ``
 ``--threshold``, and a sweep of thresholds in both feature spaces reads the same features once. A planted triple
 is found when one group holds all three images; a false pair is a pair found that is not inside a planted triple.
 
-    .venv/bin/python benchmarks/duplicates.py [--threshold 0.95] [--work DIR]
+    .venv/bin/python benchmarks/duplicates.py [--threshold 0.9] [--work DIR]
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def score(pairs: list[tuple[str, str]], names: list[str], triples: list[set[str]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threshold", type=float, default=0.95)
+    ap.add_argument("--threshold", type=float, default=0.9)
     ap.add_argument("--planted", type=int, default=40)
     ap.add_argument("--work", help="folder for the images and the run (default: a temporary one, removed)")
     args = ap.parse_args()

@@ -11,6 +11,7 @@ DeepCluster trained one epoch on that folder with the recipe's settings (not tim
 from __future__ import annotations
 
 import argparse
+import csv
 import shutil
 import tempfile
 import time
@@ -61,6 +62,9 @@ def main() -> None:
                           "--overwrite", "--device", "cpu"])
         t_embed = timed(["embed", str(run), "--data", str(images), "--out", str(work / "features.npy"),
                          "--overwrite", "--device", "cpu"])
+        with open(work / "assigned.csv", newline="") as f:
+            placed = np.array([int(row["cluster"]) for row in csv.DictReader(f)])
+        differ = int((placed != np.load(run / "assignments.npy")).sum())
         r = open_run(run, device="cpu", whole_data=False)  # the images decoded into memory: the network alone
         t = time.perf_counter()
         centre_view_features(r.model, r.train_set, r.device, r.cfg.batch_size, 0, desc=None)
@@ -71,6 +75,7 @@ def main() -> None:
         for name, s in (("export (table of the run)", t_export), ("assign (folder -> clusters)", t_assign),
                         ("embed (folder -> .npy)", t_embed), ("bare extraction, images in memory", t_net)):
             print(f"| {name} | {s:.1f} | {n / s:,.0f} | {s / t_net:.2f} |")
+        print(f"assign placed the training images themselves: {differ} of {n} in another cluster than the run's")
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

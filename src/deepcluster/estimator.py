@@ -10,7 +10,7 @@ import torch
 
 from .clusters import embed, nearest
 from .config import Config, ConfigError
-from .data import TensorImages
+from .data import TensorImages, load_size_for
 from .data.adapt import for_network
 from .device import amp_dtype
 from .session import open_run
@@ -61,7 +61,7 @@ class DeepCluster:
     def _take(self, run_dir) -> "DeepCluster":
         from .export.table import run_clustering
 
-        self._run = open_run(run_dir, device=self.device, whole_data=False, cache=False)
+        self._run = open_run(run_dir, device=self.device, load_data=False)
         self._clustering = run_clustering(self._run)
         self.run_dir_, self.model_ = self._run.run_dir, self._run.model
         self.labels_, self.cluster_centers_ = self._clustering.labels[0], self._clustering.centroids[0]
@@ -80,12 +80,12 @@ class DeepCluster:
         if x.dtype != torch.uint8 or x.ndim not in (3, 4):
             raise ConfigError("images: a folder, or uint8 pixels (N, H, W) or (N, C, H, W)")
         x = x[:, None] if x.ndim == 3 else x
-        size = run.train_set.load_size
+        size = load_size_for(run.model.image_size)
         if x.shape[-1] != size or x.shape[-2] != size:
             raise ConfigError(f"images of {tuple(x.shape[-2:])} px: this network reads {size} x {size} (load "
                               f"size); resize them, or give a folder, which is resized for you")
         ds = TensorImages(x.contiguous(), mean=(0.5,) * x.shape[1], std=(0.5,) * x.shape[1], name="images")
-        return for_network(ds, run.train_set.channels, run.train_set.mean, run.train_set.std)[0]
+        return for_network(ds, run.channels, run.mean, run.std)[0]
 
     def transform(self, images) -> np.ndarray:
         """``images`` (a folder, or uint8 pixels ``(N, [C,] H, W)`` at the network's load size) in the run's

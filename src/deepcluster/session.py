@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .config import Config, ConfigError
-from .data import load_datasets
+from .data import image_format, load_datasets
 from .device import resolve_device
 from .network import saved_network
 from .state import RunState, checkpoint_path
@@ -29,6 +29,9 @@ class SavedRun:
     device: torch.device
     run_dir: Path
     random_init: bool = False
+    channels: int = 3  # the images the network takes: channels and normalisation
+    mean: tuple = ()
+    std: tuple = ()
 
     @property
     def image_size(self) -> int:
@@ -42,13 +45,16 @@ class SavedRun:
 
 def open_run(path: str | Path, data: Optional[str] = None, val_data: Optional[str] = None,
              data_root: Optional[str] = None, device: str = "auto", random_init: bool = False,
-             whole_data: bool = True, cache: bool = True, need_checkpoint: bool = True) -> SavedRun:
+             whole_data: bool = True, cache: bool = True, need_checkpoint: bool = True,
+             load_data: bool = True) -> SavedRun:
     """A run directory or a checkpoint file, opened on ``device``.
 
     The datasets are the run's own unless ``data`` / ``val_data`` / ``data_root`` say otherwise (``data`` alone
     drops the run's held-out split); ``whole_data`` evaluates on every image, else the run's ``--subset`` is kept
     (the images its assignment numbers). ``random_init`` builds the same architecture and seed untrained. Without
-    ``need_checkpoint`` a run directory that has only its ``config.yaml`` so far opens with no network."""
+    ``need_checkpoint`` a run directory that has only its ``config.yaml`` so far opens with no network. Without
+    ``load_data`` the datasets are not opened (None): what placing other images needs, without scanning the
+    run's own."""
     path = Path(path)
     ckpt = checkpoint_path(path)
     if ckpt.is_file() or need_checkpoint:
@@ -65,7 +71,11 @@ def open_run(path: str | Path, data: Optional[str] = None, val_data: Optional[st
     if whole_data:
         over["subset"] = None
     cfg = replace(cfg, device=device, **over).validate()
-    train_set, test_set = load_datasets(cfg, cache=cache)
+    train_set, test_set = load_datasets(cfg, cache=cache) if load_data else (None, None)
+    channels, mean, std = image_format(cfg.data)
+    if train_set is not None:
+        channels, mean, std = train_set.channels, train_set.mean, train_set.std
     dev = resolve_device(device)
-    model = None if state is None else saved_network(state, cfg, train_set.channels, dev, str(ckpt), random_init)
-    return SavedRun(cfg, state, model, train_set, test_set, dev, ckpt.parent, random_init)
+    model = None if state is None else saved_network(state, cfg, channels, dev, str(ckpt), random_init)
+    return SavedRun(cfg, state, model, train_set, test_set, dev, ckpt.parent, random_init, channels, tuple(mean),
+                    tuple(std))

@@ -212,7 +212,9 @@ def test_the_estimator_trains_like_the_cli_and_places_images(tiny_config, image_
     assert np.array_equal(est.labels_, np.load(tmp_path / "cli" / "assignments.npy"))  # the same training
     assert est.cluster_centers_.shape == (6, est.transform(image_folder).shape[1])
     assert np.array_equal(est.predict(image_folder), est.labels_)
-    pixels = torch.stack([est._run.train_set[i][0] for i in range(4)]).numpy()  # uint8 at the load size
+    from deepcluster.data import ImageFolder
+
+    pixels = torch.stack([ImageFolder(image_folder, 32)[i][0] for i in range(4)]).numpy()  # uint8, load size
     assert np.array_equal(est.predict(pixels), est.labels_[:4])
     again = DeepCluster.load(tmp_path / "est", device="cpu")
     assert np.array_equal(again.labels_, est.labels_) and again.get_params()["out"] == tmp_path / "est"

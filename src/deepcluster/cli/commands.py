@@ -95,8 +95,8 @@ def run_export(args: argparse.Namespace) -> None:
         done = assign_images(args.run, args.data, args.out, args.overwrite, args.device, args.data_root)
         if done["note"]:
             print(done["note"])
-        print(f"{done['images']} images placed in {done['clusters_used']} clusters ({done['outside']} outside every "
-              f"training image of theirs: fit = 1) -> {done['table']}")
+        print(f"{done['images']} images placed in {done['clusters_used']} clusters; {done['outside']} lie at least as "
+              f"far from their centroid as every training image of their cluster (fit = 1) -> {done['table']}")
     else:
         from ..export.embed import embed_images
 

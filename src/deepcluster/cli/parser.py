@@ -166,9 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "of the squared cluster sizes, not N squared); the pairs and the groups they "
                                    "link, as two tables.")
     _add_run(d)
-    d.add_argument("--threshold", type=float, default=0.95, help="cosine similarity of a pair (default 0.95)")
-    d.add_argument("--space", default="fc", choices=("fc", "clustering"),
-                   help="fc: the trained fc features, L2-normalised (default); clustering: the run's space")
+    d.add_argument("--threshold", type=float, default=0.9, help="cosine similarity of a pair (default 0.9)")
+    d.add_argument("--space", default="clustering", choices=("clustering", "fc"),
+                   help="clustering: the run's clustering space (default); fc: the fc features, L2-normalised")
     d.add_argument("--out", metavar="FILE", help="the pairs (default RUN_DIR/duplicates.csv; groups beside it)")
 
     s_ = sub.add_parser("sample", help="representatives of every cluster: the images nearest its centroid",

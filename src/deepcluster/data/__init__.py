@@ -9,14 +9,30 @@ from __future__ import annotations
 
 from ..config import Config, ConfigError
 from .cache import in_memory
-from .fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, fashion_mnist, read_idx
+from .fashion_mnist import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_ROOT,
+    FASHION_MNIST_STD,
+    fashion_mnist,
+    read_idx,
+)
 from .folder import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, ImageFolder, to_rgb_array
 from .loader import auto_workers, make_loader
 from .memory import TensorImages
 
 __all__ = ["FASHION_MNIST_CLASSES", "FASHION_MNIST_ROOT", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS",
-           "ImageFolder", "TensorImages", "auto_workers", "default_image_size", "fashion_mnist", "in_memory",
+           "ImageFolder", "TensorImages", "auto_workers", "default_image_size", "fashion_mnist", "image_format",
+           "in_memory",
            "load_datasets", "load_size_for", "make_loader", "open_training_images", "read_idx", "to_rgb_array"]
+
+
+def image_format(data: str) -> tuple[int, tuple, tuple]:
+    """``(channels, mean, std)`` of the images ``data`` names, as the datasets deliver them: the built-in
+    dataset's grey, or a folder's RGB with ImageNet's normalisation."""
+    if data == "fashion-mnist":
+        return 1, FASHION_MNIST_MEAN, FASHION_MNIST_STD
+    return 3, IMAGENET_MEAN, IMAGENET_STD
 
 
 def default_image_size(cfg: Config) -> int:

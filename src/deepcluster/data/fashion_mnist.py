@@ -14,6 +14,7 @@ from ..config import ConfigError
 from .memory import TensorImages
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
@@ -45,5 +46,5 @@ def fashion_mnist(split: str = "train", root: Optional[str] = None) -> TensorIma
                               f"dataset-fashion-mnist' or point --data-root at the folder holding it")
     images = torch.from_numpy(read_idx(paths[0]).copy()).unsqueeze(1)
     labels = read_idx(paths[1]).astype(np.int64)
-    return TensorImages(images, labels, FASHION_MNIST_CLASSES, mean=(0.2860,), std=(0.3530,),
+    return TensorImages(images, labels, FASHION_MNIST_CLASSES, mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD,
                         name=f"fashion-mnist/{split}")

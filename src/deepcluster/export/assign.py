@@ -31,7 +31,7 @@ def open_images(run: SavedRun, data: str, data_root: Optional[str] = None):
                               f"a folder of images instead")
     else:
         ds = ImageFolder(data, load_size_for(size))
-    return for_network(ds, run.train_set.channels, run.train_set.mean, run.train_set.std)
+    return for_network(ds, run.channels, run.mean, run.std)
 
 
 def fit_quantiles(clustering, labels: np.ndarray, distances: np.ndarray, head: int = 0) -> np.ndarray:
@@ -51,7 +51,7 @@ def assign_images(run_dir: str | Path, data: str, out: Optional[str | Path] = No
     """Place the images of ``data`` in the clusters of the run: a table like ``export``'s (``cluster``,
     ``distance``, ``rank`` among these images, the learned ``cluster_size``) with a ``fit`` column (see
     :func:`fit_quantiles`), written to ``out`` (default ``RUN_DIR/assigned.csv``)."""
-    run = open_run(run_dir, device=device, whole_data=False, cache=False)
+    run = open_run(run_dir, device=device, load_data=False)
     c = run_clustering(run)
     out = refuse_existing(out or run.run_dir / "assigned.csv", overwrite)
     ds, note = open_images(run, data, data_root)

@@ -55,12 +55,13 @@ def duplicate_groups(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return groups
 
 
-def find_duplicates(run_dir: str | Path, threshold: float = 0.95, out: Optional[str | Path] = None,
-                    space: str = "fc", overwrite: bool = False, device: str = "auto",
+def find_duplicates(run_dir: str | Path, threshold: float = 0.9, out: Optional[str | Path] = None,
+                    space: str = "clustering", overwrite: bool = False, device: str = "auto",
                     data: Optional[str] = None, data_root: Optional[str] = None, progress: bool = True) -> dict:
     """Write the pairs (``RUN_DIR/duplicates.csv``: image_a, image_b, similarity, cluster) and the groups
-    (``...-groups.csv``: group, image) of a run's training images. ``space``: "fc" (the trained network's fc
-    features, L2-normalised) or "clustering" (the run's clustering space)."""
+    (``...-groups.csv``: group, image) of a run's training images. ``space``: "clustering" (the run's clustering
+    space: PCA-whitened + L2 for v1) or "fc" (the fc features, L2-normalised: after training they are nearly
+    collinear within a cluster, so far more pairs pass; benchmarks/duplicates.py)."""
     if not 0 < threshold <= 1:
         raise ConfigError(f"--threshold {threshold}: a cosine similarity in (0, 1]")
     if space not in SPACES:

@@ -38,7 +38,7 @@ def embed_images(run_dir: str | Path, data: str, out: str | Path, layer: str = "
     names_out = out.with_suffix(".csv")
     for p in (out, names_out):
         refuse_existing(p, overwrite)
-    run = open_run(run_dir, device=device, whole_data=False, cache=False)
+    run = open_run(run_dir, device=device, load_data=False)
     model, dev = run.model, run.device
     check_layer(model, layer)
     if space == "clustering" and layer != "fc":

@@ -34,7 +34,7 @@ def run_clustering(run: SavedRun) -> RunClustering:
             "it has no saved clustering: it has not finished, or it was trained before runs kept one; finish it "
             f"with 'deepcluster train --config {run.run_dir / 'config.yaml'} --out {run.run_dir} --resume'")
         raise ConfigError(f"{run.run_dir}: {what}")
-    if len(c.labels[0]) != len(run.train_set):
+    if run.train_set is not None and len(c.labels[0]) != len(run.train_set):
         raise ConfigError(f"{run.run_dir} clustered {len(c.labels[0])} images but its data {run.train_set.name} "
                           f"now holds {len(run.train_set)}: give the images it was trained on (--data)")
     return c
