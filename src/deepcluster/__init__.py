@@ -4,6 +4,10 @@ Python API::
 
     from deepcluster import Config, train
     summary = train(Config(data="fashion-mnist", k=100, epochs=2), out="runs/try")
+
+    from deepcluster import DeepCluster          # the same training, scikit-learn's shape
+    dc = DeepCluster(out="runs/try", k=20).fit("path/to/images")
+    dc.labels_, dc.predict("path/to/new/images")
 """
 from . import distributed
 from .clustering import PIC, KMeans, build_clustering, k_means, repair_empty_clusters
