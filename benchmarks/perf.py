@@ -40,7 +40,7 @@ from deepcluster.features import whitened_features
 from deepcluster.network import make_model
 from deepcluster.recipe import profile, resolve
 from deepcluster.sampler import pseudo_labels, uniform_over_clusters
-from deepcluster.training import DeepClusterV1, train_on_labels
+from deepcluster.training import DeepClusterV1, epoch_samples, train_on_labels
 from deepcluster.views import train_view
 
 
@@ -152,7 +152,9 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
         parts.append(m)
         head = model.reset_head(n_classes)
         head_opt = torch.optim.SGD(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        order = np.random.default_rng(r).permutation(n)
+        # as many training samples as the DeepCluster epoch draws (--reassign passes over the images)
+        m, rng = epoch_samples(cfg.reassign, n), np.random.default_rng(r)
+        order = np.concatenate([rng.permutation(n) for _ in range(-(-m // n))])[:m]
         sup.append(timed(lambda: train_on_labels(model, opt, head_opt, data, order, data.targets, cfg, r + 1,  # noqa: B023
                                                  device))[0])
     med = lambda key: statistics.median(p[key] for p in parts)

@@ -27,9 +27,6 @@ from .transfer import finetune
 PROTOCOLS = ("probe", "knn", "cluster", "transfer", "retrieval")
 
 
-EvalSetup = SavedRun  # the name the Python API has used
-
-
 def load_for_eval(path: str | Path, data: Optional[str] = None, val_data: Optional[str] = None,
                   data_root: Optional[str] = None, random_init: bool = False, device: str = "auto") -> SavedRun:
     """A run directory (its ``checkpoint.pt``) or a checkpoint file -> the network and the datasets to evaluate
