@@ -22,8 +22,7 @@ from . import distributed as dist
 from .clustering import build_clustering
 from .config import Config
 from .device import amp_dtype
-from .features import centre_view_features
-from .preprocess import PCAWhitening
+from .features import centre_view_features, fit_whitening
 from .state import RunClustering
 
 
@@ -68,12 +67,8 @@ def fit_run_clustering(model, dataset, cfg: Config, device: torch.device, seed: 
     if cfg.method == "v2":
         space = RunClustering("projection", [], [], [])
     else:  # the PCA-whitening, fitted as the training fits it: on a sample of at most pca_sample images
-        n = len(dataset)
-        rng = np.random.default_rng([cfg.seed, cfg.epochs + 1, 1])
-        fit = np.arange(n) if n <= cfg.pca_sample else np.sort(rng.choice(n, cfg.pca_sample, replace=False))
-        f = centre_view_features(model, dataset, device, cfg.batch_size, cfg.workers, amp, fit, desc=desc)
-        pca = dist.on_main(lambda: PCAWhitening(cfg.pca_dim).fit(f))
-        f = None
+        pca, _, _ = fit_whitening(model, dataset, device, np.random.default_rng([cfg.seed, cfg.epochs + 1, 1]),
+                                  cfg.pca_dim, cfg.pca_sample, cfg.batch_size, cfg.workers, amp, desc)
         space = RunClustering("whitened", [], [], [], pca.mean_.astype(np.float32), pca.projection_)
     x = embed(model, dataset, space, device, cfg.batch_size, cfg.workers, amp, desc=desc)
     if not dist.is_main():

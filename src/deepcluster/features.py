@@ -89,6 +89,17 @@ def centre_view_features(model, dataset, device: torch.device, batch_size: int =
                             project, out, alone)
 
 
+def fit_whitening(model, dataset, device: torch.device, rng: np.random.Generator, pca_dim: int = 256,
+                  pca_sample: int = 65536, batch_size: int = 256, workers: Optional[int] = 0,
+                  amp: Optional[torch.dtype] = None, desc: Optional[str] = "features"):
+    """The PCA-whitening of the fc features, fitted on ``pca_sample`` images drawn with ``rng`` (all of them when N
+    is not larger). Returns ``(pca (on every rank), the sample's indices, their features (rank 0 only))``."""
+    n = len(dataset)
+    fit = np.arange(n) if n <= pca_sample else np.sort(rng.choice(n, pca_sample, replace=False))
+    f = centre_view_features(model, dataset, device, batch_size, workers, amp, fit, desc=desc)
+    return dist.on_main(lambda: PCAWhitening(pca_dim).fit(f)), fit, f
+
+
 def whitened_features(model, dataset, device: torch.device, rng: np.random.Generator, pca_dim: int = 256,
                       pca_sample: int = 65536, batch_size: int = 256, workers: Optional[int] = 0,
                       amp: Optional[torch.dtype] = None, desc: Optional[str] = "features") -> Optional[np.ndarray]:
@@ -100,11 +111,7 @@ def whitened_features(model, dataset, device: torch.device, rng: np.random.Gener
     extracted. So the largest arrays are ``pca_sample x D`` while fitting (freed before the rest is extracted)
     and ``N x pca_dim``, where keeping all ``N x D`` features would cost 21 GB on ImageNet with AlexNet."""
     n = len(dataset)
-    extract = lambda idx, project=None, out=None: centre_view_features(
-        model, dataset, device, batch_size, workers, amp, idx, project, out, desc)
-    fit = np.arange(n) if n <= pca_sample else np.sort(rng.choice(n, pca_sample, replace=False))
-    f = extract(fit)
-    pca = dist.on_main(lambda: PCAWhitening(pca_dim).fit(f))
+    pca, fit, f = fit_whitening(model, dataset, device, rng, pca_dim, pca_sample, batch_size, workers, amp, desc)
     if len(fit) == n:
         return l2_normalize(pca.transform(f)) if dist.is_main() else None
     out = None
@@ -115,4 +122,5 @@ def whitened_features(model, dataset, device: torch.device, rng: np.random.Gener
     mean = torch.from_numpy(pca.mean_.astype(np.float32)).to(device)
     proj = torch.from_numpy(pca.projection_).to(device)
     project = lambda z: F.normalize((z - mean) @ proj, dim=1)
-    return extract(np.setdiff1d(np.arange(n), fit, assume_unique=True), project, out)
+    rest = np.setdiff1d(np.arange(n), fit, assume_unique=True)
+    return centre_view_features(model, dataset, device, batch_size, workers, amp, rest, project, out, desc)
