@@ -20,10 +20,11 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_folders_out(out: str | Path, overwrite: bool, data_root: Optional[Path]) -> Path:
-    """``out`` if it may be written: not inside the data folder, and new (or, with ``overwrite``, a folder this
-    command wrote before)."""
+def check_folders_out(out: str | Path, overwrite: bool, dataset) -> Path:
+    """``out`` if it may be written: not inside ``dataset``'s folder, and new (or, with ``overwrite``, a folder
+    this command wrote before)."""
     out = Path(out)
+    data_root = Path(dataset.root) if hasattr(dataset, "root") else None
     if data_root is not None and _inside(out, data_root):
         raise ConfigError(f"{out} lies inside the data folder {data_root}: choose a folder outside it (the data is "
                           f"never written to)")
@@ -43,8 +44,7 @@ def write_cluster_folders(out: str | Path, dataset, labels: np.ndarray, ranks: n
     ``copy``, copied; the built-in dataset's images are written as PNG files. ``items`` restricts it to those
     images. Returns ``{"folders": ..., "images": ..., "how": "links" | "copies" | "png"}``."""
     files = getattr(dataset, "files", None)
-    root = Path(dataset.root) if files is not None else None
-    out = check_folders_out(out, overwrite, root)
+    out = check_folders_out(out, overwrite, dataset)
     items = np.arange(len(labels)) if items is None else np.asarray(items)
     sizes = np.bincount(labels[items], minlength=int(labels.max()) + 1)
     order = [c for c in np.argsort(-sizes, kind="stable") if sizes[c] > 0]

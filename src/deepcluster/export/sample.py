@@ -44,7 +44,7 @@ def sample_representatives(run_dir: str | Path, per_cluster: int = 5, spread: in
     out = refuse_existing(out or run.run_dir / "representatives.csv", overwrite)
     ds = run.train_set
     if folders is not None:
-        check_folders_out(folders, overwrite, Path(ds.root) if hasattr(ds, "root") else None)
+        check_folders_out(folders, overwrite, ds)
     labels, dist = c.labels[0], c.distances[0]
     rank, size = ranks(labels, dist)
     x = None

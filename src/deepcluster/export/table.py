@@ -113,7 +113,7 @@ def export_clusters(run_dir: str | Path, out: Optional[str | Path] = None, fmt: 
     out = refuse_existing(out or run.run_dir / ("clusters." + (fmt or "csv")), overwrite)
     ds = run.train_set
     if folders is not None:
-        check_folders_out(folders, overwrite, Path(ds.root) if hasattr(ds, "root") else None)
+        check_folders_out(folders, overwrite, ds)
     rows = cluster_rows(image_names(ds), c, ds.targets, ds.classes)
     write_rows(rows, out, fmt)
     summary = {"images": len(rows), "clusters": int(len(np.unique(c.labels[0]))), "table": str(out)}
