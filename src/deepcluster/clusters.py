@@ -44,18 +44,33 @@ def embed(model, dataset, clustering: RunClustering, device: torch.device, batch
                                 projector(model, clustering, device), out, desc, alone)
 
 
+def _squared_distances(x: np.ndarray, centroids: np.ndarray, chunk: int):
+    """``(start, d2)`` for each chunk of rows: squared Euclidean distances to every centroid, in float64."""
+    c = centroids.astype(np.float64)
+    c_sq = (c * c).sum(1)
+    for s in range(0, len(x), chunk):
+        xs = x[s:s + chunk].astype(np.float64)
+        yield s, np.maximum((xs * xs).sum(1)[:, None] - 2 * xs @ c.T + c_sq[None], 0)
+
+
 def nearest(x: np.ndarray, centroids: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """Each row's nearest centroid and its Euclidean distance, ``(labels int64 (N,), distances float32 (N,))``,
     computed in float64 so that the answer for a row does not depend on the rows beside it."""
-    c = centroids.astype(np.float64)
-    c_sq = (c * c).sum(1)
     labels, dist = np.empty(len(x), np.int64), np.empty(len(x), np.float32)
-    for s in range(0, len(x), chunk):
-        xs = x[s:s + chunk].astype(np.float64)
-        d2 = (xs * xs).sum(1)[:, None] - 2 * xs @ c.T + c_sq[None]
-        labels[s:s + chunk] = d2.argmin(1)
-        dist[s:s + chunk] = np.sqrt(np.maximum(d2[np.arange(len(xs)), labels[s:s + chunk]], 0))
+    for s, d2 in _squared_distances(x, centroids, chunk):
+        best = d2.argmin(1)
+        labels[s:s + len(d2)], dist[s:s + len(d2)] = best, np.sqrt(d2[np.arange(len(d2)), best])
     return labels, dist
+
+
+def nearest_clusters(x: np.ndarray, centroids: np.ndarray, top: int, chunk: int = 4096) -> np.ndarray:
+    """Each row's ``top`` nearest centroids, nearest first, ``int64 (N, top)`` (the first column is
+    :func:`nearest`'s)."""
+    top = min(top, len(centroids))
+    out = np.empty((len(x), top), np.int64)
+    for s, d2 in _squared_distances(x, centroids, chunk):
+        out[s:s + len(d2)] = np.argsort(d2, axis=1, kind="stable")[:, :top]
+    return out
 
 
 def fit_run_clustering(model, dataset, cfg: Config, device: torch.device, seed: int,

@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from deepcluster import train
 from deepcluster.cli import main
@@ -96,7 +97,6 @@ def test_assign_gives_the_training_images_their_clusters_back(finished, image_fo
 
 def test_assign_fits_new_images_of_the_classes_better_than_noise(finished, tmp_path):
     from conftest import make_image
-    from PIL import Image
 
     rng = np.random.default_rng(5)
     fits = {}
@@ -153,37 +153,81 @@ def test_bad_input_is_one_line_and_writes_nothing(finished, tmp_path, capsys, im
         assert sorted(os.listdir(tmp_path)) == before
 
 
-def test_duplicates_finds_planted_copies_within_clusters(tiny_config, image_folder, tmp_path):
-    from PIL import Image
+def smooth_photo(rng: np.random.Generator, w: int, h: int):
+    """A photograph-like image: random colours at a coarse grid, upsampled smoothly to ``w x h``."""
+    coarse = rng.integers(0, 256, (rng.integers(3, 7), rng.integers(3, 7), 3), dtype=np.uint8)
+    return Image.fromarray(coarse).resize((w, h), Image.BICUBIC)
 
-    from deepcluster.export.duplicates import duplicate_groups, similar_pairs
 
-    # exact duplicates and re-encoded, slightly resized copies of three images, beside the 36 originals
-    planted = []
-    for k, src in enumerate(sorted(image_folder.rglob("*.png"))[::12]):
+def test_duplicates_finds_planted_copies_and_only_them(tiny_config, tmp_path):
+    # 36 photograph-like images of assorted sizes and shapes; 3 of them get an exact copy and a copy resized to
+    # 90 % and re-encoded as JPEG (quality 80)
+    rng = np.random.default_rng(0)
+    folder, planted = tmp_path / "photos", []
+    for c in range(3):
+        (folder / f"c{c}").mkdir(parents=True)
+        for i in range(12):
+            smooth_photo(rng, int(rng.integers(40, 97)), int(rng.integers(40, 97))).save(folder / f"c{c}/{i:02d}.png")
+    for c in range(3):
+        src = folder / f"c{c}/05.png"
         im = Image.open(src)
-        im.save(src.parent / f"copy-exact-{k}.png")
-        im.resize((34, 34)).save(src.parent / f"copy-near-{k}.jpg", quality=90)
-        planted.append({str(src.relative_to(image_folder)), f"{src.parent.name}/copy-exact-{k}.png",
-                        f"{src.parent.name}/copy-near-{k}.jpg"})
+        im.save(src.parent / "copy-exact.png")
+        im.resize((round(im.width * 0.9), round(im.height * 0.9))).save(src.parent / "copy-near.jpg", quality=80)
+        planted.append({f"c{c}/05.png", f"c{c}/copy-exact.png", f"c{c}/copy-near.jpg"})
+    tiny_config = dataclasses.replace(tiny_config, data=str(folder))
     train(tiny_config, tmp_path / "run", quiet=True)
-    assert main(["duplicates", str(tmp_path / "run"), "--threshold", "0.97", "--device", "cpu"]) == 0
+    assert main(["duplicates", str(tmp_path / "run"), "--device", "cpu"]) == 0
     groups: dict = {}
     for r in read_csv(tmp_path / "run" / "duplicates-groups.csv"):
         groups.setdefault(r["group"], set()).add(r["image"])
-    found = list(groups.values())
-    assert all(any(p <= g for g in found) for p in planted), (planted, found)  # every planted copy is found
-    assert sum(len(g) for g in found) <= 3 * len(planted) + 6  # and few images besides
+    # each planted triple is one group, and nothing else is
+    assert sorted(map(sorted, groups.values())) == sorted(map(sorted, planted))
     assert main(["report", str(tmp_path / "run"), "--device", "cpu"]) == 0  # the report shows a sample of pairs
     assert "Near duplicates: the " in (tmp_path / "run" / "report" / "index.html").read_text()
-    # the search is exact within clusters: the same pairs as a brute-force search over each cluster
-    x = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
-    labels = np.arange(50) % 3
-    i, j, s = similar_pairs(x, labels, 0.8)
+    # semantic duplicates: close features within clusters, a superset of the exact copies
+    assert main(["duplicates", str(tmp_path / "run"), "--by", "features", "--threshold", "0.97", "--out",
+                 str(tmp_path / "f.csv"), "--device", "cpu"]) == 0
+    pairs = {frozenset((r["image_a"], r["image_b"])) for r in read_csv(tmp_path / "f.csv")}
+    assert all(frozenset((a, b)) in pairs for t in planted for a in t for b in t if a != b and "near" not in a + b)
+    assert main(["duplicates", str(tmp_path / "run"), "--space", "fc", "--overwrite"]) == 2  # a features option
+
+
+def test_the_duplicate_search_is_exact_within_the_clusters_it_probes():
+    from deepcluster.export.duplicates import compared_pairs, duplicate_groups, similar_pairs
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 4)).astype(np.float32)
+    labels = np.arange(60) % 3
+    probes = np.stack([labels, rng.integers(0, 3, 60)], 1)  # a second cluster drawn at random (maybe its own)
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-    brute = {(a, b) for a in range(50) for b in range(a + 1, 50) if labels[a] == labels[b] and xn[a] @ xn[b] >= 0.8}
-    assert set(zip(i.tolist(), j.tolist())) == brute and np.all(np.diff(s) <= 0)
+    for p in (None, probes):
+        i, j, s = similar_pairs(x, labels, 0.8, p)
+        meets = lambda a, b, p=p: labels[a] == labels[b] or (p is not None and (labels[a] in p[b] or labels[b] in p[a]))
+        brute = {(a, b) for a in range(60) for b in range(a + 1, 60) if meets(a, b) and xn[a] @ xn[b] >= 0.8}
+        assert set(zip(i.tolist(), j.tolist())) == brute and len(i) == len(brute) and np.all(np.diff(s) <= 0)
+    assert len(brute) > len(similar_pairs(x, labels, 0.8)[0])  # probing a second cluster finds more
+    assert compared_pairs(labels) == 3 * 20 * 19 // 2
+    assert compared_pairs(labels, probes) == 3 * 20 * 19 // 2 + 20 * int((probes[:, 1] != labels).sum())
     assert duplicate_groups(5, np.array([0, 3]), np.array([1, 4])).tolist() == [0, 0, -1, 1, 1]
+
+
+def test_copies_keep_their_aspect_ratio_and_blank_images_their_grey_level(tmp_path):
+    from deepcluster.data import ImageFolder
+    from deepcluster.export.duplicates import copy_pairs, copy_signatures
+
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)  # 96 x 128, blocky
+    Image.fromarray(photo).save(tmp_path / "a.png")
+    Image.fromarray(photo).resize((80, 60)).save(tmp_path / "a-small.jpg", quality=80)  # a copy
+    Image.fromarray(photo).resize((128, 60)).save(tmp_path / "a-wide.png")  # the same pixels, another shape
+    for name, level in (("white", 255), ("white-2", 254), ("black", 0)):
+        Image.new("L", (40, 40), level).save(tmp_path / f"{name}.png")
+    ds = ImageFolder(tmp_path, load_size=32)
+    sig, means, aspects = copy_signatures(ds, workers=0)
+    i, j, s = copy_pairs(sig, means, aspects, np.zeros(len(ds), np.int64), 0.98)
+    names = [p.name for p in ds.files]
+    assert {(names[a], names[b]) for a, b in zip(i, j)} == {("a-small.jpg", "a.png"), ("white-2.png", "white.png")}
+    assert s.max() <= 1 + 1e-6 and np.isclose(sig[names.index("a-wide.png")] @ sig[names.index("a.png")], 1, atol=0.02)
 
 
 def test_sample_takes_the_most_central_images_and_a_spread_of_each_cluster(finished, tmp_path):

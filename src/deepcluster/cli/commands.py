@@ -136,9 +136,9 @@ def run_compare(args: argparse.Namespace) -> None:
 def run_duplicates(args: argparse.Namespace) -> None:
     from ..export.duplicates import find_duplicates
 
-    done = find_duplicates(args.run, args.threshold, args.out, args.space, args.overwrite, args.device, args.data,
-                           args.data_root)
-    print(f"{done['pairs']} pairs at similarity >= {args.threshold} in {done['groups']} groups "
+    done = find_duplicates(args.run, args.threshold, args.out, args.by, args.space, args.probe, args.overwrite,
+                           args.device, args.data, args.data_root)
+    print(f"{done['pairs']} pairs of {done['by']} at similarity >= {done['threshold']} in {done['groups']} groups "
           f"({done['images_in_groups']} images; {done['compared']} pairs compared of {done['all_pairs']}) -> "
           f"{done['table']}, {done['groups_table']}")
 

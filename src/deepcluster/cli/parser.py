@@ -160,15 +160,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="raw, l2 (rows normalised) or clustering (the run's: PCA-whitened + L2 for v1)")
     _add_device(m)
 
-    d = sub.add_parser("duplicates", help="near-duplicate training images: pairs above a cosine similarity",
-                       description="Pairs of training images whose features' cosine similarity is at least "
-                                   "--threshold, searched exactly within each cluster (the cost grows with the sum "
-                                   "of the squared cluster sizes, not N squared); the pairs and the groups they "
-                                   "link, as two tables.")
+    d = sub.add_parser("duplicates", help="duplicate training images: copies of one picture, or close features",
+                       description="Pairs of training images that are copies of one picture at another size or "
+                                   "encoding (--by copies: whole-image 8 x 8 grey thumbnails whose correlation is "
+                                   "at least --threshold, aspect ratio kept), or whose features are close (--by "
+                                   "features: cosine similarity in --space). Each image is compared exactly with "
+                                   "the members of its --probe nearest clusters (the cost grows with the sum of "
+                                   "the squared cluster sizes, not N squared); the pairs and the groups they link, "
+                                   "as two tables.")
     _add_run(d)
-    d.add_argument("--threshold", type=float, default=0.9, help="cosine similarity of a pair (default 0.9)")
-    d.add_argument("--space", default="clustering", choices=("clustering", "fc"),
-                   help="clustering: the run's clustering space (default); fc: the fc features, L2-normalised")
+    d.add_argument("--by", default="copies", choices=("copies", "features"),
+                   help="copies (default): the same picture resized or re-encoded; features: semantic duplicates")
+    d.add_argument("--threshold", type=float, help="similarity of a pair (default 0.98 for copies, 0.9 for features)")
+    d.add_argument("--space", choices=("clustering", "fc"),
+                   help="for --by features: clustering, the run's clustering space (default), or fc (L2-normalised)")
+    d.add_argument("--probe", type=int, default=2,
+                   help="nearest clusters each image is compared in (default 2; 1: its own cluster only)")
     d.add_argument("--out", metavar="FILE", help="the pairs (default RUN_DIR/duplicates.csv; groups beside it)")
 
     s_ = sub.add_parser("sample", help="representatives of every cluster: the images nearest its centroid",
