@@ -14,6 +14,7 @@ from PIL import Image
 from deepcluster import Config, TensorImages, train
 from deepcluster.checkpoint import load_checkpoint
 from deepcluster.recipe import resolve
+from deepcluster.rundir import RunDir
 
 
 def make_image(kind: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
@@ -123,6 +124,8 @@ def assert_resume_is_exact(cfg, tmp_path):
     assert strip_times(resumed["metrics"]) == strip_times(straight["metrics"])
     a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in "ab")
     assert a["epoch"] == b["epoch"] == cfg.epochs
+    logs = [RunDir(tmp_path / d).epoch_clusters() for d in "ab"]  # the cluster log, the same epoch by epoch
+    assert logs[0].keys() == logs[1].keys() and all(np.array_equal(logs[0][e], logs[1][e]) for e in logs[0])
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     return a, b, straight

@@ -7,6 +7,9 @@ import torch
 from conftest import assert_resume_is_exact
 
 from deepcluster import ConfigError, TrainingError, train
+from deepcluster.evaluate import nmi
+from deepcluster.rundir import RunDir
+from deepcluster.state import RunState
 
 
 def test_two_epochs_write_a_complete_run(tiny_config, tmp_path):
@@ -23,6 +26,12 @@ def test_two_epochs_write_a_complete_run(tiny_config, tmp_path):
     assert rows[0]["nmi_prev"] is None and 0 <= rows[1]["nmi_prev"] <= 1
     assignment = np.load(out / "assignments.npy")
     assert assignment.shape == (36,) and len(np.unique(assignment)) == 6
+    # the cluster log keeps every epoch's pseudo-labels, one byte an image for k = 6; NMI(2, 1) is the row's
+    log = RunDir(out).epoch_clusters()
+    assert sorted(log) == [1, 2] and all(a.dtype == np.uint8 and a.shape == (36,) for a in log.values())
+    assert np.array_equal(log[2], RunState.load(out).assignment)
+    assert nmi(log[1], log[2]) == pytest.approx(rows[1]["nmi_prev"])
+    assert list(RunDir(out).epoch_clusters(1)) == [1]  # an epoch the checkpoint lacks is not read
     ev = summary["eval"]
     assert ev["k"] == 3 and json.loads((out / "eval.json").read_text()) == ev
     rows = {(r["features"], r["preprocessing"]): r for r in ev["results"]}
@@ -69,6 +78,10 @@ def test_an_existing_run_is_never_overwritten_by_accident(tiny_config, tmp_path)
     with pytest.raises(ConfigError, match=r"another config \(k: 6 -> 5\)"):
         train(dataclasses.replace(tiny_config, k=5), out, resume=True, quiet=True)
     assert snapshot(out) == before
+    # --overwrite replaces the run, its cluster log included: the new run's one epoch, no stale second one
+    (out / "clusters" / "epoch-0002.npy").write_bytes((out / "clusters" / "epoch-0001.npy").read_bytes())
+    train(dataclasses.replace(tiny_config, epochs=1, k=5), out, overwrite=True, quiet=True)
+    assert sorted(RunDir(out).epoch_clusters()) == [1] and RunDir(out).epoch_clusters()[1].max() < 5
 
 
 def test_a_supervised_run_resumes_under_other_clustering_settings(tiny_config, tmp_path):

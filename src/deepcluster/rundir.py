@@ -21,6 +21,7 @@ CLUSTERING_ONLY = ("k", "pca_dim", "kmeans_iters", "kmeans_restarts", "method", 
                    "clustering", "pic_neighbors", "pic_sigma", "pic_alpha", "pic_iters", "pic_singletons")
 # What the settings added since a run was written were then: such a run resumes as it was trained.
 LEGACY_SETTINGS = {"reassign": 1.0}
+EPOCH_CLUSTERS = "clusters"  # the cluster log: clusters/epoch-0001.npy, ... (each epoch's pseudo-labels)
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "assignments.npy", "eval.json", "curves.png",
              "clusters.png", "report/index.html")
 
@@ -88,13 +89,15 @@ class RunDir:
         if overwrite:
             for name in RUN_FILES:
                 (self.path / name).unlink(missing_ok=True)
-            shutil.rmtree(self.path / "tensorboard", ignore_errors=True)  # the replaced run's event files
+            for folder in ("tensorboard", EPOCH_CLUSTERS):  # the replaced run's event files and cluster log
+                shutil.rmtree(self.path / folder, ignore_errors=True)
         return False
 
     def _remove_stale_temporaries(self) -> None:
         """Delete the half-written temporaries of a process killed while writing (the files they were to
         replace are whole: they are replaced only once a temporary is complete)."""
-        for stale in [*self.path.glob(".*.tmp[0-9]*"), *self.path.glob("report/.*.tmp[0-9]*")]:
+        for stale in [*self.path.glob(".*.tmp[0-9]*"), *self.path.glob("report/.*.tmp[0-9]*"),
+                      *self.path.glob(f"{EPOCH_CLUSTERS}/.*.tmp[0-9]*")]:
             stale.unlink()
 
     def saved_config(self) -> Config | None:
@@ -140,6 +143,28 @@ class RunDir:
     def write_json(self, name: str, obj) -> None:
         (self.path / name).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path / name, json.dumps(obj, indent=2) + "\n")
+
+    def save_epoch_clusters(self, epoch: int, assignment) -> None:
+        """Keep epoch ``epoch``'s pseudo-labels in the cluster log, in the smallest unsigned integer type that
+        holds them (2 bytes an image for k <= 65,536), as the reference code's cluster log did."""
+        import numpy as np
+
+        a = np.asarray(assignment)
+        (self.path / EPOCH_CLUSTERS).mkdir(exist_ok=True)
+        self.save_array(f"{EPOCH_CLUSTERS}/epoch-{epoch:04d}.npy", a.astype(np.min_scalar_type(max(int(a.max()), 0))))
+
+    def epoch_clusters(self, last_epoch: int | None = None) -> dict:
+        """``{epoch: pseudo-labels (N,)}`` from the cluster log (memory-mapped, in their stored integer type), for
+        the epochs up to ``last_epoch`` (those the checkpoint holds: a process killed between the two leaves one
+        more)."""
+        import numpy as np
+
+        found = {}
+        for f in sorted((self.path / EPOCH_CLUSTERS).glob("epoch-[0-9][0-9][0-9][0-9].npy")):
+            epoch = int(f.stem[6:])
+            if last_epoch is None or epoch <= last_epoch:
+                found[epoch] = np.load(f, mmap_mode="r")
+        return found
 
     def save_array(self, name: str, arr) -> None:
         import numpy as np

@@ -122,6 +122,8 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
         # Metrics first: a crash before the checkpoint is written makes resume redo this epoch, and it then
         # drops the row of the epoch the checkpoint does not hold.
         run.append_metrics(row)
+        if method.clusters:
+            run.save_epoch_clusters(epoch, assignment)
         state = RunState(epoch, cfg, model.state_dict(), model.head.out_features, optimizer.state_dict(), assignment,
                          **method.saved())
         state.save(run / CHECKPOINT)

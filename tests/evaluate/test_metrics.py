@@ -33,3 +33,18 @@ def test_knn_on_separated_classes_is_perfect_and_weighted_votes_matter():
     train = np.array([[1.0, 0.0], [0.0, 1.0], [0.1, 1.0]])
     pred = knn_predict(train, np.array([1, 0, 0]), np.array([[1.0, 0.05]]), k=3, temperature=0.05)
     assert pred.tolist() == [1]
+
+
+def test_epoch_nmi_matrix_compares_every_two_epochs_on_one_sample():
+    from deepcluster.evaluate.metrics import epoch_nmi_matrix, nmi
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 5, 400)
+    # each epoch moves a few more images than the last away from epoch 1's clusters
+    clusters = {e: np.where(rng.random(400) < 0.05 * (e - 1), rng.integers(0, 5, 400), base) for e in range(1, 31)}
+    epochs, m = epoch_nmi_matrix(clusters, most=6)
+    assert epochs[0] == 1 and epochs[-1] == 30 and len(epochs) == 6  # evenly spaced, first and last kept
+    assert np.allclose(m, m.T) and np.allclose(np.diag(m), 1)
+    assert m[1, 0] == nmi(clusters[epochs[1]], clusters[1]) and m[-1, 0] < m[1, 0]  # farther apart, less alike
+    _, sampled = epoch_nmi_matrix(clusters, most=6, sample=300)
+    assert np.abs(sampled - m).max() < 0.1 and not np.array_equal(sampled, m)

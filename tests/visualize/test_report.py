@@ -36,7 +36,8 @@ def test_finished_run_report_in_the_browser(tiny_config, tmp_path, browser):
     info = assert_page_sound(browser, page, tmp_path / "shot.png", min_images=8)
     text = info["text"]
     assert "finished" in text and "share of each label" not in text  # the picture's title is inside the PNG
-    for piece in ("largest", "purest", "most mixed", "PCA-whitened 16 + L2", "32 conv1 kernels"):
+    for piece in ("largest", "purest", "most mixed", "PCA-whitened 16 + L2", "32 conv1 kernels",
+                  "pseudo-labels are kept in clusters/ (2 epochs)"):
         assert piece in text, piece
     # `deepcluster report` rebuilds the same page from the files alone
     page.unlink()

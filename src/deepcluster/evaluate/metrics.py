@@ -37,3 +37,22 @@ def imbalance_factor(labels: np.ndarray, k: int | None = None) -> float:
 
 def clustering_scores(labels: np.ndarray, clusters: np.ndarray) -> dict:
     return {"nmi": nmi(labels, clusters), "ari": ari(labels, clusters), "acc": hungarian_accuracy(labels, clusters)}
+
+
+def epoch_nmi_matrix(clusters: dict, most: int = 20, sample: int = 100_000, seed: int = 0
+                     ) -> tuple[list[int], np.ndarray]:
+    """NMI between the pseudo-labels of every two epochs (the paper's Fig. 2b asks for t against t - 1):
+    ``(epochs, M)`` with ``M[a, b] = NMI(epochs[a], epochs[b])``. At most ``most`` epochs, evenly spaced with the
+    first and the last, and at most ``sample`` images, the same random ones for every pair (NMI's estimate on a
+    sample is close to the whole set's and costs a fraction of it at ImageNet's 1.28M)."""
+    epochs = sorted(clusters)
+    if len(epochs) > most:
+        epochs = [epochs[i] for i in sorted(set(np.linspace(0, len(epochs) - 1, most).round().astype(int)))]
+    n = len(clusters[epochs[0]]) if epochs else 0
+    rows = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False)) if n > sample else slice(None)
+    labels = [np.asarray(clusters[e][rows]) for e in epochs]
+    m = np.eye(len(epochs))
+    for a in range(len(epochs)):
+        for b in range(a):
+            m[a, b] = m[b, a] = nmi(labels[a], labels[b])
+    return epochs, m

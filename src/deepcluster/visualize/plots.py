@@ -155,3 +155,24 @@ def embedding_figure(xy: np.ndarray, clusters: np.ndarray, targets: Optional[np.
         _scatter(axes[0, 1], xy, targets, classes or None, "coloured by label")
     fig.tight_layout()
     return fig
+
+
+def epoch_nmi_figure(epochs: Sequence[int], m: np.ndarray):
+    """The NMI between the clusters of every two epochs as a heat map (lower triangle), values written in when
+    there are few epochs: how far the clustering moves from one epoch to the next, and over longer spans."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.6))
+    shown = np.where(np.tril(np.ones_like(m, bool)), m, np.nan)
+    im = ax.imshow(shown, vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(len(epochs)), epochs, rotation=90 if len(epochs) > 10 else 0, fontsize=8)
+    ax.set_yticks(range(len(epochs)), epochs, fontsize=8)
+    if len(epochs) <= 12:
+        for a in range(len(epochs)):
+            for b in range(a):
+                ax.text(b, a, f"{m[a, b]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if m[a, b] < 0.6 else "black")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("epoch")
+    ax.set_title("NMI between the clusters of two epochs")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig

@@ -20,15 +20,17 @@ import torch
 from ..config import Config, ConfigError
 from ..diagnose import learning_problems
 from ..evaluate.clustering import kmeans_protocol
+from ..evaluate.metrics import epoch_nmi_matrix
 from ..rundir import RunDir, atomic_write_text
 from ..session import open_run
 from .browser import write_cluster_browser
 from .curves import plot_curves
 from .filters import first_layer_kernels, stretch, tile_grid
 from .grids import cluster_rows, image_rows, pick_clusters
-from .plots import cluster_sizes_figure, confusion_figure, embedding_figure, png_bytes, tsne_map
+from .plots import cluster_sizes_figure, confusion_figure, embedding_figure, epoch_nmi_figure, png_bytes, tsne_map
 
 SECTIONS = {"status": "Status", "config": "Configuration", "curves": "Curves over epochs", "epochs": "Epochs",
+            "stability": "Clusters across epochs",
             "sizes": "Cluster sizes", "clusters": "Clusters (images drawn at random)",
             "browser": "Every cluster", "confusion": "Clusters against labels", "map": "Map of the features",
             "filters": "First-layer filters", "evaluation": "Evaluation"}  # section id -> heading, in page order
@@ -188,6 +190,16 @@ def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model
             and any(r.get(k) is not None for r in history)]
     sec["epochs"] = _table(["epoch"] + keys, [[r["epoch"]] + [r.get(k) for k in keys] for r in history]) \
         if history else '<p class="note">No epoch yet.</p>'
+
+    logged = run.epoch_clusters(done)
+    if len(logged) >= 2:
+        epochs, m = epoch_nmi_matrix(logged)
+        sec["stability"] = (f'<p class="note">Each epoch\'s pseudo-labels are kept in <code>clusters/</code> '
+                            f'({len(logged)} epochs); {len(epochs)} of them are compared here, on at most 100,000 '
+                            f'images.</p>' + _img(png_bytes(epoch_nmi_figure(epochs, m)), "NMI between epochs"))
+    else:
+        sec["stability"] = ('<p class="note">Needs the pseudo-labels of two epochs (<code>clusters/</code>; '
+                            'supervised runs and runs trained before the cluster log have none).</p>')
 
     no_assign = '<p class="note">No clustering yet: it appears after the first epoch.</p>'
     if assignment is None:
