@@ -2,6 +2,7 @@
 import json
 
 import pytest
+from PIL import Image
 
 from deepcluster.cli import main
 
@@ -19,8 +20,7 @@ def runs(image_folder, tmp_path):
 
 def test_every_protocol_and_compare(runs, image_folder, tmp_path, capsys):
     dc, sup = runs
-    opts = ["--epochs", "1", "--queries", "20", "--target-data", str(image_folder), "--target-val-data",
-            str(image_folder)] + COMMON
+    opts = ["--epochs", "1", "--queries", "20", "--target-data", "digits"] + COMMON
     assert main(["eval", "all", "--run", str(dc)] + opts) == 0
     assert main(["eval", "all", "--run", str(dc), "--random-init"] + opts) == 0
     assert main(["eval", "probe", "knn", "--checkpoint", str(sup / "checkpoint.pt")] + opts) == 0
@@ -36,7 +36,7 @@ def test_every_protocol_and_compare(runs, image_folder, tmp_path, capsys):
     assert cl["k"] == 3 and cl["pseudo_labels"]["clusters"] == 6 and 0 <= cl["l2"]["nmi"] <= 1
     assert "pseudo_labels" not in json.loads((dc / "eval" / "cluster-random.json").read_text())
     tr = json.loads((dc / "eval" / "transfer.json").read_text())
-    assert 0 <= tr["fc"] <= 1 and 0 <= tr["all"] <= 1
+    assert tr["target"] == "digits" and 0 <= tr["fc"] <= 1 and 0 <= tr["all"] <= 1
     rt = json.loads((dc / "eval" / "retrieval.json").read_text())
     assert rt["queries"] == 20 and 0 < rt["map"] <= 1 and rt["layer"] == "conv5"
     capsys.readouterr()
@@ -62,13 +62,46 @@ def test_every_protocol_and_compare(runs, image_folder, tmp_path, capsys):
 def test_bad_eval_input_gives_one_clear_line(runs, tmp_path, capsys, args, message):
     flat = tmp_path / "flat"
     flat.mkdir()
-    from PIL import Image
-
     for i in range(4):
         Image.new("RGB", (32, 32), (i * 60, 0, 0)).save(flat / f"{i}.png")
     args = [str(flat) if a == "FLAT" else a for a in args]
     capsys.readouterr()
     assert main(["eval"] + args[:1] + ["--run", str(runs[0])] + args[1:] + COMMON) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_transfer_fine_tunes_on_another_dataset_well_above_its_start(runs, tmp_path):
+    from deepcluster.evaluate.protocols import load_for_eval, run_protocol
+
+    # a colour network on grey digits: converted, said so, and fine-tuning learns them (10 classes: chance 0.1)
+    r = run_protocol("transfer", load_for_eval(runs[0], device="cpu"), epochs=3, target_data="digits",
+                     progress=False)
+    assert "1-channel images of digits (train) are converted to 3 channels" in r["converted"]
+    assert (r["images"], r["test_images"]) == (1347, 450) and r["start"] < 0.3
+    assert r["fc"] > r["start"] + 0.3 and r["all"] > r["start"] + 0.3, r
+    # a labelled folder alone: every fifth image is held out for testing
+    from deepcluster.data import ImageFolder
+    from deepcluster.evaluate.transfer import target_datasets
+
+    folder = tmp_path / "target"
+    for i in range(20):
+        (folder / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (32, 32), (200 * (i % 2), 50, 9 * i)).save(folder / f"c{i % 2}" / f"{i:02d}.png")
+    train, test, facts = target_datasets(str(folder), None, 32, 3, (0.5,) * 3, (0.5,) * 3, "elsewhere")
+    files = ImageFolder(folder, 32).files
+    assert test.files == files[::5] and sorted(train.files + test.files) == files and facts["converted"] == ""
+    assert list(test.targets) == [int(f.parent.name[1]) for f in test.files]
+
+
+@pytest.mark.parametrize("extra,message", [
+    ([], "transfer fine-tunes on another labelled dataset: give --target-data"),
+    (["--target-data", "DATA"], "is the data the network was trained on"),
+])
+def test_transfer_refuses_to_run_on_the_training_data(runs, image_folder, capsys, extra, message):
+    extra = [str(image_folder) if a == "DATA" else a for a in extra]
+    capsys.readouterr()
+    assert main(["eval", "transfer", "--run", str(runs[0])] + extra + COMMON) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
 
@@ -81,8 +114,6 @@ def test_compare_refuses_a_folder_that_is_no_run(tmp_path, capsys):
 def test_supervised_needs_labels(tmp_path, capsys):
     flat = tmp_path / "flat"
     flat.mkdir()
-    from PIL import Image
-
     for i in range(4):
         Image.new("RGB", (32, 32)).save(flat / f"{i}.png")
     assert main(["train", "--data", str(flat), "--supervised", "--out", str(tmp_path / "r")] + COMMON) == 2

@@ -83,8 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "auto: centre when those views fit in 4 GiB")
     e.add_argument("--layer", help="layer for knn / cluster (default fc) and retrieval (default last conv)")
     e.add_argument("--knn-k", type=int, default=20, help="neighbours of the kNN vote (default 20)")
-    e.add_argument("--target-data", help="transfer: labelled target training images (default: the run's data)")
-    e.add_argument("--target-val-data", help="transfer: labelled target test images")
+    e.add_argument("--target-data", help="transfer: the labelled target, another dataset than the training data: a "
+                                         "folder (one subfolder per class) or digits (scikit-learn's, offline)")
+    e.add_argument("--target-val-data", help="transfer: the target's test images (default: every fifth image of "
+                                             "--target-data held out)")
     e.add_argument("--queries", type=int, default=1000, help="retrieval: test images used as queries (default 1000)")
     _add_device(e)
 

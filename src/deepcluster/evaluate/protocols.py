@@ -5,14 +5,12 @@ one protocol by name. Both the ``deepcluster eval`` command and the Python API u
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from ..config import ConfigError
-from ..data import load_datasets
 from ..preprocess import l2_normalize, preprocess_features
 from ..session import SavedRun, open_run
 from .clustering import kmeans_quality
@@ -22,7 +20,7 @@ from .layers import check_layer, conv_shapes, layer_features
 from .metrics import ari, nmi
 from .probe import linear_probes
 from .retrieval import RegionWhitening, mean_average_precision, regional_max, rmac_descriptors, rmac_regions
-from .transfer import finetune
+from .transfer import finetune, target_datasets
 
 PROTOCOLS = ("probe", "knn", "cluster", "transfer", "retrieval")
 
@@ -87,18 +85,13 @@ def run_protocol(name: str, s: SavedRun, epochs: int = 10, layer: Optional[str] 
             out["pseudo_labels"] = {"nmi": nmi(y, s.assignment), "ari": ari(y, s.assignment),
                                     "clusters": int(len(np.unique(s.assignment)))}
     elif name == "transfer":
-        tcfg = replace(cfg, data=target_data or cfg.data, val_data=target_val_data if target_data else cfg.val_data,
-                       subset=None)
-        train_t, test_t = load_datasets(tcfg)
-        _need_labels(train_t, name, "target training")
-        _need_labels(test_t, name, "target test")
-        if train_t.channels != s.train_set.channels:
-            raise ConfigError(f"the target images have {train_t.channels} channel(s), the network was built for "
-                              f"{s.train_set.channels}: use a target dataset of the same kind")
-        out["target"] = train_t.name
+        train_t, test_t, facts = target_datasets(target_data, target_val_data, size, s.channels, s.mean, s.std,
+                                                 cfg.data)
+        out.update(facts, images=len(train_t), test_images=len(test_t))
         for mode in ("fc", "all"):
-            out[mode] = finetune(s.model, train_t, test_t, size, dev, mode, epochs=epochs, crop_scale=cfg.crop_scale,
-                                 seed=cfg.seed, workers=cfg.workers, progress=progress, batch_size=cfg.batch_size)
+            r = finetune(s.model, train_t, test_t, size, dev, mode, epochs=epochs, crop_scale=cfg.crop_scale,
+                         seed=cfg.seed, workers=cfg.workers, progress=progress, batch_size=cfg.batch_size)
+            out[mode], out["start"] = r["top1"], r["start"]
     elif name == "retrieval":
         out.update(_retrieval(s, layer or f"conv{s.model.n_conv}", queries, progress))
     return out
