@@ -39,9 +39,11 @@ table1: setup
 	$(BIN)/deepcluster train --config configs/fashion-mnist.yaml --method v2 --bank centre --lr 0.01 \
 	  --lr-schedule constant --epochs 8 --out $(RUN)-v2 --resume
 	$(BIN)/deepcluster train --config configs/fashion-mnist-supervised.yaml --out $(RUN)-supervised --resume
-	$(BIN)/deepcluster eval probe knn cluster retrieval --run $(RUN) --random-init --epochs 30
+	$(BIN)/deepcluster eval probe knn cluster transfer class-retrieval copies --run $(RUN) --random-init --epochs 30 \
+	  --target-data digits
 	for r in $(RUN) $(RUN)-v2 $(RUN)-supervised; do \
-	  $(BIN)/deepcluster eval probe knn cluster retrieval --run $$r --epochs 30 || exit 1; done
+	  $(BIN)/deepcluster eval probe knn cluster transfer class-retrieval copies --run $$r --epochs 30 \
+	    --target-data digits || exit 1; done
 	$(BIN)/deepcluster compare $(RUN) $(RUN)-v2 $(RUN)-supervised --out docs/table1-fashion-mnist.md
 
 test: setup $(BROWSER)

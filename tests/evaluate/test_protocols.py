@@ -24,7 +24,7 @@ def test_every_protocol_and_compare(runs, image_folder, tmp_path, capsys):
     assert main(["eval", "all", "--run", str(dc)] + opts) == 0
     assert main(["eval", "all", "--run", str(dc), "--random-init"] + opts) == 0
     assert main(["eval", "probe", "knn", "--checkpoint", str(sup / "checkpoint.pt")] + opts) == 0
-    for name in ("probe", "knn", "cluster", "transfer", "retrieval"):
+    for name in ("probe", "knn", "cluster", "transfer", "class-retrieval", "copies"):
         res = json.loads((dc / "eval" / f"{name}.json").read_text())
         assert res["protocol"] == name and not res["random_init"]
         assert json.loads((dc / "eval" / f"{name}-random.json").read_text())["random_init"]
@@ -37,7 +37,8 @@ def test_every_protocol_and_compare(runs, image_folder, tmp_path, capsys):
     assert "pseudo_labels" not in json.loads((dc / "eval" / "cluster-random.json").read_text())
     tr = json.loads((dc / "eval" / "transfer.json").read_text())
     assert tr["target"] == "digits" and 0 <= tr["fc"] <= 1 and 0 <= tr["all"] <= 1
-    rt = json.loads((dc / "eval" / "retrieval.json").read_text())
+    assert not (dc / "eval" / "instance.json").exists()  # 'all' skips it: no --ground-truth
+    rt = json.loads((dc / "eval" / "class-retrieval.json").read_text())
     assert rt["queries"] == 20 and 0 < rt["map"] <= 1 and rt["layer"] == "conv5"
     capsys.readouterr()
     out_md = tmp_path / "table.md"
@@ -54,7 +55,8 @@ def test_every_protocol_and_compare(runs, image_folder, tmp_path, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["knn", "--layer", "conv9"], "layer 'conv9' does not exist in small: choose one of conv1"),
-    (["retrieval", "--layer", "fc"], "retrieval reads a conv layer's map"),
+    (["class-retrieval", "--layer", "fc"], "retrieval reads a conv layer's map"),
+    (["copies", "--layer", "fc"], "copies reads a conv layer's map"),
     (["probe", "--data", "fashion-mnist"], "fashion-mnist images are 28 px"),
     (["cluster", "--data", "FLAT"], "needs a labelled test split: pass --val-data"),
     (["probe", "--data", "FLAT", "--val-data", "FLAT"], "needs labels"),

@@ -69,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and written to RUN_DIR/eval/PROTOCOL[-random].json.")
     e.add_argument("protocols", nargs="+", choices=PROTOCOLS + ("all",), metavar="PROTOCOL",
                    help="probe: linear probe on every conv layer; knn: weighted cosine kNN; cluster: k-means with the "
-                        "true number of classes; transfer: fine-tune fc layers / all layers on a target dataset; "
-                        "retrieval: R-MAC mean average precision; all: every one (several may be given)")
+                        "true number of classes; transfer: fine-tune fc layers / all layers on another labelled "
+                        "dataset; class-retrieval: R-MAC mAP, same label = relevant; copies: R-MAC copy detection "
+                        "(strong copies of database images as queries); instance: Oxford5k / Paris6k instance "
+                        "retrieval; all: every one whose inputs are given (several may be given)")
     _add_run_source(e)
     e.add_argument("--random-init", action="store_true", help="same network at its random initialisation")
     _add_data(e, "labelled training images (default: the run's own data)")
@@ -81,13 +83,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "it (fast enough to converge; a linear classifier on the pixels is trained beside them), "
                         "'augmented' a random crop per image and epoch, as the paper (a network pass per epoch); "
                         "auto: centre when those views fit in 4 GiB")
-    e.add_argument("--layer", help="layer for knn / cluster (default fc) and retrieval (default last conv)")
+    e.add_argument("--layer", help="layer for knn / cluster (default fc) and the retrievals (default last conv)")
     e.add_argument("--knn-k", type=int, default=20, help="neighbours of the kNN vote (default 20)")
     e.add_argument("--target-data", help="transfer: the labelled target, another dataset than the training data: a "
                                          "folder (one subfolder per class) or digits (scikit-learn's, offline)")
     e.add_argument("--target-val-data", help="transfer: the target's test images (default: every fifth image of "
                                              "--target-data held out)")
-    e.add_argument("--queries", type=int, default=1000, help="retrieval: test images used as queries (default 1000)")
+    e.add_argument("--queries", type=int, default=1000,
+                   help="class-retrieval: test images used as queries; copies: images copied as queries (default 1000)")
+    e.add_argument("--images", metavar="FOLDER",
+                   help="instance: the benchmark's images; copies: the database (default: the run's test images)")
+    e.add_argument("--ground-truth", metavar="PATH",
+                   help="instance: the folder of NAME_query/_good/_ok/_junk.txt files, or a revisited gnd_*.pkl")
+    e.add_argument("--gt-protocol", default="medium", choices=("easy", "medium", "hard"),
+                   help="instance, revisited ground truth: which positives count (default medium)")
+    e.add_argument("--whiten-data", metavar="FOLDER",
+                   help="copies / instance: images to learn the regional whitening on (instance: required, e.g. "
+                        "Paris6k for Oxford5k; copies: default 1,000 of the run's training images)")
+    e.add_argument("--max-size", type=int,
+                   help="copies / instance: the images' longer side (default 1024, or 4 x the input of a <= 64 px "
+                        "network)")
     _add_device(e)
 
     r = sub.add_parser("report", help="(re)write RUN_DIR/report/index.html, the run's page of pictures and tables",

@@ -27,7 +27,9 @@ def _row(name: str, res: dict, n_conv: int) -> list[str]:
         cells += [f"{scores['nmi']:.3f}" if "nmi" in scores else "-", pct(scores.get("acc"))]
     tr = res.get("transfer", {})
     cells += [pct(tr.get("fc")), pct(tr.get("all"))]
-    cells.append(pct(res.get("retrieval", {}).get("map")))
+    # "retrieval": class retrieval's name in the results of earlier versions
+    cells.append(pct(res.get("class-retrieval", res.get("retrieval", {})).get("map")))
+    cells.append(pct(res.get("copies", {}).get("map")))
     return cells
 
 
@@ -35,7 +37,7 @@ def compare_runs(runs: list[str | Path]) -> str:
     """Rows: random init (from the first run evaluated with ``--random-init``), then every run (labelled
     DeepCluster v1/v2 or supervised from its config); columns: probe top-1 per conv layer, kNN top-1, k-means NMI
     and accuracy on PCA-whitened + L2 features (the run's pre-processing) and on L2-normalised ones, transfer
-    (fc / all), retrieval mAP. Missing results show as '-'."""
+    (fc / all), class retrieval mAP, copy detection mAP. Missing results show as '-'."""
     import yaml
 
     rows, n_conv, random_row = [], 0, None
@@ -58,7 +60,7 @@ def compare_runs(runs: list[str | Path]) -> str:
     n_conv = n_conv or 5
     head = (["features"] + [f"conv{i}" for i in range(1, n_conv + 1)]
             + ["kNN", "k-means NMI", "k-means ACC", "k-means NMI (L2)", "k-means ACC (L2)", "transfer fc",
-               "transfer all", "retrieval mAP"])
+               "transfer all", "class retrieval mAP", "copy detection mAP"])
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(_row(name, res, n_conv)) + " |" for name, res in rows]
     notes = probe_notes([(name, res.get("probe")) for name, res in rows], n_conv)

@@ -22,15 +22,18 @@ from .probe import linear_probes
 from .retrieval import RegionWhitening, mean_average_precision, regional_max, rmac_descriptors, rmac_regions
 from .transfer import finetune, target_datasets
 
-PROTOCOLS = ("probe", "knn", "cluster", "transfer", "retrieval")
+PROTOCOLS = ("probe", "knn", "cluster", "transfer", "class-retrieval", "copies", "instance")
+NEEDS = {"transfer": "target_data", "instance": "ground_truth"}  # what 'eval all' must be given to run them
 
 
 def load_for_eval(path: str | Path, data: Optional[str] = None, val_data: Optional[str] = None,
-                  data_root: Optional[str] = None, random_init: bool = False, device: str = "auto") -> SavedRun:
+                  data_root: Optional[str] = None, random_init: bool = False, device: str = "auto",
+                  load_data: bool = True) -> SavedRun:
     """A run directory (its ``checkpoint.pt``) or a checkpoint file -> the network and the datasets to evaluate
     on: every image of the run's own data, unless ``data``/``val_data`` name others. ``random_init`` keeps the
-    architecture and seed but not the learned weights: the "random" row of the tables."""
-    return open_run(path, data, val_data, data_root, device, random_init)
+    architecture and seed but not the learned weights: the "random" row of the tables. Without ``load_data`` no
+    dataset is opened (a protocol that reads images of its own)."""
+    return open_run(path, data, val_data, data_root, device, random_init, load_data=load_data)
 
 
 def _need_labels(ds, protocol: str, which: str) -> None:
@@ -44,7 +47,9 @@ def _need_labels(ds, protocol: str, which: str) -> None:
 
 def run_protocol(name: str, s: SavedRun, epochs: int = 10, layer: Optional[str] = None, knn_k: int = 20,
                  target_data: Optional[str] = None, target_val_data: Optional[str] = None,
-                 queries: int = 1000, seeds: int = 3, progress: bool = True, views: str = "auto") -> dict:
+                 queries: int = 1000, seeds: int = 3, progress: bool = True, views: str = "auto",
+                 images: Optional[str] = None, ground_truth: Optional[str] = None, gt_protocol: str = "medium",
+                 whiten_data: Optional[str] = None, max_size: Optional[int] = None) -> dict:
     """Run one protocol of :data:`PROTOCOLS` on ``s``; return its metrics."""
     if name not in PROTOCOLS:
         raise ConfigError(f"unknown protocol '{name}': choose one of {', '.join(PROTOCOLS)}")
@@ -53,7 +58,7 @@ def run_protocol(name: str, s: SavedRun, epochs: int = 10, layer: Optional[str] 
     out: dict = {"protocol": name, "random_init": s.random_init, "arch": cfg.arch}
     if name in ("probe", "knn"):
         _need_labels(s.train_set, name, "training")
-    if name in ("probe", "knn", "cluster", "retrieval"):
+    if name in ("probe", "knn", "cluster", "class-retrieval"):
         _need_labels(s.test_set, name, "test")
     if name == "probe":
         out.update(linear_probes(s.model, s.train_set, s.test_set, size, dev, epochs=epochs,
@@ -92,9 +97,60 @@ def run_protocol(name: str, s: SavedRun, epochs: int = 10, layer: Optional[str] 
             r = finetune(s.model, train_t, test_t, size, dev, mode, epochs=epochs, crop_scale=cfg.crop_scale,
                          seed=cfg.seed, workers=cfg.workers, progress=progress, batch_size=cfg.batch_size)
             out[mode], out["start"] = r["top1"], r["start"]
-    elif name == "retrieval":
+    elif name == "class-retrieval":
         out.update(_retrieval(s, layer or f"conv{s.model.n_conv}", queries, progress))
+    elif name in ("copies", "instance"):
+        out.update(_instance(name, s, layer, queries, progress, images, ground_truth, gt_protocol, whiten_data,
+                             max_size))
     return out
+
+
+def _sources(ds) -> list:
+    """A dataset's images as :class:`~.instance.WholeImages` reads them: its files, or PIL images of its pixels."""
+    from PIL import Image
+
+    files = getattr(ds, "files", None)
+    if files is not None:
+        return list(files)
+    x = ds.images.numpy()
+    return [Image.fromarray(a[0] if len(a) == 1 else a.transpose(1, 2, 0)) for a in x]
+
+
+def _instance(name: str, s: SavedRun, layer: Optional[str], queries: int, progress: bool, images, ground_truth,
+              gt_protocol: str, whiten_data, max_size) -> dict:
+    """Copy detection (on ``images``, default the run's test images, else its training images) or instance
+    retrieval (``ground_truth`` over ``images``), R-MAC from ``layer`` at ``max_size``, the regional whitening
+    fitted on ``whiten_data`` (default: 1,000 training images of the run, for copies only)."""
+    from .instance import Reader, copy_detection, image_files, instance_retrieval, read_ground_truth, sample_files
+
+    layer = layer or f"conv{s.model.n_conv}"
+    check_layer(s.model, layer)
+    if layer == "fc":
+        raise ConfigError(f"{name} reads a conv layer's map (R-MAC): choose --layer conv1..conv{s.model.n_conv}")
+    size = max_size or (1024 if s.image_size > 64 else 4 * s.image_size)
+    reader = Reader(s.model, int(layer[4:]), size, s.channels, s.mean, s.std, s.device, s.cfg.workers or 0,
+                    progress)
+    if whiten_data:
+        whiten_from, whitened_on = sample_files(whiten_data, 1000, s.cfg.seed), str(whiten_data)
+    elif name == "instance":
+        raise ConfigError("instance retrieval learns its whitening on another image set: give --whiten-data FOLDER "
+                          "(the paper's practice: Paris6k's images for Oxford5k, and the reverse)")
+    else:
+        train = _sources(s.train_set)
+        pick = np.random.default_rng(s.cfg.seed).choice(len(train), min(1000, len(train)), replace=False)
+        whiten_from, whitened_on = [train[i] for i in sorted(pick)], f"{s.train_set.name} ({len(pick)} training images)"
+    out = {"layer": layer, "whitened_on": whitened_on}
+    if name == "instance":
+        if not ground_truth or not images:
+            raise ConfigError("instance retrieval needs --ground-truth (the benchmark's text files or gnd_*.pkl) "
+                              "and --images (its image folder)")
+        return out | instance_retrieval(reader, images, read_ground_truth(ground_truth, gt_protocol), whiten_from)
+    if images:
+        database, out["database"] = image_files(images), str(images)
+    else:
+        ds = s.test_set if s.test_set is not None else s.train_set
+        database, out["database"] = _sources(ds), ds.name
+    return out | copy_detection(reader, database, whiten_from, queries, s.cfg.seed)
 
 
 def _retrieval(s: SavedRun, layer: str, queries: int, progress: bool) -> dict:
