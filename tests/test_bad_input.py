@@ -44,10 +44,82 @@ def test_every_mode_becomes_rgb_with_its_content(odd_modes):
     # 16-bit grey is scaled to 8 bits, not clipped to white: it matches the 8-bit gradient
     assert np.abs(got["grey16.png"].numpy().astype(int) - got["grey.png"].numpy().astype(int)).max() <= 1
     assert got["grey.png"][:, :, 0].float().mean() < 60 < got["grey.png"][:, :, -1].float().mean()
+    assert (got["grey.png"][0] == got["grey.png"][1]).all() and (got["grey.png"][1] == got["grey.png"][2]).all()
     # transparency over white: the opaque half stays red, the transparent half is white
     r = got["rgba.png"].numpy()
     assert tuple(r[:, 16, 2]) == (200, 0, 0) and tuple(r[:, 16, 29]) == (255, 255, 255)
     assert abs(int(got["cmyk.jpg"][0].float().mean()) - int(got["grey.png"][0].float().mean())) < 12
+
+
+def test_grey_alpha_and_palette_pngs_keep_their_content(tmp_path):
+    # grey + alpha: the opaque half keeps its grey level on all three channels, the transparent half turns white
+    la = np.zeros((16, 32, 2), np.uint8)
+    la[..., 0], la[:, :16, 1] = 90, 255
+    save(Image.fromarray(la, "LA"), tmp_path / "d" / "la.png")
+    # a palette PNG of two colours, and one whose palette marks a colour transparent
+    pal = Image.fromarray(np.repeat([[0] * 16 + [1] * 16], 16, axis=0).astype(np.uint8), "P")
+    pal.putpalette([10, 120, 250, 240, 30, 60] + [0] * 762)
+    save(pal, tmp_path / "d" / "palette.png")
+    save(pal, tmp_path / "d" / "palette-alpha.png", transparency=1)
+    ds = ImageFolder(tmp_path / "d", 16)
+    got = {p.name: ds[i][0].numpy() for i, p in enumerate(ds.files)}
+    la_img = got["la.png"]
+    assert la_img.shape == (3, 16, 16) and (la_img[:, :, :6] == 90).all() and (la_img[:, :, -6:] == 255).all()
+    assert tuple(got["palette.png"][:, 8, 2]) == (10, 120, 250) and tuple(got["palette.png"][:, 8, -3]) == (240, 30, 60)
+    assert tuple(got["palette-alpha.png"][:, 8, 2]) == (10, 120, 250)  # the opaque colour kept
+    assert tuple(got["palette-alpha.png"][:, 8, -3]) == (255, 255, 255)  # the transparent one over white
+    assert (got["palette.png"][0] != got["palette.png"][1]).any()  # colour, not grey
+
+
+def test_non_square_and_tiny_images_keep_their_centre_square(tmp_path):
+    # 60 x 30: red, green and blue thirds. Shorter side 30 -> 32 makes it 64 wide; the centre square is
+    # columns 16-47: a little red, the green third (21-42), a little blue
+    bands = np.zeros((30, 60, 3), np.uint8)
+    for c in range(3):
+        bands[:, 20 * c:20 * (c + 1), c] = 255
+    save(Image.fromarray(bands), tmp_path / "d" / "wide.png")
+    save(Image.fromarray(bands.transpose(1, 0, 2).copy()), tmp_path / "d" / "tall.png")  # 30 x 60, rows
+    tiny = np.zeros((7, 5, 3), np.uint8)
+    tiny[4:] = 255  # 5 x 7 px: black above, white below
+    save(Image.fromarray(tiny), tmp_path / "d" / "tiny.png")
+    ds = ImageFolder(tmp_path / "d", 32)
+    got = {p.name: ds[i][0].numpy().astype(int) for i, p in enumerate(ds.files)}
+    wide, tall = got["wide.png"], got["tall.png"]
+    assert wide.shape == tall.shape == (3, 32, 32)
+    assert tuple(wide[:, 16, 0]) == (255, 0, 0) and tuple(wide[:, 16, 16]) == (0, 255, 0)
+    assert tuple(wide[:, 16, 31]) == (0, 0, 255) and (wide[1, :, 8:24] == 255).all()  # whole height, centre band
+    assert np.array_equal(tall, wide.transpose(0, 2, 1))  # the same for a tall image, along its height
+    t = got["tiny.png"]
+    # 5 x 7 -> 32 x 45, its centre 32 rows kept: rows 6-37 of it, black down to 28.8 (crop row 22.8)
+    assert t.shape == (3, 32, 32) and t[:, :14].max() == 0 and t[:, -5:].min() == 255  # bilinear blurs the edge
+
+
+def test_a_non_empty_folder_without_a_run_is_refused_unless_overwrite(tiny_config, tmp_path):
+    out = tmp_path / "mine"
+    save(Image.new("RGB", (8, 8)), out / "holiday.png")
+    (out / "notes.txt").write_text("the user's own")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ConfigError, match=r"is not empty and holds no deepcluster run: choose an empty or new --out"):
+        train(dataclasses.replace(tiny_config, epochs=1), out, quiet=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    train(dataclasses.replace(tiny_config, epochs=1), out, overwrite=True, quiet=True)  # writes beside them
+    assert (out / "checkpoint.pt").is_file() and all((out / n).read_bytes() == b for n, b in before.items())
+
+
+def test_every_test_the_catalogue_names_exists():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    rows = [line for line in (root / "docs" / "robustness.md").read_text().splitlines() if re.match(r"\| \d+ \|", line)]
+    assert len(rows) >= 34
+    named = 0
+    for row in rows:
+        for path, name in re.findall(r"`([\w/]+\.py)::(\w+)`", row):
+            source = root / "tests" / path
+            assert source.is_file() and re.search(rf"^def {name}\(", source.read_text(), re.M), (path, name)
+            named += 1
+        assert "`" in row.split("|")[-2] or row.split("|")[-2].strip() == "same", row  # every row names its test
+    assert named >= 20
 
 
 def test_broken_files_are_skipped_with_one_warning_or_refused_with_strict(image_folder, tmp_path):
