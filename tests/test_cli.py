@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -14,6 +15,9 @@ def test_two_epoch_smoke_run_through_the_command_line(image_folder, tmp_path, ca
     assert rc == 0
     text = capsys.readouterr().out
     assert "| trained " in text and "| pixels " in text and "2 epochs" in text
+    # the time the whole command took, which is more than the epochs' parts it also gives
+    found = re.search(r"2 epochs: ([\d.]+) min of extraction, clustering and training; this command ([\d.]+) min", text)
+    assert found and float(found[2]) >= float(found[1])
     saved = (out / "config.yaml").read_text()
     assert "k: 6" in saved and "sobel: false" in saved and "epochs: 2" in saved
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from .diagnose import learning_problems
 from .evaluate.clustering import kmeans_protocol
@@ -22,13 +23,17 @@ def epoch_line(r: dict) -> str:
             f"time {r['time_features']:.0f}+{r['time_clustering']:.0f}+{r['time_training']:.0f} s")
 
 
-def summary_table(history: list[dict], evaluation: dict, run_dir: Path) -> str:
+def summary_table(history: list[dict], evaluation: dict, run_dir: Path, wall: Optional[float] = None) -> str:
+    """The closing summary. ``wall``: the seconds this call of training took, everything included (data, every
+    epoch, the reports, the final clustering, the closing evaluation)."""
     lines = ["", f"DeepCluster run in {run_dir}"]
     if history:
         last = history[-1]
         secs = sum(r.get("time_features", 0) + r.get("time_clustering", 0) + r["time_training"] for r in history)
-        lines.append(f"  {len(history)} epochs, {secs / 60:.1f} min; last epoch: loss {last['loss']:.3f}, "
-                     f"NMI vs labels {fmt(last.get('nmi_labels'))}, NMI vs previous {fmt(last.get('nmi_prev'))}")
+        whole = f"; this command {wall / 60:.1f} min in all" if wall is not None else ""
+        lines.append(f"  {len(history)} epochs: {secs / 60:.1f} min of extraction, clustering and training{whole}")
+        lines.append(f"  last epoch: loss {last['loss']:.3f}, NMI vs labels {fmt(last.get('nmi_labels'))}, "
+                     f"NMI vs previous {fmt(last.get('nmi_prev'))}")
     if evaluation:
         lines += [f"  k-means (k = {evaluation['k']}, {kmeans_protocol(evaluation)}) on {evaluation['split']}"
                   f" ({evaluation['images']} images):",

@@ -7,6 +7,7 @@ shard, rank 0 clusters and broadcasts, every process trains on its slice of the 
 """
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -36,10 +37,11 @@ def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = 
 
     Under ``torchrun`` every process calls this alike; rank 0 alone prints and writes, and the summary it returns
     is the run's (the other processes return theirs without evaluation or history)."""
+    started = time.perf_counter()
     cfg = replace(cfg).validate()
     joined, ended = dist.setup(cfg.device), False
     try:
-        summary = _train(cfg, out, resume, overwrite, quiet or not dist.is_main())
+        summary = _train(cfg, out, resume, overwrite, quiet or not dist.is_main(), started)
         ended = True
         return summary
     finally:
@@ -47,7 +49,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = 
             dist.teardown(wait=ended)
 
 
-def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: bool) -> dict:
+def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: bool, started: float) -> dict:
     say = (lambda *a: None) if quiet else print
     main = dist.is_main()
 
@@ -169,7 +171,7 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
         save_cluster_grid(train_set, previous, run / "clusters.png", seed=cfg.seed)
     if cfg.report:
         _report(run, cfg, history, model, train_set, previous, device, final=True, clustering=clustering)
-    say(summary_table(history, evaluation, run.path))
+    say(summary_table(history, evaluation, run.path, time.perf_counter() - started))
     return {"metrics": history, "eval": evaluation, "run_dir": str(run.path)}
 
 
