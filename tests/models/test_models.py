@@ -55,3 +55,22 @@ def test_embed_is_before_the_last_relu():
     with torch.no_grad():
         f = m.embed(torch.randn(16, 1, 28, 28))
     assert (f < 0).any()
+
+
+@pytest.mark.parametrize("arch,size", [("small", 32), ("alexnet", 224)])
+def test_folding_batchnorm_keeps_the_outputs(arch, size):
+    torch.manual_seed(0)
+    m = build_model(arch, 3, size, sobel=True)
+    for bn in (x for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d)):  # statistics away from 0 / 1
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.5, 0.5)
+    m.eval()
+    x = torch.randn(4, 3, size, size)
+    with torch.no_grad():
+        plain, folded = m.embed(x), m.inference_embed()(x)
+    assert torch.allclose(folded, plain, rtol=1e-4, atol=1e-4 * plain.abs().max().item())
+    from deepcluster.models.net import fold_batchnorm
+
+    assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in fold_batchnorm(m.features).modules())
