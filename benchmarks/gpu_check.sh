@@ -14,5 +14,6 @@ $PY -m pytest -q -p no:cacheprovider --tb=short tests/test_gpu.py tests/clusteri
 for p in fp32 bf16; do $PY benchmarks/scaling.py network --arch alexnet --size 224 --batch 256 --steps 20 --precision $p; done
 $PY benchmarks/scaling.py kmeans --backend torch --full-below 1e12
 $PY benchmarks/scaling.py kmeans --backend torch --sizes 1281167 --ks 10000 --full-below 1e12
+$PY benchmarks/scaling.py memory --device cuda --k 10000
 $PY -m deepcluster train --config configs/fashion-mnist.yaml --data-root "$DATA" --epochs 2 --workers 4 \
   --out "$OUT/fashion-mnist" --overwrite 2>&1 | tr '\r' '\n' | grep -av '%|' | tail -16
