@@ -50,7 +50,7 @@ def _squared_distances(x: np.ndarray, centroids: np.ndarray, chunk: int):
     c_sq = (c * c).sum(1)
     for s in range(0, len(x), chunk):
         xs = x[s:s + chunk].astype(np.float64)
-        yield s, np.maximum((xs * xs).sum(1)[:, None] - 2 * xs @ c.T + c_sq[None], 0)
+        yield s, (xs * xs).sum(1)[:, None] - 2 * xs @ c.T + c_sq[None]
 
 
 def nearest(x: np.ndarray, centroids: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +59,7 @@ def nearest(x: np.ndarray, centroids: np.ndarray, chunk: int = 4096) -> tuple[np
     labels, dist = np.empty(len(x), np.int64), np.empty(len(x), np.float32)
     for s, d2 in _squared_distances(x, centroids, chunk):
         best = d2.argmin(1)
-        labels[s:s + len(d2)], dist[s:s + len(d2)] = best, np.sqrt(d2[np.arange(len(d2)), best])
+        labels[s:s + len(d2)], dist[s:s + len(d2)] = best, np.sqrt(np.maximum(d2[np.arange(len(d2)), best], 0))
     return labels, dist
 
 

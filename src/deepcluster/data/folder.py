@@ -45,6 +45,17 @@ def to_rgb_array(im) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
+def read_rgb(path, draft: Optional[int] = None):
+    """The image file ``path`` as an RGB PIL image (:func:`to_rgb_array`). With ``draft``, a JPEG is decoded at the
+    smallest reduced scale that keeps both sides at least ``draft`` px (much faster for large photos)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if draft:
+            im.draft(None, (draft, draft))
+        return Image.fromarray(to_rgb_array(im))
+
+
 class ImageFolder(Dataset):
     """Every image file under ``root`` (recursively), decoded with PIL, resized (shorter side) and centre-cropped
     to a ``load_size`` square, as RGB ``uint8`` (see :func:`to_rgb_array` for other modes). Subfolder names of
@@ -101,8 +112,7 @@ class ImageFolder(Dataset):
         from PIL import Image
 
         try:
-            with Image.open(self.files[i]) as im:
-                im = Image.fromarray(to_rgb_array(im))
+            im = read_rgb(self.files[i])
         except Exception as e:
             raise ConfigError(f"cannot read {self.files[i]} ({type(e).__name__}: {e}); it was readable when the "
                               f"folder was scanned: remove or restore it, then --resume") from None
@@ -116,8 +126,13 @@ class ImageFolder(Dataset):
         return torch.from_numpy(arr.copy()).permute(2, 0, 1), i
 
     def subset(self, n: int) -> "ImageFolder":
+        return self.take(range(min(n, len(self))))
+
+    def take(self, indices) -> "ImageFolder":
+        """The same folder seen through the images ``indices`` (in that order): files, sizes and labels."""
+        idx = list(indices)
         out = object.__new__(ImageFolder)
         out.__dict__.update(self.__dict__)
-        out.files, out.sizes = self.files[:n], self.sizes[:n]
-        out.targets = None if self.targets is None else self.targets[:n]
+        out.files, out.sizes = [self.files[i] for i in idx], [self.sizes[i] for i in idx]
+        out.targets = None if self.targets is None else self.targets[idx]
         return out

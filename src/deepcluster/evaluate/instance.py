@@ -29,7 +29,7 @@ from tqdm import tqdm
 from ..config import ConfigError
 from ..data import IMAGE_EXTENSIONS
 from ..data.adapt import to_channels
-from ..data.folder import to_rgb_array
+from ..data.folder import read_rgb
 from ..preprocess import l2_normalize
 from ..views import normalize
 from .retrieval import RegionWhitening, regional_max, rmac_regions
@@ -175,11 +175,7 @@ class WholeImages(Dataset):
         from PIL import Image
 
         src = self.sources[i]
-        if isinstance(src, (str, Path)):
-            with Image.open(src) as im:
-                im = Image.fromarray(to_rgb_array(im))
-        else:
-            im = src
+        im = read_rgb(src) if isinstance(src, (str, Path)) else src
         scale = self.max_size / max(im.size)
         box = self.boxes[i] if self.boxes is not None else None
         if box is not None:
@@ -296,19 +292,11 @@ def strong_copy(im, rng: np.random.Generator):
 def copy_detection(reader: Reader, database: list, whiten_from: list, queries: int = 500, seed: int = 0) -> dict:
     """``queries`` database images, drawn at random, each queried by a strong copy of itself (:func:`strong_copy`)
     against the whole ``database`` (PIL images or files); mAP and recall at 1, 5 and 10."""
-    from PIL import Image
-
     if len(database) < 2:
         raise ConfigError("copy detection needs a database of at least 2 images")
     rng = np.random.default_rng(seed)
     picked = np.sort(rng.choice(len(database), min(queries, len(database)), replace=False))
-    originals = []
-    for i in picked:
-        src = database[i]
-        if isinstance(src, (str, Path)):
-            with Image.open(src) as im:
-                src = Image.fromarray(to_rgb_array(im))
-        originals.append(src)
+    originals = [read_rgb(database[i]) if isinstance(database[i], (str, Path)) else database[i] for i in picked]
     copies = [strong_copy(im, np.random.default_rng([seed, int(i)])) for im, i in zip(originals, picked)]
     whitening = reader.whitening(whiten_from)
     db = descriptors(reader.regional(database, desc="database"), whitening)

@@ -68,14 +68,7 @@ def target_datasets(data: Optional[str], val_data: Optional[str], image_size: in
 
 def _every_fifth(ds: ImageFolder) -> tuple[ImageFolder, ImageFolder]:
     """The folder split in two: every fifth file (0, 5, 10, ...) for testing, the rest for training."""
-    parts = []
-    for keep in (lambda i: i % 5 != 0, lambda i: i % 5 == 0):
-        idx = [i for i in range(len(ds)) if keep(i)]
-        part = object.__new__(ImageFolder)
-        part.__dict__.update(ds.__dict__)
-        part.files, part.sizes, part.targets = [ds.files[i] for i in idx], [ds.sizes[i] for i in idx], ds.targets[idx]
-        parts.append(part)
-    return parts[0], parts[1]
+    return ds.take(i for i in range(len(ds)) if i % 5), ds.take(range(0, len(ds), 5))
 
 
 def finetune(model, train_set, test_set, image_size: int, device, mode: str = "fc", epochs: int = 10,

@@ -30,7 +30,8 @@ from tqdm import tqdm
 
 from ..clusters import embed, nearest_clusters
 from ..config import ConfigError
-from ..data.folder import to_rgb_array
+from ..data.adapt import LUMA
+from ..data.folder import read_rgb
 from ..device import amp_dtype
 from ..features import centre_view_features
 from ..preprocess import l2_normalize
@@ -63,11 +64,9 @@ class Thumbnails(Dataset):
         if self.files is None:
             x = self.dataset[i][0].float()
             if len(x) == 3:
-                x = (torch.tensor([0.299, 0.587, 0.114])[:, None, None] * x).sum(0, keepdim=True)
+                x = (torch.tensor(LUMA)[:, None, None] / 1000 * x).sum(0, keepdim=True)
             return F.adaptive_avg_pool2d(x[None], self.side).flatten(), i
-        with Image.open(self.files[i]) as im:
-            im.draft(None, (16 * self.side, 16 * self.side))
-            grey = Image.fromarray(to_rgb_array(im)).convert("L")
+        grey = read_rgb(self.files[i], draft=16 * self.side).convert("L")
         return torch.from_numpy(np.asarray(grey.resize((self.side, self.side), Image.BOX), np.float32).ravel()), i
 
 
