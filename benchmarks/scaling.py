@@ -21,8 +21,9 @@ clustering phase, next to N x 256 x 4 bytes and to the N x D x 4 bytes that keep
 ``--arch`` at ``--size`` px, channels-last, in the config's precision (``--precision``).
 
 ``loading``: the data pipeline alone on ImageNet-like files (JPEG, 500 x 375, quality 90, written to a temporary
-folder): the folder scan (each file's header checked once per start) and images/s of the loader with each number
-of worker processes (decode, resize to 256, centre square), batches of 256.
+folder): the folder scan (each file's header checked once per start), ``deepcluster prepare`` of the folder, and
+images/s of the loader over the raw folder (decode, resize to 256, centre square) and over the prepared one, side
+by side for each number of worker processes, batches of 256.
 """
 from __future__ import annotations
 
@@ -203,20 +204,33 @@ def bench_loading(args) -> None:
 
     from perf import photo_folder  # the same photo-like JPEGs as the AlexNet setup of benchmarks/perf.py
 
-    from deepcluster.data import ImageFolder, make_loader
+    from deepcluster.data import ImageFolder, PreparedImages, make_loader, prepare
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = photo_folder(Path(args.keep or tmp), args.images)
+    def rate(data, w: int) -> float:
         t = time.perf_counter()
-        data = ImageFolder(tmp, 256)
+        n = sum(len(idx) for _, idx in make_loader(data, range(len(data)), 256, w))
+        return n / (time.perf_counter() - t)
+
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as out:
+        photos = photo_folder(Path(args.keep or tmp), args.images)
+        t = time.perf_counter()
+        data = ImageFolder(photos, 256)
         scan = (time.perf_counter() - t) / len(data)
         print(f"{len(data)} JPEG files of 500 x 375: folder scan {scan * 1e3:.2f} ms per file "
               f"({scan * 1_281_167 / 60:.1f} min for ImageNet's 1.28M files)")
+        t = time.perf_counter()
+        done = prepare(photos, Path(out) / "prepared", 224, progress=False)
+        print(f"  deepcluster prepare: {time.perf_counter() - t:.1f} s ({done['bytes'] / len(data) / 1e3:.1f} KB "
+              f"per image at 256 px)")
+        prepared = PreparedImages(Path(out) / "prepared")
+        # imports (PIL; torchvision's JPEG decoder, 1-2 s) are paid once per process, not timed
+        diff = np.mean([(prepared[i][0].float() - data[i][0].float()).abs().mean().item() for i in range(200)])
+        print(f"  prepared images against the raw folder's: {diff:.2f} grey levels apart on average (200 images)")
+        print("| workers | raw folder (images/s) | prepared folder (images/s) | prepared / raw |")
+        print("|---:|---:|---:|---:|")
         for w in (int(v) for v in args.workers.split(",")):
-            loader = make_loader(data, range(len(data)), 256, w)
-            t = time.perf_counter()
-            n = sum(len(idx) for _, idx in loader)
-            print(f"  loader with {w:>2} workers: {n / (time.perf_counter() - t):,.0f} images/s")
+            r, p = rate(data, w), rate(prepared, w)  # side by side, one after the other
+            print(f"| {w} | {r:,.0f} | {p:,.0f} | {p / r:.1f} |", flush=True)
 
 
 def main() -> None:

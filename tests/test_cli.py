@@ -54,8 +54,8 @@ def test_unknown_yaml_keys_are_named(tmp_path, capsys, image_folder):
     assert "unknown setting(s) kay" in capsys.readouterr().err
 
 
-COMMANDS = ("train", "eval", "report", "visualize", "import-original", "compare", "export", "assign", "embed",
-            "duplicates", "sample")
+COMMANDS = ("prepare", "train", "eval", "report", "visualize", "import-original", "compare", "export", "assign",
+            "embed", "duplicates", "sample")
 
 
 def test_help_lists_every_command(capsys):

@@ -161,6 +161,25 @@ def run_sample(args: argparse.Namespace) -> None:
         print(f"{done['folders']['folders']} folders -> {done['folders']['out']}")
 
 
-RUNNERS = {"train": run_train, "eval": run_eval, "report": run_report, "visualize": run_visualize,
-           "import-original": run_import_original, "compare": run_compare, "export": run_export,
-           "assign": run_export, "embed": run_export, "duplicates": run_duplicates, "sample": run_sample}
+def run_prepare(args: argparse.Namespace) -> None:
+    import time
+
+    from ..data import prepare
+
+    t = time.perf_counter()
+    done = prepare(args.src, args.dest, args.image_size, args.quality, args.workers, args.strict)
+    n, gb = done["images"], done["bytes"] / 1e9
+    if done["already"]:
+        print(f"{args.dest} already holds the {n} images of {args.src} prepared at {done['load_size']} px: nothing "
+              f"to do")
+        return
+    again = f", {done['done_before']} of them found whole from before" if done["done_before"] else ""
+    print(f"prepared {n} images at {done['load_size']} px into {done['shards']} shard(s){again}: {gb:.2f} GB "
+          f"({done['bytes'] / max(n, 1) / 1e3:.1f} KB per image) in {time.perf_counter() - t:.0f} s -> "
+          f"train with --data {args.dest}")
+
+
+RUNNERS = {"prepare": run_prepare, "train": run_train, "eval": run_eval, "report": run_report,
+           "visualize": run_visualize, "import-original": run_import_original, "compare": run_compare,
+           "export": run_export, "assign": run_export, "embed": run_export, "duplicates": run_duplicates,
+           "sample": run_sample}

@@ -52,6 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
                     "on the network's features and training the network to predict the clusters.")
     parser.add_argument("--version", action="version", version=f"deepcluster {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    pr = sub.add_parser("prepare", help="write an image folder once into shards that load several times faster",
+                        description="Decode every image of SRC once, square it at the load size of --image-size "
+                                    "networks (shorter side 256 for 224) and store it as a JPEG in shards of DEST; "
+                                    "then 'train --data DEST' (and eval, export, ...) read DEST. An interrupted "
+                                    "prepare resumes when run again; a half-written DEST is never read as data.")
+    pr.add_argument("src", metavar="SRC", help="folder of images (searched recursively)")
+    pr.add_argument("dest", metavar="DEST", help="new folder to write (outside SRC)")
+    pr.add_argument("--image-size", type=int, default=224,
+                    help="input size of the networks that will read it (default 224: stored at 256 px)")
+    pr.add_argument("--quality", type=int, default=90,
+                    help="JPEG quality of the stored squares (default 90; colour kept at full resolution)")
+    pr.add_argument("--workers", type=int, help="decoding processes (default: one per core)")
+    pr.add_argument("--strict", action="store_true", help="unreadable files are an error instead of skipped")
+
     t = sub.add_parser("train", help="train a network with DeepCluster and write a run directory",
                        description="Train with DeepCluster. Settings come from the defaults, then --config, "
                                    "then the options given here.")

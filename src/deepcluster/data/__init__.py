@@ -20,11 +20,12 @@ from .fashion_mnist import (
 from .folder import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, ImageFolder, to_rgb_array
 from .loader import auto_workers, make_loader
 from .memory import TensorImages
+from .prepared import PreparedImages, check_not_partial, is_prepared, prepare
 
 __all__ = ["FASHION_MNIST_CLASSES", "FASHION_MNIST_ROOT", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS",
-           "ImageFolder", "TensorImages", "auto_workers", "default_image_size", "fashion_mnist", "image_format",
-           "in_memory",
-           "load_datasets", "load_size_for", "make_loader", "open_training_images", "read_idx", "to_rgb_array"]
+           "ImageFolder", "PreparedImages", "TensorImages", "auto_workers", "default_image_size", "fashion_mnist",
+           "image_format", "in_memory", "load_datasets", "load_size_for", "make_loader", "open_folder",
+           "open_training_images", "prepare", "read_idx", "to_rgb_array"]
 
 
 def image_format(data: str) -> tuple[int, tuple, tuple]:
@@ -49,6 +50,15 @@ def load_size_for(image_size: int) -> int:
     return image_size if image_size <= 64 else round(image_size * 256 / 224)
 
 
+def open_folder(path, load_size: int, strict: bool = False):
+    """The images of the folder ``path``: a prepared folder (``deepcluster prepare``) read from its shards, any
+    other folder scanned as an :class:`ImageFolder`; a half-prepared one is refused."""
+    if is_prepared(path):
+        return PreparedImages(path, load_size)
+    check_not_partial(path)
+    return ImageFolder(path, load_size, strict)
+
+
 def open_training_images(cfg: Config):
     """The training images of ``cfg`` (its ``--subset`` taken), opened but not decoded: a folder is scanned (its
     files' headers read), the built-in dataset read. What the recipe profiles before the run's settings are known;
@@ -56,7 +66,7 @@ def open_training_images(cfg: Config):
     if cfg.data == "fashion-mnist":
         train = fashion_mnist("train", cfg.data_root)
     else:
-        train = ImageFolder(cfg.data, load_size_for(default_image_size(cfg)), cfg.strict)
+        train = open_folder(cfg.data, load_size_for(default_image_size(cfg)), cfg.strict)
     if cfg.subset:
         train = train.subset(min(cfg.subset, len(train)))
     if len(train) < 2:
@@ -76,7 +86,7 @@ def load_datasets(cfg: Config, cache: bool = True, train=None):
             raise ConfigError(f"fashion-mnist images are 28 px: drop --image-size {size} or set it to 28")
     else:
         train.load_size = load_size_for(size)
-        val = ImageFolder(cfg.val_data, load_size_for(size), cfg.strict) if cfg.val_data else None
+        val = open_folder(cfg.val_data, load_size_for(size), cfg.strict) if cfg.val_data else None
     if cache and cfg.cache_gb > 0:
         from .. import distributed as dist
 

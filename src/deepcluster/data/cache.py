@@ -9,15 +9,16 @@ import torch
 from .folder import ImageFolder
 from .loader import make_loader
 from .memory import TensorImages
+from .prepared import PreparedImages
 
 
 def in_memory(dataset, budget_gb: float, workers: Optional[int] = None,
               desc: Optional[str] = "decoding images into memory"):
     """``dataset`` decoded once into a :class:`TensorImages` (same images, bytes for bytes, same labels and name)
-    when it is an image folder whose decoded images take at most ``budget_gb`` GiB and under half the free
-    memory; otherwise ``dataset`` itself. Every later pass then reads memory instead of decoding each file
+    when it is an image folder (raw or prepared) whose decoded images take at most ``budget_gb`` GiB and under
+    half the free memory; otherwise ``dataset`` itself. Every later pass then reads memory instead of decoding each file
     again: a small folder's epochs no longer pay JPEG decoding twice (extraction and training)."""
-    if not isinstance(dataset, ImageFolder):
+    if not isinstance(dataset, (ImageFolder, PreparedImages)):
         return dataset
     n, s = len(dataset), dataset.load_size
     need = n * dataset.channels * s * s

@@ -45,6 +45,30 @@ def to_rgb_array(im) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
+def labels_from_paths(paths) -> tuple[tuple, Optional[np.ndarray]]:
+    """``(classes, targets)`` from relative paths: the first folder of each names its class when every image sits
+    in one, else ``((), None)``."""
+    parts = [Path(p).parts for p in paths]
+    if not parts or not all(len(x) >= 2 for x in parts):
+        return (), None
+    classes = tuple(sorted({x[0] for x in parts}))
+    lookup = {c: i for i, c in enumerate(classes)}
+    return classes, np.array([lookup[x[0]] for x in parts], dtype=np.int64)
+
+
+def square(im, s: int):
+    """A PIL image resized (shorter side ``s``, bilinear) and centre-cropped to ``uint8 (C, s, s)``."""
+    from PIL import Image
+
+    w, h = im.size
+    scale = s / min(w, h)
+    nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
+    im = im.resize((nw, nh), Image.BILINEAR)
+    left, top = (nw - s) // 2, (nh - s) // 2
+    arr = np.asarray(im.crop((left, top, left + s, top + s)), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
 def read_rgb(path, draft: Optional[int] = None):
     """The image file ``path`` as an RGB PIL image (:func:`to_rgb_array`). With ``draft``, a JPEG is decoded at the
     smallest reduced scale that keeps both sides at least ``draft`` px (much faster for large photos)."""
@@ -97,33 +121,18 @@ class ImageFolder(Dataset):
         self.load_size = load_size
         self.channels = 3
         self.mean, self.std, self.name = IMAGENET_MEAN, IMAGENET_STD, str(self.root)
-        rel = [p.relative_to(self.root).parts for p in good]
-        if all(len(parts) >= 2 for parts in rel):
-            self.classes = tuple(sorted({parts[0] for parts in rel}))
-            lookup = {c: i for i, c in enumerate(self.classes)}
-            self.targets: Optional[np.ndarray] = np.array([lookup[parts[0]] for parts in rel], dtype=np.int64)
-        else:
-            self.classes, self.targets = (), None
+        self.classes, self.targets = labels_from_paths([p.relative_to(self.root) for p in good])
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int):
-        from PIL import Image
-
         try:
             im = read_rgb(self.files[i])
         except Exception as e:
             raise ConfigError(f"cannot read {self.files[i]} ({type(e).__name__}: {e}); it was readable when the "
                               f"folder was scanned: remove or restore it, then --resume") from None
-        s = self.load_size
-        w, h = im.size
-        scale = s / min(w, h)
-        nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
-        im = im.resize((nw, nh), Image.BILINEAR)
-        left, top = (nw - s) // 2, (nh - s) // 2
-        arr = np.asarray(im.crop((left, top, left + s, top + s)), dtype=np.uint8)
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1), i
+        return square(im, self.load_size), i
 
     def subset(self, n: int) -> "ImageFolder":
         return self.take(range(min(n, len(self))))

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ConfigError
-from ..data import ImageFolder, TensorImages, load_size_for
+from ..data import ImageFolder, TensorImages, load_size_for, open_folder
 from ..data.adapt import for_network
 from .fit import classifier_accuracy, fit_on_views
 
@@ -51,10 +51,10 @@ def target_datasets(data: Optional[str], val_data: Optional[str], image_size: in
         train, test = digits(load_size_for(image_size))
         split = "scikit-learn's split: the first 1,347 images for training, the last 450 for testing"
     elif val_data:
-        train, test = ImageFolder(data, load_size_for(image_size)), ImageFolder(val_data, load_size_for(image_size))
+        train, test = open_folder(data, load_size_for(image_size)), open_folder(val_data, load_size_for(image_size))
         split = f"test images: {val_data}"
     else:
-        whole = ImageFolder(data, load_size_for(image_size))
+        whole = open_folder(data, load_size_for(image_size))
         train, test = _every_fifth(whole)
         split = "every fifth image (in file order) held out for testing"
     for ds, which in ((train, "training"), (test, "test")):

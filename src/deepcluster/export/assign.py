@@ -9,7 +9,7 @@ import numpy as np
 
 from ..clusters import embed, nearest
 from ..config import ConfigError
-from ..data import ImageFolder, fashion_mnist, load_size_for
+from ..data import fashion_mnist, load_size_for, open_folder
 from ..data.adapt import for_network
 from ..device import amp_dtype
 from ..session import SavedRun, open_run
@@ -30,7 +30,7 @@ def open_images(run: SavedRun, data: str, data_root: Optional[str] = None):
             raise ConfigError(f"fashion-mnist images are {ds.load_size} px and this network takes {size} px: give "
                               f"a folder of images instead")
     else:
-        ds = ImageFolder(data, load_size_for(size))
+        ds = open_folder(data, load_size_for(size))
     return for_network(ds, run.channels, run.mean, run.std)
 
 
