@@ -2,6 +2,9 @@
 folder of generated images, each rank saving what it holds to ``OUT/rank<r>.npz``.
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/dist_worker.py IMAGES OUT
+
+With ``full-disk TRAIN_ARGS...`` instead, it runs ``deepcluster train TRAIN_ARGS`` with rank 0's disk full from its
+first metrics row on (every ``fsync`` fails with ENOSPC), and exits with the command's status.
 """
 import sys
 import time
@@ -44,7 +47,31 @@ def stages(cfg: Config) -> dict:
             "weights": weights}
 
 
-if __name__ == "__main__":
+def full_disk_on_rank0() -> None:
+    import errno
+    import os
+
+    from deepcluster.rundir import RunDir
+
+    append = RunDir.append_metrics
+
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full(self, row):
+        os.fsync = fsync
+        return append(self, row)
+
+    if int(os.environ["RANK"]) == 0:
+        RunDir.append_metrics = full
+
+
+if __name__ == "__main__" and sys.argv[1] == "full-disk":
+    from deepcluster.cli import main
+
+    full_disk_on_rank0()
+    sys.exit(main(["train", *sys.argv[2:]]))
+elif __name__ == "__main__":
     dist.setup("cpu")
     got = stages(worker_config(sys.argv[1]))
     if dist.is_main():

@@ -1,6 +1,7 @@
 """Training under torchrun: 2 processes (gloo, CPU) on generated images against one process."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,12 +18,17 @@ from deepcluster.rundir import RUN_FILES
 TESTS = Path(__file__).parent
 
 
-def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+def torchrun(*args: str, nproc: int = 2, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.returncode == 0 or not check, res.stdout[-3000:] + res.stderr[-3000:]
     return res
+
+
+def train_args(image_folder) -> list[str]:
+    return ["--data", str(image_folder), "--arch", "small", "--image-size", "32", "--k", "6", "--batch-size", "8",
+            "--pca-dim", "16", "--pca-sample", "20", "--eval-seeds", "1", "--device", "cpu", "--no-report"]
 
 
 def test_helpers_give_the_one_process_answer_without_a_process_group():
@@ -121,3 +127,46 @@ def test_torchrun_v2_gathers_every_images_projection_into_the_bank(image_folder,
     assert bank.shape == (36, 8)
     torch.testing.assert_close(bank.norm(dim=1), torch.ones(36))
     assert len(np.unique(bank.numpy().round(5), axis=0)) == 36
+
+
+@pytest.mark.heavy
+def test_a_run_resumes_on_another_number_of_processes(image_folder, tmp_path):
+    from deepcluster.rundir import RunDir
+
+    args = ["-m", "deepcluster", "train", *train_args(image_folder), "--epochs"]
+    run = lambda name, epochs, nproc, *more: torchrun(*args, str(epochs), "--out", str(tmp_path / name), *more,
+                                                      nproc=nproc)
+    run("one", 2, 1)  # one process throughout (torchrun with one process makes no process group)
+    run("two", 2, 2)
+    run("one-then-two", 1, 1)
+    run("one-then-two", 2, 2, "--resume")
+    run("two-then-one", 1, 2)
+    run("two-then-one", 2, 1, "--resume")
+    clusters = {d: RunDir(tmp_path / d).epoch_clusters(2) for d in ("one", "two", "one-then-two", "two-then-one")}
+    # the resumed processes start from the checkpoint's weights and BatchNorm statistics: epoch 2's clustering,
+    # made from the network epoch 1 trained, is the one the run would have made had it not changed its number of
+    # processes (extraction sharded over 2 processes and gathered gives the one-process features)
+    for resumed, uninterrupted in (("one-then-two", "one"), ("two-then-one", "two")):
+        for epoch in (1, 2):
+            np.testing.assert_array_equal(clusters[resumed][epoch], clusters[uninterrupted][epoch])
+        rows = [json.loads(line) for line in (tmp_path / resumed / "metrics.jsonl").read_text().splitlines()]
+        same = [json.loads(line) for line in (tmp_path / uninterrupted / "metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in rows] == [1, 2]
+        assert {k: v for k, v in rows[0].items() if "time" not in k} == {k: v for k, v in same[0].items()
+                                                                         if "time" not in k}
+        assert torch.load(tmp_path / resumed / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    # one process and two see the same network at epoch 1's clustering; their training passes differ (each
+    # process normalises its own share of the batch and draws its own crops), so from epoch 2 on they part
+    np.testing.assert_array_equal(clusters["one"][1], clusters["two"][1])
+
+
+@pytest.mark.heavy
+def test_an_error_on_rank_0_stops_every_rank_with_the_same_line(image_folder, tmp_path):
+    res = torchrun(str(TESTS / "dist_worker.py"), "full-disk", *train_args(image_folder), "--epochs", "2",
+                   "--out", str(tmp_path / "run"), check=False)
+    assert res.returncode != 0
+    lines = [line for line in res.stderr.splitlines() if line.startswith("deepcluster: error:")]
+    assert len(lines) == 2 and lines[0] == lines[1], res.stderr[-3000:]
+    assert "metrics.jsonl (No space left on device)" in lines[0] and "--resume" in lines[0]
+    assert "deepcluster/" not in res.stderr  # no traceback from inside the package, on either rank
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

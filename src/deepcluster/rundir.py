@@ -135,10 +135,15 @@ class RunDir:
         return rows
 
     def append_metrics(self, row: dict) -> None:
-        with open(self.path / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        path = self.path / "metrics.jsonl"
+        try:
+            with open(path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a line cut short, if any, is dropped on resume (keep_metrics)
+            raise DeepClusterError(f"could not write {path} ({e.strerror or e}); the earlier epochs' rows are "
+                                   f"intact: free disk space or fix the folder's permissions, then --resume") from None
 
     def write_json(self, name: str, obj) -> None:
         (self.path / name).parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -112,23 +113,13 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
         for group in optimizer.param_groups:
             group["lr"] = lr
         assignment, row = method.epoch(model, optimizer, train_set, epoch)
+
+        # rank 0 writes the epoch; an error there (a full disk) stops every rank with its line
+        state = dist.on_main(partial(_record_epoch, run, cfg, method, model, optimizer, epoch, lr, row, assignment,
+                                     previous, train_set.targets if labels_known else None), share=lambda _: None)
         if not main:
             continue
-        if method.clusters:
-            row["nmi_prev"] = nmi(previous, assignment) if previous is not None else None
-        row["lr"] = lr
-        if labels_known and method.clusters:
-            row["nmi_labels"] = nmi(train_set.targets, assignment)
-            row["ari_labels"] = ari(train_set.targets, assignment)
         previous = assignment
-        # Metrics first: a crash before the checkpoint is written makes resume redo this epoch, and it then
-        # drops the row of the epoch the checkpoint does not hold.
-        run.append_metrics(row)
-        if method.clusters:
-            run.save_epoch_clusters(epoch, assignment)
-        state = RunState(epoch, cfg, model.state_dict(), model.head.out_features, optimizer.state_dict(), assignment,
-                         **method.saved())
-        state.save(run / CHECKPOINT)
         history.append(row)
         if not quiet:
             tqdm.write(epoch_line(row))
@@ -143,9 +134,13 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
         clustering = state.clustering if main else None  # a finished run resumed keeps the one it has
         if dist.broadcast_object(main and clustering is None):
             clustering = fit_run_clustering(model, train_set, cfg, device, epoch_seed(cfg.seed, cfg.epochs + 1))
-            if main:
-                state = replace(state, clustering=clustering)
-                state.save(run / CHECKPOINT)
+
+            def keep():
+                kept = replace(state, clustering=clustering)
+                kept.save(run / CHECKPOINT)
+                return kept
+
+            state = dist.on_main(keep, share=lambda _: None)
         if main:
             previous = clustering.labels[0]
 
@@ -157,12 +152,16 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
         train_set if labels_known else None)
     db = train_set if eval_set is not train_set and labels_known else None  # kNN votes: else leave-one-out
     evaluation = evaluate_features(model, cfg, eval_set, device, db) if eval_set is not None else {}
+
+    def write_results():
+        if previous is not None and method.clusters:
+            run.save_array("assignments.npy", previous)
+        if evaluation:
+            run.write_json("eval.json", evaluation)
+
+    dist.on_main(write_results)
     if not main:
         return {"metrics": history, "eval": evaluation, "run_dir": str(run.path)}
-    if previous is not None and method.clusters:
-        run.save_array("assignments.npy", previous)
-    if evaluation:
-        run.write_json("eval.json", evaluation)
     if tb is not None:
         tb.evaluation(evaluation, cfg.epochs)
         tb.close()
@@ -173,6 +172,27 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
         _report(run, cfg, history, model, train_set, previous, device, final=True, clustering=clustering)
     say(summary_table(history, evaluation, run.path, time.perf_counter() - started))
     return {"metrics": history, "eval": evaluation, "run_dir": str(run.path)}
+
+
+def _record_epoch(run: RunDir, cfg: Config, method, model, optimizer, epoch: int, lr: float, row: dict, assignment,
+                  previous, targets) -> RunState:
+    """Complete the epoch's metrics row (NMI against the previous assignment and the labels, when known) and write
+    the epoch: its row, its clusters, then the checkpoint. Returns the saved state."""
+    if method.clusters:
+        row["nmi_prev"] = nmi(previous, assignment) if previous is not None else None
+    row["lr"] = lr
+    if targets is not None and method.clusters:
+        row["nmi_labels"] = nmi(targets, assignment)
+        row["ari_labels"] = ari(targets, assignment)
+    # Metrics first: a crash before the checkpoint is written makes resume redo this epoch, and it then drops the
+    # row of the epoch the checkpoint does not hold.
+    run.append_metrics(row)
+    if method.clusters:
+        run.save_epoch_clusters(epoch, assignment)
+    state = RunState(epoch, cfg, model.state_dict(), model.head.out_features, optimizer.state_dict(),
+                     assignment, **method.saved())
+    state.save(run / CHECKPOINT)
+    return state
 
 
 def _report(run: RunDir, cfg: Config, history: list[dict], model, dataset, assignment, device, final: bool,
