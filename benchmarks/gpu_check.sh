@@ -1,6 +1,7 @@
 #!/bin/sh
 # The GPU checks of docs/scaling.md, in one go: the CUDA tests, the network's passes in fp32 and bf16, k-means on
-# the GPU for the N x k grid, and a short Fashion-MNIST run on the GPU. Run from the repository root with a Python
+# the GPU for the N x k grid, the loader on raw and prepared JPEG folders, PIC's graph on the GPU, and a short
+# Fashion-MNIST run on the GPU. Run from the repository root with a Python
 # that has torch and faiss (and this package, or PYTHONPATH=src):
 #     sh benchmarks/gpu_check.sh [FASHION_MNIST_DIR] [OUT_DIR]
 set -e
@@ -10,10 +11,11 @@ OUT=${2:-runs/gpu-check}
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch, faiss; print('torch', torch.__version__, 'faiss', faiss.__version__, 'cuda', torch.version.cuda)"
-$PY -m pytest -q -p no:cacheprovider --tb=short tests/test_gpu.py tests/clustering/test_kmeans.py 2>&1 | tail -40
+$PY -m pytest -q -p no:cacheprovider --tb=short tests/test_gpu.py tests/clustering 2>&1 | tail -40
 for p in fp32 bf16; do $PY benchmarks/scaling.py network --arch alexnet --size 224 --batch 256 --steps 20 --precision $p; done
 $PY benchmarks/scaling.py kmeans --backend torch --full-below 1e12
 $PY benchmarks/scaling.py kmeans --backend torch --sizes 1281167 --ks 10000 --full-below 1e12
 $PY benchmarks/scaling.py memory --device cuda --k 10000
+$PY benchmarks/scaling.py loading --images 8000 --workers 0,4,8,16
 $PY -m deepcluster train --config configs/fashion-mnist.yaml --data-root "$DATA" --epochs 2 --workers 4 \
   --out "$OUT/fashion-mnist" --overwrite 2>&1 | tr '\r' '\n' | grep -av '%|' | tail -16

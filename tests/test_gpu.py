@@ -54,6 +54,19 @@ def test_kmeans_runs_on_the_gpu_and_matches_the_same_algorithm_on_the_cpu():
     assert KMeans(8, 5, seed=0).fit(x).backend_.split(":")[1] == "cuda"
 
 
+def test_pic_searches_its_graph_on_the_gpu_and_finds_the_cpus_clusters():
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from deepcluster.clustering import PIC
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20000, 64)).astype(np.float32)
+    x = (x[rng.integers(0, 200, 20000)] + 0.3 * rng.standard_normal((20000, 64))).astype(np.float32)
+    gpu, cpu = PIC(device="cuda").fit(x), PIC(device="cpu", graph="exact").fit(x)
+    assert gpu.graph_ == "exact:faiss-gpu" or gpu.graph_.startswith("exact:torch:cuda")
+    assert normalized_mutual_info_score(cpu.labels_, gpu.labels_) > 0.999
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_a_run_trains_on_cuda_in_mixed_precision_and_its_checkpoint_loads_on_cpu(tiny_config, tmp_path, precision):
     tiny_config.device, tiny_config.precision, tiny_config.report = "cuda", precision, False

@@ -18,7 +18,7 @@ RESUMABLE_CHANGES = ("recipe", "epochs", "device", "workers", "cache_gb", "preci
                      "report", "strict", "tensorboard")
 # settings a supervised run never reads
 CLUSTERING_ONLY = ("k", "pca_dim", "kmeans_iters", "kmeans_restarts", "method", "proj_dim", "temperature", "bank",
-                   "clustering", "pic_neighbors", "pic_sigma", "pic_alpha", "pic_iters", "pic_singletons")
+                   "clustering", "pic_neighbors", "pic_sigma", "pic_alpha", "pic_iters", "pic_singletons", "pic_graph")
 # What the settings added since a run was written were then: such a run resumes as it was trained.
 LEGACY_SETTINGS = {"reassign": 1.0}
 EPOCH_CLUSTERS = "clusters"  # the cluster log: clusters/epoch-0001.npy, ... (each epoch's pseudo-labels)

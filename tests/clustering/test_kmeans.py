@@ -200,7 +200,7 @@ def test_gpu_demanded_without_one_is_refused_and_auto_falls_back_to_faiss_cpu():
         KMeans(3, device="cuda", backend="torch").fit(x)
     with pytest.raises(ValueError, match="backend='faiss' but this faiss has no GPU support"):
         KMeans(3, device="cuda", backend="faiss").fit(x)
-    with pytest.raises(ValueError, match="device='cuda' but this faiss cannot search on a GPU"):
+    with pytest.raises(ValueError, match="device='cuda' but no CUDA GPU is visible"):
         PIC(device="cuda").fit(x)
     assert PIC(device="auto").fit(x).n_clusters_ >= 1
     assert KMeans(3).fit(x).backend_ == "faiss:cpu"

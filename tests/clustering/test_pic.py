@@ -106,6 +106,50 @@ def test_duplicate_points_never_count_as_their_own_neighbour():
     assert not (idx == np.arange(30)[:, None]).any() and (d2 >= 0).all()
 
 
+def test_the_torch_search_finds_the_exact_graph_of_faiss():
+    """The search a CUDA run uses when faiss has no GPU, run here on the CPU: the same neighbours at the same
+    distances (up to float rounding, which may swap two near-equal neighbours)."""
+    from deepcluster.clustering.pic import _drop_self, _search_torch, knn_graph
+
+    x = blobs(3000, 32, 30, seed=2)
+    d2, idx = knn_graph(x, 5)
+    td2, tidx = _drop_self(*_search_torch(x, x, 6, "cpu"), 5)
+    np.testing.assert_allclose(td2, d2, atol=1e-5)
+    assert np.mean([len(np.intersect1d(a, b)) for a, b in zip(idx, tidx)]) > 4.99
+
+
+def test_an_approximate_graph_holds_nearly_every_neighbour_and_gives_the_same_clusters(monkeypatch):
+    from deepcluster.clustering import pic as pic_module
+    from deepcluster.clustering.pic import graph_recall, knn_graph
+
+    x = blobs(6000, 64, 60, seed=3)
+    exact, approx = PIC(graph="exact").fit(x), PIC(graph="ivf", seed=1).fit(x)
+    assert exact.graph_ == "exact:faiss-cpu" and exact.graph_recall_ is None and "knn_recall" not in (
+        exact.health_.metrics())
+    assert approx.graph_.startswith("ivf:") and approx.graph_recall_ >= 0.95
+    assert approx.health_.metrics()["knn_recall"] == approx.graph_recall_
+    assert nmi(exact.labels_, approx.labels_) > 0.95
+    # the recall check is a real measurement: the exact graph scores 1, a graph of random neighbours about 0
+    _, idx = knn_graph(x, 5)
+    assert graph_recall(x, idx) == 1.0
+    assert graph_recall(x, np.random.default_rng(0).integers(0, len(x), idx.shape)) < 0.01
+    # auto: exact up to the threshold, approximate above it, on a CPU; exact on a GPU through torch
+    assert PIC()._search_plan(pic_module.APPROXIMATE_ABOVE)[0] == "exact"
+    assert PIC()._search_plan(pic_module.APPROXIMATE_ABOVE + 1) == ("ivf", False, "cpu")
+    monkeypatch.setattr(pic_module, "APPROXIMATE_ABOVE", 5000)
+    assert PIC(seed=1).fit(x).graph_.startswith("ivf:")
+    # data with no neighbourhood structure: the approximate graph misses the recall target, the exact one is used
+    noise = np.random.default_rng(4).standard_normal((6000, 64)).astype(np.float32)
+    fallback = PIC(seed=1).fit(noise / np.linalg.norm(noise, axis=1, keepdims=True))
+    assert fallback.graph_ == "exact:faiss-cpu" and fallback.graph_recall_ is None
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert PIC()._search_plan(10 ** 7) == ("exact", False, "cuda:0")
+    assert PIC(device="cpu")._search_plan(10 ** 7)[0] == "ivf"
+
+
 def test_training_with_pic_is_resume_exact(tiny_config, tmp_path):
     import dataclasses
 

@@ -14,7 +14,8 @@ def build_clustering(cfg, seed: int, device: str = "auto", k: Optional[int] = No
     """The clustering estimator a config asks for (``cfg.clustering``: "kmeans" or "pic"); ``k`` replaces
     ``cfg.k`` (an over-clustering head's)."""
     if cfg.clustering == "pic":
-        return PIC(cfg.pic_neighbors, cfg.pic_sigma, cfg.pic_alpha, cfg.pic_iters, cfg.pic_singletons, device)
+        return PIC(cfg.pic_neighbors, cfg.pic_sigma, cfg.pic_alpha, cfg.pic_iters, cfg.pic_singletons, device,
+                   cfg.pic_graph, seed)
     return KMeans(k or cfg.k, cfg.kmeans_iters, seed=seed, device=device, n_init=cfg.kmeans_restarts,
                   init="random" if cfg.kmeans_restarts == 1 else "k-means++")
 
