@@ -22,7 +22,8 @@ from . import distributed as dist
 from .clustering import build_clustering
 from .config import Config
 from .device import amp_dtype
-from .features import centre_view_features, fit_whitening
+from .features import centre_view_features, fit_whitening, whitening_sample
+from .preprocess import PCAWhitening
 from .state import RunClustering
 
 
@@ -73,19 +74,37 @@ def nearest_clusters(x: np.ndarray, centroids: np.ndarray, top: int, chunk: int 
     return out
 
 
+def _project(fc: np.ndarray, project, device: torch.device, batch_size: int) -> np.ndarray:
+    """``project`` applied to the rows of ``fc`` on ``device`` in the batches :func:`embed` projects them in (the
+    same inputs to the same kernels: the same rows, bit for bit)."""
+    return np.concatenate([project(torch.from_numpy(fc[s:s + batch_size]).to(device)).cpu().numpy()
+                           for s in range(0, len(fc), batch_size)])
+
+
 def fit_run_clustering(model, dataset, cfg: Config, device: torch.device, seed: int,
-                       desc: Optional[str] = "final clustering") -> Optional[RunClustering]:
+                       desc: Optional[str] = "final clustering", fc: Optional[np.ndarray] = None
+                       ) -> Optional[RunClustering]:
     """Cluster ``dataset`` with the trained ``model`` as ``cfg``'s training does (every head's k; PIC's clusters
     get their means as centroids), seeded with ``seed``. Under torchrun every process extracts its share; rank 0
-    returns the clustering, the others None."""
+    returns the clustering, the others None. ``fc``: the trained network's fc features of every image (one
+    process), when the caller has them: then no image is read again."""
     amp = amp_dtype(cfg.precision, device)
+    rng = np.random.default_rng([cfg.seed, cfg.epochs + 1, 1])
     if cfg.method == "v2":
         space = RunClustering("projection", [], [], [])
-    else:  # the PCA-whitening, fitted as the training fits it: on a sample of at most pca_sample images
-        pca, _, _ = fit_whitening(model, dataset, device, np.random.default_rng([cfg.seed, cfg.epochs + 1, 1]),
-                                  cfg.pca_dim, cfg.pca_sample, cfg.batch_size, cfg.workers, amp, desc)
+    elif fc is not None:
+        pca = PCAWhitening(cfg.pca_dim).fit(fc[whitening_sample(len(fc), cfg.pca_sample, rng)])
         space = RunClustering("whitened", [], [], [], pca.mean_.astype(np.float32), pca.projection_)
-    x = embed(model, dataset, space, device, cfg.batch_size, cfg.workers, amp, desc=desc)
+    else:  # the PCA-whitening, fitted as the training fits it: on a sample of at most pca_sample images
+        pca, _, _ = fit_whitening(model, dataset, device, rng, cfg.pca_dim, cfg.pca_sample, cfg.batch_size,
+                                  cfg.workers, amp, desc)
+        space = RunClustering("whitened", [], [], [], pca.mean_.astype(np.float32), pca.projection_)
+    if fc is not None:
+        model.eval()
+        with torch.inference_mode():
+            x = _project(fc, projector(model, space, device), device, cfg.batch_size)
+    else:
+        x = embed(model, dataset, space, device, cfg.batch_size, cfg.workers, amp, desc=desc)
     if not dist.is_main():
         return None
     where = "auto" if device.type == "cuda" else "cpu"

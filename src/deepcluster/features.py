@@ -79,14 +79,22 @@ def dataset_features(forward: Forward, dataset, indices: np.ndarray, prepare: Fo
 def centre_view_features(model, dataset, device: torch.device, batch_size: int = 256, workers: Optional[int] = 0,
                          amp: Optional[torch.dtype] = None, indices: Optional[np.ndarray] = None,
                          project: Optional[Forward] = None, out: Optional[np.ndarray] = None,
-                         desc: Optional[str] = "features", alone: bool = False) -> Optional[np.ndarray]:
+                         desc: Optional[str] = "features", alone: bool = False,
+                         conv_grid: Optional[int] = None) -> Optional[np.ndarray]:
     """The network's fc features (``model.embed`` in eval mode, BatchNorm folded into the convolutions) of the
-    centre view of ``indices`` (default: every image), as :func:`dataset_features` returns them."""
+    centre view of ``indices`` (default: every image), as :func:`dataset_features` returns them; with
+    ``conv_grid``, followed in each row by the last conv block's pooled activations (``model.inference_embed``)."""
     prep = centre_input(model.image_size, dataset.mean, dataset.std)
     model.eval()
     indices = np.arange(len(dataset)) if indices is None else indices
-    return dataset_features(model.inference_embed(), dataset, indices, prep, device, batch_size, workers, desc, amp,
-                            project, out, alone)
+    return dataset_features(model.inference_embed(conv_grid), dataset, indices, prep, device, batch_size, workers,
+                            desc, amp, project, out, alone)
+
+
+def whitening_sample(n: int, pca_sample: int, rng: np.random.Generator) -> np.ndarray:
+    """The sorted indices of the images the PCA is fitted on: all ``n`` when ``pca_sample`` covers them, else
+    ``pca_sample`` drawn with ``rng``."""
+    return np.arange(n) if n <= pca_sample else np.sort(rng.choice(n, pca_sample, replace=False))
 
 
 def fit_whitening(model, dataset, device: torch.device, rng: np.random.Generator, pca_dim: int = 256,
@@ -94,8 +102,7 @@ def fit_whitening(model, dataset, device: torch.device, rng: np.random.Generator
                   amp: Optional[torch.dtype] = None, desc: Optional[str] = "features"):
     """The PCA-whitening of the fc features, fitted on ``pca_sample`` images drawn with ``rng`` (all of them when N
     is not larger). Returns ``(pca (on every rank), the sample's indices, their features (rank 0 only))``."""
-    n = len(dataset)
-    fit = np.arange(n) if n <= pca_sample else np.sort(rng.choice(n, pca_sample, replace=False))
+    fit = whitening_sample(len(dataset), pca_sample, rng)
     f = centre_view_features(model, dataset, device, batch_size, workers, amp, fit, desc=desc)
     return dist.on_main(lambda: PCAWhitening(pca_dim).fit(f)), fit, f
 

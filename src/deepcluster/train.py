@@ -24,7 +24,7 @@ from .console import epoch_line, summary_table
 from .data import load_datasets, open_training_images
 from .device import resolve_device
 from .evaluate import ari, nmi
-from .evaluate.closing import evaluate_features
+from .evaluate.closing import closing_features, evaluate_features
 from .network import make_model, restore_model
 from .rundir import RunDir
 from .state import CHECKPOINT, RunState
@@ -129,11 +129,20 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
             _report(run, cfg, history, model, train_set, assignment, device, final=False)
 
     # ---- what the run leaves: the trained network's clustering (kept in the state), evaluation, pictures
+    eval_set = val_set if val_set is not None and val_set.targets is not None else (
+        train_set if labels_known else None)
+    db = train_set if eval_set is not train_set and labels_known else None  # kNN votes: else leave-one-out
     clustering = None
+    need_clustering = method.clusters and dist.broadcast_object(main and state.clustering is None)
+    # One process, at most pca_sample images: one pass of the trained network over the training images serves the
+    # final clustering, the closing evaluation (fc and last conv layer) and the report's map.
+    trained = closing_features(model, train_set, cfg, device, "final features") if not dist.enabled() and (
+        len(train_set) <= cfg.pca_sample and (need_clustering or train_set in (eval_set, db))) else None
     if method.clusters:
         clustering = state.clustering if main else None  # a finished run resumed keeps the one it has
-        if dist.broadcast_object(main and clustering is None):
-            clustering = fit_run_clustering(model, train_set, cfg, device, epoch_seed(cfg.seed, cfg.epochs + 1))
+        if need_clustering:
+            clustering = fit_run_clustering(model, train_set, cfg, device, epoch_seed(cfg.seed, cfg.epochs + 1),
+                                            fc=None if trained is None else trained[0])
 
             def keep():
                 kept = replace(state, clustering=clustering)
@@ -148,10 +157,8 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
 
     from .visualize import plot_curves, save_cluster_grid
 
-    eval_set = val_set if val_set is not None and val_set.targets is not None else (
-        train_set if labels_known else None)
-    db = train_set if eval_set is not train_set and labels_known else None  # kNN votes: else leave-one-out
-    evaluation = evaluate_features(model, cfg, eval_set, device, db) if eval_set is not None else {}
+    known = {train_set: trained} if trained is not None else None
+    evaluation = evaluate_features(model, cfg, eval_set, device, db, known) if eval_set is not None else {}
 
     def write_results():
         if previous is not None and method.clusters:
@@ -169,7 +176,8 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
     if previous is not None and method.clusters:
         save_cluster_grid(train_set, previous, run / "clusters.png", seed=cfg.seed)
     if cfg.report:
-        _report(run, cfg, history, model, train_set, previous, device, final=True, clustering=clustering)
+        _report(run, cfg, history, model, train_set, previous, device, final=True, clustering=clustering,
+                features=None if trained is None else trained[0])
     say(summary_table(history, evaluation, run.path, time.perf_counter() - started))
     return {"metrics": history, "eval": evaluation, "run_dir": str(run.path)}
 
@@ -196,13 +204,13 @@ def _record_epoch(run: RunDir, cfg: Config, method, model, optimizer, epoch: int
 
 
 def _report(run: RunDir, cfg: Config, history: list[dict], model, dataset, assignment, device, final: bool,
-            clustering=None) -> None:
+            clustering=None, features=None) -> None:
     """Rewrite the run's HTML report; a failure to draw it warns and never stops training."""
     from .visualize import write_report
 
     try:
         write_report(run.path, cfg, history, model=model, dataset=dataset, assignment=assignment, final=final,
-                     device=device, clustering=clustering)
+                     device=device, clustering=clustering, features=features)
     except Exception as e:  # noqa: BLE001 - the pictures must never cost a run
         warnings.warn(f"the report was not written ({type(e).__name__}: {e}); rebuild it with "
                       f"'deepcluster report {run.path}'")

@@ -74,3 +74,11 @@ def test_folding_batchnorm_keeps_the_outputs(arch, size):
     from deepcluster.models.net import fold_batchnorm
 
     assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in fold_batchnorm(m.features).modules())
+    # the same pass can also give the last conv block, pooled as the probes pool it: fc unchanged, conv as read
+    # from conv_outputs (the closing evaluation reads both from one pass)
+    from deepcluster.evaluate.layers import pool
+
+    with torch.no_grad():
+        both, conv = m.inference_embed(conv_grid=3)(x), pool(m.conv_outputs(x)[-1], 3)
+    assert torch.equal(both[:, :m.feature_dim], folded) and both.shape[1] == m.feature_dim + conv.shape[1]
+    assert torch.allclose(both[:, m.feature_dim:], conv, rtol=1e-4, atol=1e-4 * conv.abs().max().item())

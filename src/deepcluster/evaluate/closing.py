@@ -19,7 +19,7 @@ from ..preprocess import PCAWhitening, l2_normalize, preprocess_features
 from ..views import center_view
 from .clustering import kmeans_quality
 from .knn import knn_accuracy
-from .layers import layer_features
+from .layers import conv_grids, conv_shapes, probe_dims_default
 
 
 def pixel_features(dataset, size: int, workers: Optional[int] = 0, max_side: int = 32) -> np.ndarray:
@@ -32,7 +32,25 @@ def pixel_features(dataset, size: int, workers: Optional[int] = 0, max_side: int
     return extract_features(forward, loader, len(dataset), prepare, torch.device("cpu"), None)
 
 
-def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch.device, db=None) -> dict:
+def closing_features(model: DeepClusterNet, dataset, cfg: Config, device: torch.device,
+                     desc: Optional[str] = None) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """``(fc features, last conv layer pooled as for the linear probes)`` of every image's centre view, both from
+    one pass (under torchrun each process extracts its share): on rank 0, None on the others."""
+    size = model.image_size
+    grid = conv_grids(conv_shapes(model, dataset.channels, size, device), probe_dims_default(size))[-1]
+    both = centre_view_features(model, dataset, device, cfg.batch_size, cfg.workers, amp_dtype(cfg.precision, device),
+                                desc=desc, conv_grid=grid)
+    return None if both is None else (both[:, :model.feature_dim], both[:, model.feature_dim:])
+
+
+def _features(net, dataset, given: dict, cfg: Config, device, desc: str):
+    """``net``'s :func:`closing_features` of ``dataset``, taken from ``given`` when there; ``(None, None)`` on the
+    ranks that hold none."""
+    return (given[dataset] if dataset in given else closing_features(net, dataset, cfg, device, desc)) or (None, None)
+
+
+def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch.device, db=None,
+                      known: Optional[dict] = None) -> dict:
     """The run's closing evaluation on a labelled split: k-means with the true number of classes (the best of 10
     k-means++ starts, mean of ``cfg.eval_seeds`` seeds) on the fc features of the trained network and of the same
     network at its random initialisation, each L2-normalised and PCA-whitened + L2 (the training's
@@ -40,24 +58,24 @@ def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch
     one row per (features, pre-processing). ``knn`` gives, for the trained and random-init networks' fc features
     and last conv layer (average-pooled as for the linear probes) and for the pixels, the weighted kNN top-1
     (k = 20, cosine) of each image of ``dataset`` voted by the labelled images ``db`` (the training images; None:
-    ``dataset`` itself, each image left out of its own vote). Under torchrun every process extracts its share of
-    the fc features and rank 0 does the rest (the others get {})."""
+    ``dataset`` itself, each image left out of its own vote). ``known``: ``{split: the trained network's
+    closing_features of it}`` for the splits the caller has them of already (one process only; not extracted
+    again). Each network reads each split once (:func:`closing_features`); under torchrun every process extracts
+    its share and rank 0 does the rest (the others get {})."""
     inputs, knn, last = [], [], f"conv{model.n_conv}"
-    size, amp = model.image_size, amp_dtype(cfg.precision, device)
-    fc = lambda net, ds, desc: centre_view_features(net, ds, device, cfg.batch_size, cfg.workers, amp,
-                                                    desc=desc)
     for name, net in (("trained", model), ("random-init", make_model(cfg, dataset.channels, device))):
-        f = fc(net, dataset, f"eval {name}")
-        f_db = fc(net, db, f"eval {name} (kNN)") if db is not None else None
+        given = (known or {}) if name == "trained" else {}
+        f, conv = _features(net, dataset, given, cfg, device, f"eval {name}")
+        f_db, conv_db = _features(net, db, given, cfg, device, f"eval {name} (kNN)") if db is not None else (None,
+                                                                                                             None)
         if not dist.is_main():
             continue
         inputs += [(name, "L2", l2_normalize(f)),
                    (name, f"PCA-whitened {cfg.pca_dim} + L2", preprocess_features(f, cfg.pca_dim))]
-        conv = [layer_features(net, ds, last, size, device, cfg.batch_size, cfg.workers) if ds is not None else None
-                for ds in (dataset, db)]
-        knn += [(name, "fc", f, f_db), (name, last, *conv)]
+        knn += [(name, "fc", f, f_db), (name, last, conv, conv_db)]
     if not dist.is_main():
         return {}
+    size = model.image_size
     pixels = pixel_features(dataset, size, cfg.workers)
     inputs += [("pixels", "raw", pixels), ("pixels", "L2", l2_normalize(pixels)),
                ("pixels", "PCA-50 + L2", l2_normalize(PCAWhitening(50, whiten=False).fit_transform(pixels)))]

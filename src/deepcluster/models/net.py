@@ -3,6 +3,7 @@ replaced by a fresh one every time the pseudo-labels change."""
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -182,14 +183,24 @@ class DeepClusterNet(nn.Module):
         clusters."""
         return self.classifier(torch.flatten(self.conv_body(x), 1))
 
-    def inference_embed(self):
+    def inference_embed(self, conv_grid: Optional[int] = None):
         """:meth:`embed` in eval mode with every BatchNorm folded into its convolution (:func:`fold_batchnorm`):
-        the same function, faster. A snapshot: made again after the weights change."""
+        the same function, faster. A snapshot: made again after the weights change. With ``conv_grid``, each row
+        also holds the last conv block's activations (after its ReLU, as :meth:`conv_outputs` gives them)
+        average-pooled to ``conv_grid x conv_grid``: ``(B, feature_dim + C * conv_grid^2)``, fc first, from the
+        same pass."""
         features = fold_batchnorm(self.features)
         sobel, classifier = self.sobel, self.classifier.eval()
+        last = max(i for i, m in enumerate(features) if isinstance(m, nn.ReLU)) + 1
+        body, tail = features[:last], features[last:]
 
         def embed(x: torch.Tensor) -> torch.Tensor:
-            return classifier(torch.flatten(features(sobel(x) if sobel is not None else x), 1))
+            x = sobel(x) if sobel is not None else x
+            if conv_grid is None:
+                return classifier(torch.flatten(features(x), 1))
+            conv = body(x)
+            fc = classifier(torch.flatten(tail(conv), 1))
+            return torch.cat([fc, F.adaptive_avg_pool2d(conv, conv_grid).flatten(1)], 1)
 
         return embed
 

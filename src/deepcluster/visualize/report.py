@@ -74,14 +74,18 @@ def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
     return out
 
 
-def feature_sample(model, dataset, cfg: Config, device, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(indices, L2-normalised fc features)`` of a fixed random sample of ``n`` images (centre view)."""
+def feature_sample(model, dataset, cfg: Config, device, n: int, features: Optional[np.ndarray] = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices, L2-normalised fc features)`` of a fixed random sample of ``n`` images (centre view), taken
+    from ``features`` (the fc features of every image) when given."""
     from ..features import centre_view_features
     from ..preprocess import l2_normalize
 
     idx = np.sort(np.random.default_rng(cfg.seed).choice(len(dataset), min(n, len(dataset)), replace=False))
+    if features is not None:
+        return idx, l2_normalize(features[idx])
     return idx, l2_normalize(centre_view_features(model, dataset, device, cfg.batch_size, indices=idx, desc=None,
-                                                       alone=True))  # drawn by rank 0 alone
+                                                  alone=True))  # drawn by rank 0 alone
 
 
 def duplicate_sample(pairs_csv: Path, dataset, n: int = 12) -> str:
@@ -140,12 +144,14 @@ def evaluation_tables(run: RunDir) -> str:
 
 def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model=None, dataset=None,
                  assignment: Optional[np.ndarray] = None, final: bool = True, device="cpu",
-                 map_images: int = 1000, clustering=None) -> Path:
+                 map_images: int = 1000, clustering=None, features: Optional[np.ndarray] = None) -> Path:
     """Write ``RUN_DIR/report/index.html`` (atomically) from what is given; sections whose inputs are missing
     (no epoch yet, no labels, no dataset) say so instead. ``final=False`` marks a run in progress: the page
-    then reloads itself every 60 s. With the run's final ``clustering`` (:class:`~deepcluster.state.RunClustering`)
-    its clusters are the ones shown, and the cluster browser (:mod:`.browser`) is written beside the page.
-    Returns the page's path."""
+    then reloads itself every 60 s, and its map is drawn from at most a tenth of the images (so that a report
+    costs little next to an epoch on small data). With the run's final ``clustering``
+    (:class:`~deepcluster.state.RunClustering`) its clusters are the ones shown, and the cluster browser
+    (:mod:`.browser`) is written beside the page. ``features``: the network's fc features of every image of
+    ``dataset``, when the caller has them (the map then reads no image). Returns the page's path."""
     run = RunDir(run_dir)
     device = torch.device(device)
     if clustering is not None:
@@ -231,8 +237,10 @@ def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model
             if targets is not None else '<p class="note">The data has no labels (one subfolder per class gives ' \
                                         'them), so clusters cannot be compared with classes.</p>'
 
+    if not final and dataset is not None:
+        map_images = min(map_images, max(5, len(dataset) // 10))
     if model is not None and dataset is not None and min(map_images, len(dataset)) >= 5:
-        idx, feats = feature_sample(model, dataset, cfg, device, map_images)
+        idx, feats = feature_sample(model, dataset, cfg, device, map_images, features)
         xy = tsne_map(feats)
         sec["map"] = (f'<p class="note">t-SNE of the L2-normalised fc features of {len(idx)} images drawn at '
                       f'random, by the current network.</p>'
