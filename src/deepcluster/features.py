@@ -109,15 +109,20 @@ def fit_whitening(model, dataset, device: torch.device, rng: np.random.Generator
 
 def whitened_features(model, dataset, device: torch.device, rng: np.random.Generator, pca_dim: int = 256,
                       pca_sample: int = 65536, batch_size: int = 256, workers: Optional[int] = 0,
-                      amp: Optional[torch.dtype] = None, desc: Optional[str] = "features") -> Optional[np.ndarray]:
+                      amp: Optional[torch.dtype] = None, desc: Optional[str] = "features",
+                      features: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
     """The clustering input ``(N, pca_dim)``: fc features PCA-whitened and L2-normalised, on rank 0 (None on
     other ranks).
 
     The PCA is fitted on ``pca_sample`` images drawn with ``rng`` (all of them when N is not larger, which is
     then exactly the paper's pre-processing); the other images are projected on the device as they are
     extracted. So the largest arrays are ``pca_sample x D`` while fitting (freed before the rest is extracted)
-    and ``N x pca_dim``, where keeping all ``N x D`` features would cost 21 GB on ImageNet with AlexNet."""
+    and ``N x pca_dim``, where keeping all ``N x D`` features would cost 21 GB on ImageNet with AlexNet.
+    ``features``: the fc features of every image when the caller has them (one process, N <= ``pca_sample``):
+    the same result, without a pass over the images."""
     n = len(dataset)
+    if features is not None and n <= pca_sample:  # the fc features of every image, extracted by the caller
+        return l2_normalize(PCAWhitening(pca_dim).fit_transform(features))
     pca, fit, f = fit_whitening(model, dataset, device, rng, pca_dim, pca_sample, batch_size, workers, amp, desc)
     if len(fit) == n:
         return l2_normalize(pca.transform(f)) if dist.is_main() else None

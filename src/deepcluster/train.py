@@ -24,11 +24,11 @@ from .console import epoch_line, summary_table
 from .data import load_datasets, open_training_images
 from .device import resolve_device
 from .evaluate import ari, nmi
-from .evaluate.closing import closing_features, evaluate_features
+from .evaluate.closing import closing_features, closing_width, evaluate_features
 from .network import make_model, restore_model
 from .rundir import RunDir
 from .state import CHECKPOINT, RunState
-from .training import epoch_lr, epoch_seed, method_for
+from .training import DeepClusterV1, epoch_lr, epoch_seed, method_for
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = False,
@@ -102,6 +102,14 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
 
     # ---- the DeepCluster loop
     labels_known = train_set.targets is not None
+    eval_set = val_set if val_set is not None and val_set.targets is not None else (
+        train_set if labels_known else None)
+    db = train_set if eval_set is not train_set and labels_known else None  # kNN votes: else leave-one-out
+    # The closing evaluation compares with the random network, which epoch 1 reads anyway: keep its features of
+    # the training images when they are evaluated and take at most 1 GiB (one process; all fitted by the PCA).
+    if isinstance(method, DeepClusterV1) and start == 1 and not dist.enabled() and train_set in (eval_set, db):
+        per_image = model.feature_dim + closing_width(model, train_set.channels, device)
+        method.keep_first = len(train_set) <= cfg.pca_sample and len(train_set) * per_image * 4 <= 2 ** 30
     tb = None
     if cfg.tensorboard and main:
         from .visualize.tensorboard import TensorBoardLog
@@ -129,9 +137,6 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
             _report(run, cfg, history, model, train_set, assignment, device, final=False)
 
     # ---- what the run leaves: the trained network's clustering (kept in the state), evaluation, pictures
-    eval_set = val_set if val_set is not None and val_set.targets is not None else (
-        train_set if labels_known else None)
-    db = train_set if eval_set is not train_set and labels_known else None  # kNN votes: else leave-one-out
     clustering = None
     need_clustering = method.clusters and dist.broadcast_object(main and state.clustering is None)
     # One process, at most pca_sample images: one pass of the trained network over the training images serves the
@@ -157,7 +162,10 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
 
     from .visualize import plot_curves, save_cluster_grid
 
-    known = {train_set: trained} if trained is not None else None
+    known = {("trained", train_set): trained} if trained is not None else {}
+    if getattr(method, "first_features", None) is not None:
+        known[("random-init", train_set)] = method.first_features
+        method.first_features = None
     evaluation = evaluate_features(model, cfg, eval_set, device, db, known) if eval_set is not None else {}
 
     def write_results():

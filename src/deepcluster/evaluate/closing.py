@@ -32,12 +32,23 @@ def pixel_features(dataset, size: int, workers: Optional[int] = 0, max_side: int
     return extract_features(forward, loader, len(dataset), prepare, torch.device("cpu"), None)
 
 
+def _last_conv(model: DeepClusterNet, channels: int, device) -> tuple[int, int]:
+    """``(pooling grid, width)`` of the last conv layer as the closing evaluation and the probes read it."""
+    shapes = conv_shapes(model, channels, model.image_size, device)
+    grid = conv_grids(shapes, probe_dims_default(model.image_size))[-1]
+    return grid, shapes[-1][0] * grid * grid
+
+
+def closing_width(model: DeepClusterNet, channels: int, device) -> int:
+    """Floats per image of the last conv layer in :func:`closing_features` (the fc features come besides)."""
+    return _last_conv(model, channels, device)[1]
+
+
 def closing_features(model: DeepClusterNet, dataset, cfg: Config, device: torch.device,
                      desc: Optional[str] = None) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """``(fc features, last conv layer pooled as for the linear probes)`` of every image's centre view, both from
     one pass (under torchrun each process extracts its share): on rank 0, None on the others."""
-    size = model.image_size
-    grid = conv_grids(conv_shapes(model, dataset.channels, size, device), probe_dims_default(size))[-1]
+    grid = _last_conv(model, dataset.channels, device)[0]
     both = centre_view_features(model, dataset, device, cfg.batch_size, cfg.workers, amp_dtype(cfg.precision, device),
                                 desc=desc, conv_grid=grid)
     return None if both is None else (both[:, :model.feature_dim], both[:, model.feature_dim:])
@@ -58,13 +69,13 @@ def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch
     one row per (features, pre-processing). ``knn`` gives, for the trained and random-init networks' fc features
     and last conv layer (average-pooled as for the linear probes) and for the pixels, the weighted kNN top-1
     (k = 20, cosine) of each image of ``dataset`` voted by the labelled images ``db`` (the training images; None:
-    ``dataset`` itself, each image left out of its own vote). ``known``: ``{split: the trained network's
-    closing_features of it}`` for the splits the caller has them of already (one process only; not extracted
-    again). Each network reads each split once (:func:`closing_features`); under torchrun every process extracts
-    its share and rank 0 does the rest (the others get {})."""
+    ``dataset`` itself, each image left out of its own vote). ``known``: ``{(network, split): its
+    closing_features}`` ("trained" or "random-init") for what the caller has already (one process only; not
+    extracted again). Each network reads each split once (:func:`closing_features`); under torchrun every
+    process extracts its share and rank 0 does the rest (the others get {})."""
     inputs, knn, last = [], [], f"conv{model.n_conv}"
     for name, net in (("trained", model), ("random-init", make_model(cfg, dataset.channels, device))):
-        given = (known or {}) if name == "trained" else {}
+        given = {ds: v for (which, ds), v in (known or {}).items() if which == name}
         f, conv = _features(net, dataset, given, cfg, device, f"eval {name}")
         f_db, conv_db = _features(net, db, given, cfg, device, f"eval {name} (kNN)") if db is not None else (None,
                                                                                                              None)

@@ -22,6 +22,7 @@ from .. import distributed as dist
 from ..clustering import build_clustering
 from ..config import Config
 from ..device import amp_dtype
+from ..evaluate.closing import closing_features
 from ..evaluate.metrics import imbalance_factor
 from ..features import centre_view_features, whitened_features
 from ..models import DeepClusterNet, build_model, soft_reset
@@ -70,6 +71,13 @@ class Method:
 
 
 class DeepClusterV1(Method):
+    """``keep_first``: epoch 1 reads the random network's fc and last conv layer in its one extraction pass
+    (:func:`~deepcluster.evaluate.closing.closing_features`) and keeps them as ``first_features``: the closing
+    evaluation's random-init baseline on the training images, not extracted again (one process, N <= pca_sample,
+    the run's caller decides)."""
+
+    keep_first, first_features = False, None
+
     def epoch(self, model: DeepClusterNet, optimizer, dataset, epoch: int) -> tuple[np.ndarray, dict]:
         cfg, device = self.cfg, self.device
         # The global generator (head initialisation, dropout) restarts from (seed, epoch): resume-exact.
@@ -78,10 +86,13 @@ class DeepClusterV1(Method):
         if cfg.reset_every and epoch > 1 and (epoch - 1) % cfg.reset_every == 0:
             fresh = build_model(cfg.arch, dataset.channels, model.image_size, cfg.sobel)
             soft_reset(model, fresh, cfg.reset_alpha, model.late_parameters())
+        desc = f"epoch {epoch} features"
+        if epoch == 1 and self.keep_first:
+            self.first_features = closing_features(model, dataset, cfg, device, desc)
         x = whitened_features(model, dataset, device, np.random.default_rng([cfg.seed, epoch, 1]),
                               pca_dim=cfg.pca_dim, pca_sample=cfg.pca_sample, batch_size=cfg.batch_size,
-                              workers=cfg.workers, amp=amp_dtype(cfg.precision, device),
-                              desc=f"epoch {epoch} features")
+                              workers=cfg.workers, amp=amp_dtype(cfg.precision, device), desc=desc,
+                              features=self.first_features[0] if epoch == 1 and self.keep_first else None)
         t1 = time.perf_counter()
 
         def cluster():  # on rank 0, which alone holds x: the main clustering, then one per over-clustering head
