@@ -18,8 +18,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from .health import Health
-from .index import check_device, faiss_module, flat_index, gpu_available
-from .kmeans import all_finite
+from .index import check_device, faiss_module, flat_index
+from .kmeans import _resolve_backend, all_finite
 
 GRAPHS = ("auto", "exact", "ivf")
 APPROXIMATE_ABOVE = 100_000  # points: the exact graph costs N^2 d (45 s at 100k on 2 cores, an hour at 1.28M)
@@ -220,20 +220,14 @@ class PIC:
         self.move_singletons, self.device, self.graph, self.seed = move_singletons, device, graph, seed
 
     def _search_plan(self, n: int) -> tuple[str, bool, str]:
-        """``(graph, faiss on a GPU, torch device)`` of a fit on ``n`` points."""
+        """``(graph, faiss on a GPU, torch device)`` of a fit on ``n`` points: the GPU k-means would take (faiss's
+        index when faiss has one, else PyTorch on the current CUDA device), or the CPU."""
         check_device(self.device)
         if self.graph not in GRAPHS:
             raise ValueError(f"unknown PIC graph {self.graph!r}: choose one of {', '.join(GRAPHS)}")
-        gpu = self.device != "cpu" and gpu_available()
-        where = "cpu"
-        if self.device != "cpu" and not gpu:
-            import torch
-
-            if torch.cuda.is_available():
-                where = f"cuda:{torch.cuda.current_device()}"
-        if self.device == "cuda" and not gpu and where == "cpu":
-            raise ValueError("device='cuda' but no CUDA GPU is visible (neither faiss nor torch sees one): pass "
-                             "device='auto' or 'cpu'")
+        backend, where = _resolve_backend("auto", self.device)
+        gpu = backend == "faiss" and where == "cuda"
+        where = where if backend == "torch" else "cpu"
         graph = self.graph
         if graph == "auto":
             graph = "exact" if gpu or where != "cpu" or n <= APPROXIMATE_ABOVE else "ivf"
