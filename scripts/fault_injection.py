@@ -168,7 +168,9 @@ def main() -> int:
     # A kill's stage is drawn at random and it strikes up to half a second into it; extraction, training and the
     # closing evaluation show as progress bars (clustering runs right after the features bar).
     stages = [f"epoch {e} {s}" for e in range(1, a.epochs + 1) for s in ("features", "train")]
-    stages += ["eval trained", "eval random-init"]
+    # The closing stage: one pass of the trained network (final clustering, evaluation, report), then the random
+    # network's, which shows only when epoch 1 ran in an earlier process (else epoch 1 kept its features).
+    stages += ["final features", "eval random-init"]
     # in the order of the run, so that every kill finds its stage still ahead (a resume redoes the epoch it was in)
     picks = sorted(rng.randrange(len(stages)) for _ in range(a.kills))
     plan = [("checkpoint", "")] * a.checkpoint_kills + [("stage", stages[i]) for i in picks]
