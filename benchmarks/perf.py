@@ -5,8 +5,9 @@ demo network and data and for AlexNet at 224 px on a small image folder.
                                         [--only demo|alexnet|kmeans]
 
 For each setup it prints:
-  1. one DeepCluster epoch / one plain supervised epoch of the same network on the same data (goal <= 1.30),
-     alternating the two kinds of epoch so that the machine's load falls on both alike;
+  1. one DeepCluster epoch / one plain supervised epoch of the same network on the same data (goal <= 1.20),
+     alternating the two kinds of epoch so that the machine's load falls on both alike; the extraction pass runs
+     in the precision ``--extract-precision auto`` picks here (int8 on CPUs that multiply int8 in hardware);
   2. achieved FLOP/s of the extraction pass and of the training pass / this run's matrix-multiply peak (fp32
      4096^3 products; goal >= 0.70). FLOPs per image are counted by torch's FlopCounterMode (convolutions and
      matrix products);
@@ -18,13 +19,21 @@ For each setup it prints:
      ready batch): above 1 the pipeline is never the bottleneck. An image folder is decoded into memory once
      (``--cache-gb``); the rate of decoding its files, as every pass would without the cache, is shown too.
 
-Where a goal is out of reach it prints the bound that stops it: the epoch ratio an extraction pass at the
+Where a goal is out of reach it prints the bound that stops it: the epoch ratio an fp32 extraction pass at the
 matrix-multiply peak would give, and the GFLOP/s of both k-means at scale.
+
+``--only run`` times whole ``deepcluster train`` commands (AlexNet, batch 256, k 10, 2 epochs, report on, on the
+800 photos), once with the extraction precision auto picks and once in fp32: the fixed cost of a run (start-up,
+decoding, the closing evaluation, the report, checkpoints) is the command's time less its epochs' own time, read
+from its metrics.jsonl (goal <= 15 % of the command).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +45,7 @@ import torch.nn.functional as F
 from deepcluster import Config
 from deepcluster.clustering import build_clustering
 from deepcluster.data import load_datasets, make_loader, open_training_images
+from deepcluster.device import extraction_dtype
 from deepcluster.features import whitened_features
 from deepcluster.network import make_model
 from deepcluster.recipe import profile, resolve
@@ -141,13 +151,15 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
     f_extract, f_train = flops_per_image(model, data.channels, n_classes)
     opt = torch.optim.SGD(model.body_parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     print(f"[{name}] {n} images of {data.name}, arch {cfg.arch} at {model.image_size} px, k = {cfg.k}, "
-          f"batch {cfg.batch_size}, workers {'auto' if cfg.workers is None else cfg.workers}: "
+          f"batch {cfg.batch_size}, workers {'auto' if cfg.workers is None else cfg.workers}, extraction in "
+          f"{precision_name(extraction_dtype(cfg, device, n))} from epoch 2: "
           f"{f_extract / 1e9:.3f} GFLOP per image to extract, {f_train / 1e9:.3f} to train", flush=True)
 
     # 1 and 2: DeepCluster and supervised epochs, alternating
     dc, sup, parts, v1 = [], [], [], DeepClusterV1(cfg, device)
     for r in range(rounds):
-        t, (_, m) = timed(lambda: v1.epoch(model, opt, data, r + 1))  # noqa: B023
+        # epochs from 2 on: epoch 1 always extracts in the training precision (Method.extraction)
+        t, (_, m) = timed(lambda: v1.epoch(model, opt, data, r + 2))  # noqa: B023
         dc.append(t)
         parts.append(m)
         head = model.reset_head(n_classes)
@@ -220,20 +232,22 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
     if files is not None:  # what every pass would pay without the in-memory copy
         t_files = timed(lambda: [b for b in make_loader(files, sample, cfg.batch_size, cfg.workers)])[0]
 
-    ext_rate, train_rate = n / med("time_features"), n / med("time_training")
+    # the training pass draws epoch_samples (--reassign passes over the images), not n
+    ext_rate, train_rate = n / med("time_features"), epoch_samples(cfg.reassign, n) / med("time_training")
     print(profile_passes(model, xb, yb, both), flush=True)
     ok = lambda good: "met" if good else "NOT met"
     floor = 1 + n * f_extract / peak / t_sup  # the supervised epoch plus an extraction pass at the peak
     return [
-        ("DeepCluster epoch / supervised epoch", f"{t_dc / t_sup:.2f} ({t_dc:.1f} s / {t_sup:.1f} s)", "<= 1.30",
-         ok(t_dc / t_sup <= 1.30)),
-        ("  floor: extraction at the matmul peak", f"{floor:.2f} (1 + {n * f_extract / peak:.1f} s / {t_sup:.1f} s)",
-         "", ""),
+        ("DeepCluster epoch / supervised epoch", f"{t_dc / t_sup:.2f} ({t_dc:.1f} s / {t_sup:.1f} s)", "<= 1.20",
+         ok(t_dc / t_sup <= 1.20)),
+        ("  floor: fp32 extraction at the matmul peak",
+         f"{floor:.2f} (1 + {n * f_extract / peak:.1f} s / {t_sup:.1f} s)", "", ""),
         ("  share: extraction / clustering / training",
          f"{med('time_features') / t_dc:.0%} / {med('time_clustering') / t_dc:.0%} / "
          f"{med('time_training') / t_dc:.0%}", "", ""),
-        ("extraction FLOP/s / matmul peak", f"{ext_rate * f_extract / peak:.2f} ({ext_rate * f_extract / 1e9:.0f}"
-         f" GFLOP/s, {ext_rate:,.0f} images/s)", ">= 0.70", ok(ext_rate * f_extract / peak >= 0.70)),
+        ("extraction FLOP/s (as fp32) / matmul peak",
+         f"{ext_rate * f_extract / peak:.2f} ({ext_rate * f_extract / 1e9:.0f} GFLOP/s, {ext_rate:,.0f} images/s)",
+         ">= 0.70", ok(ext_rate * f_extract / peak >= 0.70)),
         ("training FLOP/s / matmul peak", f"{train_rate * f_train / peak:.2f} ({train_rate * f_train / 1e9:.0f}"
          f" GFLOP/s, {train_rate:,.0f} images/s)", ">= 0.70", ok(train_rate * f_train / peak >= 0.70)),
         ("our clustering stage / raw faiss k-means", f"{t_ours / t_faiss:.2f} ({t_ours:.2f} s / {t_faiss:.2f} s)",
@@ -249,6 +263,32 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
          "> 1", ok(pipe_rate > model_rate)),
     ] + ([("  decoding the files (no cache) / model", f"{n / t_files / model_rate:.1f} ({n / t_files:,.0f} / "
                                                         f"{model_rate:,.0f})", "", "")] if files is not None else [])
+
+
+def precision_name(dtype) -> str:
+    return "int8" if dtype is torch.qint8 else "fp32" if dtype is None else str(dtype).replace("torch.", "")
+
+
+def whole_run(folder: Path, device: str, out: Path, precision: str) -> tuple[float, float]:
+    """``(seconds of the whole command, seconds of its epochs)`` of ``deepcluster train`` on ``folder``."""
+    cmd = [sys.executable, "-m", "deepcluster", "train", "--data", str(folder), "--recipe", "paper", "--arch",
+           "alexnet", "--batch-size", "256", "--k", "10", "--epochs", "2", "--device", device, "--extract-precision",
+           precision, "--out", str(out), "--overwrite"]
+    t = timed(lambda: subprocess.run(cmd, check=True, capture_output=True))[0]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return t, sum(r["time_features"] + r["time_clustering"] + r["time_training"] for r in rows if "time_training" in r)
+
+
+def fixed_cost(folder: Path, images: int, device: str, tmp: Path, extract: str) -> list[tuple[str, ...]]:
+    rows = []
+    for precision in dict.fromkeys((extract, "fp32")):
+        t, epochs = whole_run(folder, device, tmp / f"run-{precision}", precision)
+        name = precision_name(extraction_dtype(Config(extract_precision=precision), torch.device(device), images))
+        share = (t - epochs) / t
+        rows.append((f"fixed cost / whole 2-epoch run, {name} extraction",
+                     f"{share:.0%} ({t - epochs:.0f} s of {t:.0f} s; epochs {epochs:.0f} s)", "<= 15%",
+                     "met" if share <= 0.15 else "NOT met"))
+    return rows
 
 
 def kmeans_at_scale(n: int = 100_000, d: int = 256, k: int = 1000, iters: int = 5) -> list[tuple[str, ...]]:
@@ -273,7 +313,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="alternating (DeepCluster, supervised) epoch pairs")
     ap.add_argument("--images", type=int, default=10000, help="Fashion-MNIST training images of the demo setup")
     ap.add_argument("--folder-images", type=int, default=800, help="photos in the AlexNet setup's folder")
-    ap.add_argument("--only", choices=("demo", "alexnet", "kmeans"), help="run one setup")
+    ap.add_argument("--only", choices=("demo", "alexnet", "kmeans", "run"), help="run one setup")
+    ap.add_argument("--extract-precision", default="auto", help="the runs' --extract-precision (default auto)")
+    ap.add_argument("--keep", help="keep the photo folder and the runs of --only run in this folder")
     args = ap.parse_args()
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -281,16 +323,24 @@ def main() -> None:
     print(f"{torch.get_num_threads()} threads, device {device}; matrix-multiply peak (fp32, 4096^3) "
           f"{peak / 1e9:.0f} GFLOP/s")
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.keep or scratch
         if args.only in (None, "demo"):
             cfg = Config.from_yaml("configs/fashion-mnist.yaml")
             cfg.subset, cfg.device, cfg.report = args.images, device, False
+            cfg.extract_precision = args.extract_precision
             cfg = resolve(cfg, profile(open_training_images(cfg)))  # the auto recipe, as make demo runs it
             results["demo"] = bench("demo", cfg.validate(), args.rounds, peak)
         if args.only in (None, "alexnet"):
             folder = photo_folder(Path(tmp) / "photos", args.folder_images)
-            cfg = resolve(Config(data=str(folder), recipe="paper", k=100, device=device, report=False))
+            cfg = resolve(Config(data=str(folder), recipe="paper", k=100, device=device, report=False,
+                                 extract_precision=args.extract_precision))
             results["alexnet"] = bench("alexnet", cfg.validate(), args.rounds, peak)
+        if args.only in (None, "run"):
+            folder = Path(tmp) / "photos"
+            if not folder.exists():
+                photo_folder(folder, args.folder_images)
+            results["whole run"] = fixed_cost(folder, args.folder_images, device, Path(tmp), args.extract_precision)
         if args.only in (None, "kmeans"):
             results["k-means at scale"] = kmeans_at_scale()
     again = matmul_peak(torch.device(device))

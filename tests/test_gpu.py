@@ -23,6 +23,14 @@ def test_auto_precision_is_bf16_on_cuda_and_full_on_cpu():
     assert amp_dtype("auto", torch.device("cpu")) is None
 
 
+def test_int8_extraction_on_cuda_is_refused_before_anything_is_written(tiny_config, tmp_path):
+    from deepcluster import Config, ConfigError
+
+    with pytest.raises(ConfigError, match="int8 runs on CPUs only"):
+        train(Config(**{**tiny_config.__dict__, "device": "cuda", "extract_precision": "int8"}), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_whitened_features_on_the_gpu_match_the_cpu(tiny_config, monkeypatch):
     # cuDNN's fp32 convolutions use TF32 by default (10-bit mantissas): off, so that the comparison is of our code
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)

@@ -16,6 +16,7 @@ ARCHS = ("small", "alexnet", "vgg16")
 METHODS = ("v1", "v2")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+EXTRACT_PRECISIONS = ("auto", "training", "fp32", "bf16", "fp16", "int8")
 RECIPES = ("auto", "paper")
 
 
@@ -115,6 +116,11 @@ class Config:
                            "and every pass reads memory instead of decoding files again; 0 never caches", 4.0)
     precision: str = _opt("auto (bf16 autocast on CUDA GPUs, full precision on CPUs), fp32, bf16 or fp16 "
                           "(autocast for the network's passes; fp16 also scales the loss)", "auto")
+    extract_precision: str = _opt("precision of the extraction pass of each epoch's clustering from epoch 2 on: auto "
+                                  "(int8 from 10,000 images on CPUs that multiply int8 in hardware: VNNI, AMX; "
+                                  "else as training), training (as --precision), fp32, bf16, fp16, or int8 (CPUs "
+                                  "only). Epoch 1, the final clustering, the closing evaluation and every export use "
+                                  "--precision", "auto")
     supervised: bool = _opt("train on the true labels instead of clusters: the supervised baseline of the "
                             "evaluation tables", False)
     eval_seeds: int = _opt("k-means restarts averaged in the final evaluation", 3)
@@ -171,6 +177,9 @@ class Config:
         need(self.pca_sample >= 2, f"pca_sample = {self.pca_sample} must be at least 2 (--pca-sample)")
         need(self.precision in PRECISIONS,
              f"unknown precision '{self.precision}': choose one of {', '.join(PRECISIONS)} (--precision)")
+        need(self.extract_precision in EXTRACT_PRECISIONS,
+             f"unknown extract precision '{self.extract_precision}': choose one of "
+             f"{', '.join(EXTRACT_PRECISIONS)} (--extract-precision)")
         need(self.kmeans_iters >= 1, f"kmeans_iters = {self.kmeans_iters} must be positive (--kmeans-iters)")
         need(self.kmeans_restarts >= 1,
              f"kmeans_restarts = {self.kmeans_restarts} must be at least 1 (--kmeans-restarts)")

@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-from .config import ConfigError
+from .config import Config, ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -30,6 +30,43 @@ def amp_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return AMP_DTYPES.get(precision)
+
+
+def int8_dot_products() -> bool:
+    """Whether this CPU multiplies int8 in hardware (AVX-512 VNNI, AVX-VNNI or AMX): there int8 inference is several
+    times fp32; without them (plain AVX2) it gains less and 16-bit intermediate sums can saturate."""
+    return "x86" in torch.backends.quantized.supported_engines and any(
+        getattr(torch.cpu, f, lambda: False)() for f in ("_is_vnni_supported", "_is_amx_tile_supported"))
+
+
+def check_extraction(cfg: Config, device: torch.device) -> None:
+    """Refuse an ``extract_precision`` this machine cannot run (before anything is written)."""
+    if cfg.extract_precision != "int8":
+        return
+    if device.type != "cpu":
+        raise ConfigError(f"--extract-precision int8 runs on CPUs only, and this run is on {device.type}: use bf16, "
+                          "fp16 or auto there")
+    if "x86" not in torch.backends.quantized.supported_engines:
+        raise ConfigError("--extract-precision int8 needs PyTorch's x86 quantised kernels, which this build lacks "
+                          "(an x86-64 CPU): use fp32 or auto")
+
+
+INT8_FROM = 10_000  # images: below, an extraction pass takes seconds, and int8's noise, which whitening amplifies in
+# the weak components, moved the clusterings of runs of a few dozen images (docs/scaling.md)
+
+
+def extraction_dtype(cfg: Config, device: torch.device, images: int) -> Optional[torch.dtype]:
+    """The precision of the per-epoch clustering's extraction pass for a run's ``extract_precision`` and
+    ``precision`` over ``images`` images: ``torch.qint8`` (the network quantised to int8, CPUs only), an autocast
+    dtype, or None (fp32). "auto" is int8 on CPUs that multiply int8 in hardware, from :data:`INT8_FROM` images
+    (docs/scaling.md measures it: 3.5-9x fp32 here, and clusterings that agree with fp32's more closely than two
+    k-means seeds' do), and the training passes' precision elsewhere. "int8" on a GPU is the training precision
+    (``train`` refuses to start so; a run resumed there goes on)."""
+    extract = cfg.extract_precision
+    auto_int8 = extract == "auto" and images >= INT8_FROM and int8_dot_products()
+    if device.type == "cpu" and (extract == "int8" or auto_int8):
+        return torch.qint8
+    return amp_dtype(cfg.precision if extract in ("auto", "training", "int8") else extract, device)
 
 
 def autocast(device: torch.device, dtype: Optional[torch.dtype]):

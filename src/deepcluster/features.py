@@ -13,6 +13,7 @@ from tqdm import tqdm
 from . import distributed as dist
 from .data import make_loader
 from .device import autocast
+from .models.quantized import calibration_indices, int8_embed
 from .preprocess import PCAWhitening, l2_normalize
 from .views import centre_input
 
@@ -83,12 +84,19 @@ def centre_view_features(model, dataset, device: torch.device, batch_size: int =
                          conv_grid: Optional[int] = None) -> Optional[np.ndarray]:
     """The network's fc features (``model.embed`` in eval mode, BatchNorm folded into the convolutions) of the
     centre view of ``indices`` (default: every image), as :func:`dataset_features` returns them; with
-    ``conv_grid``, followed in each row by the last conv block's pooled activations (``model.inference_embed``)."""
+    ``conv_grid``, followed in each row by the last conv block's pooled activations (``model.inference_embed``).
+    ``amp`` ``torch.qint8``: the network quantised to int8 (:func:`~deepcluster.models.quantized.int8_embed`)."""
     prep = centre_input(model.image_size, dataset.mean, dataset.std)
     model.eval()
     indices = np.arange(len(dataset)) if indices is None else indices
-    return dataset_features(model.inference_embed(conv_grid), dataset, indices, prep, device, batch_size, workers,
-                            desc, amp, project, out, alone)
+    if amp is torch.qint8:  # int8 (CPU): calibrated on the same few images on every process and every call
+        cal = calibration_indices(len(dataset))
+        calibration, _ = next(iter(make_loader(dataset, cal, len(cal))))
+        forward, amp = int8_embed(model, prep(calibration), conv_grid), None
+    else:
+        forward = model.inference_embed(conv_grid)
+    return dataset_features(forward, dataset, indices, prep, device, batch_size, workers, desc, amp, project, out,
+                            alone)
 
 
 def whitening_sample(n: int, pca_sample: int, rng: np.random.Generator) -> np.ndarray:

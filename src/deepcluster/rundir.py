@@ -14,13 +14,13 @@ from typing import Callable
 from .config import Config, ConfigError, DeepClusterError
 
 # Settings that may change when a run is resumed: they do not change what is computed, only how or how far.
-RESUMABLE_CHANGES = ("recipe", "epochs", "device", "workers", "cache_gb", "precision", "eval_seeds", "data_root",
-                     "report", "strict", "tensorboard")
+RESUMABLE_CHANGES = ("recipe", "epochs", "device", "workers", "cache_gb", "precision", "extract_precision",
+                     "eval_seeds", "data_root", "report", "strict", "tensorboard")
 # settings a supervised run never reads
 CLUSTERING_ONLY = ("k", "pca_dim", "kmeans_iters", "kmeans_restarts", "method", "proj_dim", "temperature", "bank",
                    "clustering", "pic_neighbors", "pic_sigma", "pic_alpha", "pic_iters", "pic_singletons", "pic_graph")
 # What the settings added since a run was written were then: such a run resumes as it was trained.
-LEGACY_SETTINGS = {"reassign": 1.0}
+LEGACY_SETTINGS = {"reassign": 1.0, "pic_graph": "exact", "extract_precision": "training"}
 EPOCH_CLUSTERS = "clusters"  # the cluster log: clusters/epoch-0001.npy, ... (each epoch's pseudo-labels)
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "assignments.npy", "eval.json", "curves.png",
              "clusters.png", "report/index.html")

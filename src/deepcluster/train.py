@@ -22,7 +22,7 @@ from .clusters import fit_run_clustering
 from .config import Config
 from .console import epoch_line, summary_table
 from .data import load_datasets, open_training_images
-from .device import resolve_device
+from .device import check_extraction, extraction_dtype, resolve_device
 from .evaluate import ari, nmi
 from .evaluate.closing import closing_features, closing_width, evaluate_features
 from .network import make_model, restore_model
@@ -65,6 +65,8 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
                                                           train_set.name)
     train_set, val_set = load_datasets(cfg, train=train_set)
     device = resolve_device(cfg.device)
+    check_extraction(cfg, device)
+    extract = extraction_dtype(cfg, device, len(train_set))  # from epoch 2 on
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed input sizes: let cuDNN pick its fastest kernels
     if cfg.tensorboard:
         from .visualize.tensorboard import check_tensorboard
@@ -82,7 +84,8 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
     say(f"deepcluster: {len(train_set)} images from {train_set.name}, arch {cfg.arch}"
         f"{' + sobel' if cfg.sobel else ''}, {'PIC' if cfg.clustering == 'pic' else f'k = {cfg.k}'}, "
         f"{cfg.epochs} epochs on {device}"
-        f"{f' x {dist.world_size()} processes' if dist.enabled() else ''}, run dir {run.path}")
+        f"{f' x {dist.world_size()} processes' if dist.enabled() else ''}, "
+        f"{'int8' if extract is torch.qint8 else str(extract or torch.float32)[6:]} extraction, run dir {run.path}")
     say(cfg.to_yaml().rstrip())
     say(recipe.describe(given, cfg, data))
 

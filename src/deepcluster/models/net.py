@@ -183,26 +183,13 @@ class DeepClusterNet(nn.Module):
         clusters."""
         return self.classifier(torch.flatten(self.conv_body(x), 1))
 
-    def inference_embed(self, conv_grid: Optional[int] = None):
+    def inference_embed(self, conv_grid: Optional[int] = None) -> "FoldedEmbed":
         """:meth:`embed` in eval mode with every BatchNorm folded into its convolution (:func:`fold_batchnorm`):
         the same function, faster. A snapshot: made again after the weights change. With ``conv_grid``, each row
         also holds the last conv block's activations (after its ReLU, as :meth:`conv_outputs` gives them)
         average-pooled to ``conv_grid x conv_grid``: ``(B, feature_dim + C * conv_grid^2)``, fc first, from the
         same pass."""
-        features = fold_batchnorm(self.features)
-        sobel, classifier = self.sobel, self.classifier.eval()
-        last = max(i for i, m in enumerate(features) if isinstance(m, nn.ReLU)) + 1
-        body, tail = features[:last], features[last:]
-
-        def embed(x: torch.Tensor) -> torch.Tensor:
-            x = sobel(x) if sobel is not None else x
-            if conv_grid is None:
-                return classifier(torch.flatten(features(x), 1))
-            conv = body(x)
-            fc = classifier(torch.flatten(tail(conv), 1))
-            return torch.cat([fc, F.adaptive_avg_pool2d(conv, conv_grid).flatten(1)], 1)
-
-        return embed
+        return FoldedEmbed(self, conv_grid)
 
     def forward(self, x: torch.Tensor, with_projection: bool = False):
         """The head's logits; with ``with_projection`` (a prototype head), ``(logits, unit-norm projections)``:
@@ -212,6 +199,27 @@ class DeepClusterNet(nn.Module):
             z = self.head.project(h)
             return self.head.scores(z), z
         return self.head(h)
+
+
+class FoldedEmbed(nn.Module):
+    """:meth:`DeepClusterNet.inference_embed` as a module (one FX can trace and quantise): Sobel, the folded conv
+    body up to the last ReLU, the rest of it, and the fc block, which is the network's own (shared, in eval mode)."""
+
+    def __init__(self, model: DeepClusterNet, conv_grid: Optional[int] = None):
+        super().__init__()
+        features = fold_batchnorm(model.features)
+        last = max(i for i, m in enumerate(features) if isinstance(m, nn.ReLU)) + 1
+        self.sobel, self.body, self.tail = model.sobel, features[:last], features[last:]
+        self.classifier, self.conv_grid = model.classifier.eval(), conv_grid
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.sobel(x) if self.sobel is not None else x
+        conv = self.body(x)
+        fc = self.classifier(torch.flatten(self.tail(conv), 1))
+        if self.conv_grid is None:
+            return fc
+        return torch.cat([fc, F.adaptive_avg_pool2d(conv, self.conv_grid).flatten(1)], 1)
 
 
 @torch.no_grad()

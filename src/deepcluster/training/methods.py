@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from .. import distributed as dist
 from ..clustering import build_clustering
 from ..config import Config
-from ..device import amp_dtype
+from ..device import amp_dtype, extraction_dtype
 from ..evaluate.closing import closing_features
 from ..evaluate.metrics import imbalance_factor
 from ..features import centre_view_features, whitened_features
@@ -40,6 +40,13 @@ class Method:
 
     def __init__(self, cfg: Config, device: torch.device):
         self.cfg, self.device = cfg, device
+
+    def extraction(self, epoch: int, images: int) -> Optional[torch.dtype]:
+        """The precision of epoch ``epoch``'s extraction pass (torch.qint8: the network quantised to int8). Epoch
+        1's is the training precision: the random network's features are also the closing evaluation's baseline,
+        which is measured in that precision, as everything the run leaves is."""
+        cfg, device = self.cfg, self.device
+        return amp_dtype(cfg.precision, device) if epoch == 1 else extraction_dtype(cfg, device, images)
 
     def start(self, model: DeepClusterNet, dataset, state: Optional[RunState]) -> torch.optim.Optimizer:
         """Put the head in place (a fresh run's), then make the optimiser over what is trained, from ``state``'s
@@ -91,7 +98,7 @@ class DeepClusterV1(Method):
             self.first_features = closing_features(model, dataset, cfg, device, desc)
         x = whitened_features(model, dataset, device, np.random.default_rng([cfg.seed, epoch, 1]),
                               pca_dim=cfg.pca_dim, pca_sample=cfg.pca_sample, batch_size=cfg.batch_size,
-                              workers=cfg.workers, amp=amp_dtype(cfg.precision, device), desc=desc,
+                              workers=cfg.workers, amp=self.extraction(epoch, len(dataset)), desc=desc,
                               features=self.first_features[0] if epoch == 1 and self.keep_first else None)
         t1 = time.perf_counter()
 
@@ -137,7 +144,7 @@ class DeepClusterV2(Method):
         t0 = time.perf_counter()
         if dist.broadcast_object(self.bank is None or cfg.bank == "centre"):  # rank 0 alone knows
             bank = centre_view_features(model, dataset, device, batch_size=cfg.batch_size, workers=cfg.workers,
-                                        amp=amp_dtype(cfg.precision, device),
+                                        amp=self.extraction(epoch, len(dataset)),
                                         project=lambda f: model.head.project(F.relu(f)), desc=f"epoch {epoch} bank")
             self.bank = torch.from_numpy(bank) if bank is not None else None
         t1 = time.perf_counter()

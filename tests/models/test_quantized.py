@@ -1,0 +1,89 @@
+"""The int8 extraction pass: close to fp32, the same whatever the batches, and clustering as fp32 does; the rules
+that choose it."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_resume_is_exact, make_image
+
+from deepcluster import Config, TensorImages
+from deepcluster.clustering import KMeans
+from deepcluster.config import ConfigError
+from deepcluster.device import INT8_FROM, check_extraction, extraction_dtype
+from deepcluster.evaluate import nmi
+from deepcluster.features import centre_view_features
+from deepcluster.models import build_model
+from deepcluster.models.quantized import calibration_indices, int8_embed
+from deepcluster.preprocess import PCAWhitening, l2_normalize
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def three_kinds() -> TensorImages:
+    """150 colour 32 px images: disks, horizontal and vertical stripes."""
+    rng = np.random.default_rng(3)
+    imgs = np.stack([make_image(i % 3, rng, 32) for i in range(150)]).transpose(0, 3, 1, 2)
+    return TensorImages(torch.from_numpy(np.ascontiguousarray(imgs)), np.arange(150) % 3, ("d", "h", "v"))
+
+
+def test_int8_features_are_close_to_fp32_and_do_not_depend_on_the_batches():
+    torch.manual_seed(0)
+    model = build_model("alexnet", 3, 96).eval()  # AlexNet's layers (Sobel, 11x11/4 conv, pools, fc 4096)
+    x = torch.randn(24, 3, 96, 96).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        ref = model.inference_embed()(x)
+        q = int8_embed(model, x[:8])
+        whole, split = q(x), torch.cat([q(x[:5]), q(x[5:17]), q(x[17:])])
+    err = ((whole - ref).norm() / ref.norm()).item()
+    assert 1e-4 < err < 0.08, err  # quantised (not fp32 passed through), yet within a few percent
+    assert torch.equal(whole, split)  # integer sums are exact: any batching, any split between processes
+    with torch.inference_mode():  # with the last conv layer pooled beside the fc features, from the same pass
+        ref, both = model.inference_embed(conv_grid=2)(x), int8_embed(model, x[:8], conv_grid=2)(x)
+    assert both.shape == ref.shape and ((both - ref).norm() / ref.norm()).item() < 0.08
+
+
+def test_the_int8_clustering_is_the_fp32_one(three_kinds):
+    torch.manual_seed(1)
+    model = build_model("small", 3, 32)
+    f32 = centre_view_features(model, three_kinds, CPU, batch_size=32, desc=None)
+    i8 = centre_view_features(model, three_kinds, CPU, batch_size=32, amp=torch.qint8, desc=None)
+    assert not np.array_equal(f32, i8)
+    labels = [KMeans(3, n_iter=20, seed=0).fit(l2_normalize(PCAWhitening(16).fit_transform(f))).labels_
+              for f in (f32, i8)]
+    assert nmi(labels[0], labels[1]) > 0.9
+    truth = [nmi(x, three_kinds.targets) for x in labels]
+    assert abs(truth[1] - truth[0]) < 0.05, truth
+
+
+def test_calibration_images_are_spread_over_the_dataset():
+    idx = calibration_indices(10_000)
+    assert len(idx) == 64 and idx[0] == 0 and idx[-1] == 9_999 and np.all(np.diff(idx) > 100)
+    assert list(calibration_indices(5)) == [0, 1, 2, 3, 4]
+
+
+def test_the_extraction_precision_rules(monkeypatch):
+    rule = lambda extract, precision, device=CPU, images=INT8_FROM: extraction_dtype(
+        Config(extract_precision=extract, precision=precision), device, images)
+    assert rule("int8", "fp32", images=10) is torch.qint8
+    assert rule("int8", "fp16", torch.device("cuda")) is torch.float16  # a resumed run on a GPU extracts as it trains
+    with pytest.raises(ConfigError, match="int8 runs on CPUs only"):  # a new one is refused
+        check_extraction(Config(extract_precision="int8"), torch.device("cuda"))
+    check_extraction(Config(extract_precision="int8"), CPU)
+    assert rule("bf16", "fp32") is torch.bfloat16
+    assert rule("training", "bf16") is torch.bfloat16
+    for hardware in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda h=hardware: h, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda h=hardware: h, raising=False)
+        assert rule("auto", "auto") is (torch.qint8 if hardware else None)
+        assert rule("auto", "fp16") is (torch.qint8 if hardware else torch.float16)
+        assert rule("auto", "auto", images=INT8_FROM - 1) is None  # small runs: seconds to gain, noise to lose
+        assert rule("fp32", "auto") is None
+
+
+def test_a_run_extracting_in_int8_trains_and_resumes_exactly(tiny_config, tmp_path):
+    """Epoch 2 clusters int8 features (epoch 1 the training precision's); killed after epoch 1 and resumed, the
+    run ends bit for bit as the uninterrupted one."""
+    cfg = dataclasses.replace(tiny_config, extract_precision="int8", epochs=3)
+    assert_resume_is_exact(cfg, tmp_path)
