@@ -1,7 +1,7 @@
 #!/bin/sh
 # The GPU checks of docs/scaling.md, in one go: the CUDA tests, the network's passes in fp32 and bf16, k-means on
 # the GPU for the N x k grid, the loader on raw and prepared JPEG folders, PIC's graph on the GPU, and a short
-# Fashion-MNIST run on the GPU. Run from the repository root with a Python
+# Fashion-MNIST run on the GPU, then its extraction in bf16 against fp32 (speed, clusterings). Run from the repository root with a Python
 # that has torch and faiss (and this package, or PYTHONPATH=src):
 #     sh benchmarks/gpu_check.sh [FASHION_MNIST_DIR] [OUT_DIR]
 set -e
@@ -19,3 +19,4 @@ $PY benchmarks/scaling.py memory --device cuda --k 10000
 $PY benchmarks/scaling.py loading --images 8000 --workers 0,4,8,16
 $PY -m deepcluster train --config configs/fashion-mnist.yaml --data-root "$DATA" --epochs 2 --workers 4 \
   --out "$OUT/fashion-mnist" --overwrite 2>&1 | tr '\r' '\n' | grep -av '%|' | tail -16
+$PY benchmarks/precision.py "$OUT/fashion-mnist" --precisions fp32,bf16 --device cuda

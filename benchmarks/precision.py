@@ -2,6 +2,7 @@
 one run.
 
     .venv/bin/python benchmarks/precision.py RUN_DIR [--precisions fp32,int8,bf16] [--seeds 3] [--rounds 2]
+                                                     [--device cpu|cuda]
 
 For each precision it prints the extraction pass's rate (images/s, the int8 calibration included; the best of
 ``--rounds`` passes, alternating the precisions), its features' relative error against fp32, and the NMI between
@@ -34,12 +35,15 @@ def main() -> None:
     ap.add_argument("--precisions", default="fp32,int8,bf16")
     ap.add_argument("--seeds", type=int, default=3, help="k-means seeds per precision")
     ap.add_argument("--rounds", type=int, default=2, help="extraction passes per precision, timed")
+    ap.add_argument("--device", default="cpu", help="where the network runs: cpu (int8 is CPU-only) or cuda")
     a = ap.parse_args()
-    run = open_run(a.run, device="cpu")
+    run = open_run(a.run, device=a.device)
     cfg, model, data = run.cfg, run.model, run.train_set
     names = a.precisions.split(",")
     if names[0] != "fp32":
         raise SystemExit("--precisions must start with fp32 (the reference)")
+    if "int8" in names and run.device.type != "cpu":
+        raise SystemExit("int8 extraction runs on CPUs only: leave it out of --precisions on a GPU")
     print(f"{len(data)} images of {data.name}, arch {cfg.arch} at {model.image_size} px, k = {cfg.k}, "
           f"{torch.get_num_threads()} threads; int8 multiplied in hardware: {int8_dot_products()}", flush=True)
 
@@ -48,7 +52,7 @@ def main() -> None:
         for p in names:
             amp = extraction_dtype(replace(cfg, extract_precision=p, precision="fp32"), run.device, len(data))
             t = time.perf_counter()
-            feats[p] = centre_view_features(model, data, run.device, cfg.batch_size, 0, amp, desc=None)
+            feats[p] = centre_view_features(model, data, run.device, cfg.batch_size, cfg.workers, amp, desc=None)
             times[p].append(time.perf_counter() - t)
 
     def clusterings(f: np.ndarray) -> list[np.ndarray]:
