@@ -59,7 +59,7 @@ def extraction_dtype(cfg: Config, device: torch.device, images: int) -> Optional
     """The precision of the per-epoch clustering's extraction pass for a run's ``extract_precision`` and
     ``precision`` over ``images`` images: ``torch.qint8`` (the network quantised to int8, CPUs only), an autocast
     dtype, or None (fp32). "auto" is int8 on CPUs that multiply int8 in hardware, from :data:`INT8_FROM` images
-    (docs/scaling.md measures it: 3.5-9x fp32 here, and clusterings that agree with fp32's more closely than two
+    (docs/scaling.md measures it: 3.5-7.7x fp32 here, and clusterings that agree with fp32's more closely than two
     k-means seeds' do), and the training passes' precision elsewhere. "int8" on a GPU is the training precision
     (``train`` refuses to start so; a run resumed there goes on)."""
     extract = cfg.extract_precision
