@@ -2,7 +2,7 @@
 demo network and data and for AlexNet at 224 px on a small image folder.
 
     .venv/bin/python benchmarks/perf.py [--rounds 2] [--images 10000] [--folder-images 800]
-                                        [--only demo|alexnet|kmeans]
+                                        [--only demo|alexnet|kmeans|run] [--extract-precision P] [--keep DIR]
 
 For each setup it prints:
   1. one DeepCluster epoch / one plain supervised epoch of the same network on the same data (goal <= 1.20),
@@ -23,9 +23,9 @@ Where a goal is out of reach it prints the bound that stops it: the epoch ratio 
 matrix-multiply peak would give, and the GFLOP/s of both k-means at scale.
 
 ``--only run`` times whole ``deepcluster train`` commands (AlexNet, batch 256, k 10, 2 epochs, report on, on the
-800 photos), once with the extraction precision auto picks and once in fp32: the fixed cost of a run (start-up,
-decoding, the closing evaluation, the report, checkpoints) is the command's time less its epochs' own time, read
-from its metrics.jsonl (goal <= 15 % of the command).
+800 photos), once with ``--extract-precision`` as given (default auto) and once in fp32: the fixed cost of a run
+(start-up, decoding, the closing evaluation, the report, checkpoints) is the command's time less its epochs' own
+time, read from its metrics.jsonl (goal <= 15 % of the command).
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from deepcluster import Config
 from deepcluster.clustering import build_clustering
 from deepcluster.data import load_datasets, make_loader, open_training_images
-from deepcluster.device import extraction_dtype
+from deepcluster.device import extraction_dtype, precision_name
 from deepcluster.features import whitened_features
 from deepcluster.network import make_model
 from deepcluster.recipe import profile, resolve
@@ -263,10 +263,6 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
          "> 1", ok(pipe_rate > model_rate)),
     ] + ([("  decoding the files (no cache) / model", f"{n / t_files / model_rate:.1f} ({n / t_files:,.0f} / "
                                                         f"{model_rate:,.0f})", "", "")] if files is not None else [])
-
-
-def precision_name(dtype) -> str:
-    return "int8" if dtype is torch.qint8 else "fp32" if dtype is None else str(dtype).replace("torch.", "")
 
 
 def whole_run(folder: Path, device: str, out: Path, precision: str) -> tuple[float, float]:

@@ -69,5 +69,10 @@ def extraction_dtype(cfg: Config, device: torch.device, images: int) -> Optional
     return amp_dtype(cfg.precision if extract in ("auto", "training", "int8") else extract, device)
 
 
+def precision_name(dtype: Optional[torch.dtype]) -> str:
+    """How a run names an extraction dtype: "int8", "fp32" (None), "bfloat16", "float16"."""
+    return "int8" if dtype is torch.qint8 else "fp32" if dtype is None else str(dtype).replace("torch.", "")
+
+
 def autocast(device: torch.device, dtype: Optional[torch.dtype]):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)

@@ -22,7 +22,7 @@ from .clusters import fit_run_clustering
 from .config import Config
 from .console import epoch_line, summary_table
 from .data import load_datasets, open_training_images
-from .device import check_extraction, extraction_dtype, resolve_device
+from .device import check_extraction, extraction_dtype, precision_name, resolve_device
 from .evaluate import ari, nmi
 from .evaluate.closing import closing_features, closing_width, evaluate_features
 from .network import make_model, restore_model
@@ -85,7 +85,7 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
         f"{' + sobel' if cfg.sobel else ''}, {'PIC' if cfg.clustering == 'pic' else f'k = {cfg.k}'}, "
         f"{cfg.epochs} epochs on {device}"
         f"{f' x {dist.world_size()} processes' if dist.enabled() else ''}, "
-        f"{'int8' if extract is torch.qint8 else str(extract or torch.float32)[6:]} extraction, run dir {run.path}")
+        f"{precision_name(extract)} extraction, run dir {run.path}")
     say(cfg.to_yaml().rstrip())
     say(recipe.describe(given, cfg, data))
 
