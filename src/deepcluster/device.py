@@ -33,8 +33,9 @@ def amp_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
 
 
 def int8_dot_products() -> bool:
-    """Whether this CPU multiplies int8 in hardware (AVX-512 VNNI, AVX-VNNI or AMX): there int8 inference is several
-    times fp32; without them (plain AVX2) it gains less and 16-bit intermediate sums can saturate."""
+    """Whether this CPU multiplies int8 in hardware (AVX-512 VNNI or AMX, as PyTorch detects them): there int8
+    inference is several times fp32; without them (plain AVX2) it gains less and 16-bit intermediate sums can
+    saturate."""
     return "x86" in torch.backends.quantized.supported_engines and any(
         getattr(torch.cpu, f, lambda: False)() for f in ("_is_vnni_supported", "_is_amx_tile_supported"))
 
