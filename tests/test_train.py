@@ -41,6 +41,35 @@ def test_two_epochs_write_a_complete_run(tiny_config, tmp_path):
     for r in rows.values():
         # with 3 balanced classes, the best one-to-one matching can never be worse than 1/3
         assert 0 <= r["nmi"] <= 1 and 1 / 3 - 1e-9 <= r["acc"] <= 1 and r["k"] == 3
+    # where the command's time went: parts that do not overlap and add up to it
+    timing = json.loads((out / "timing.json").read_text())
+    assert timing == summary["timing"]
+    parts = timing["parts"]
+    assert set(parts) == {"data", "set-up", "epochs", "checkpoints", "final clustering", "evaluation", "reports",
+                          "other"}
+    assert all(v >= 0 for v in parts.values()) and sum(parts.values()) == pytest.approx(timing["seconds"])
+    epochs = sum(r["time_features"] + r["time_clustering"] + r["time_training"] for r in rows_of(out))
+    assert epochs <= parts["epochs"] < timing["seconds"]
+
+
+def rows_of(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_the_page_of_a_run_in_progress_is_rewritten_at_most_every_report_every_seconds(tiny_config, tmp_path,
+                                                                                       monkeypatch):
+    import sys
+
+    module, written = sys.modules["deepcluster.train"], []
+    monkeypatch.setattr(module, "_report", lambda *a, final, **kw: written.append(final))
+    cfg = dataclasses.replace(tiny_config, epochs=3)
+    monkeypatch.setattr(module, "REPORT_EVERY", 1e9)
+    train(cfg, tmp_path / "a", quiet=True)
+    assert written == [True]  # the finished run's page alone
+    monkeypatch.setattr(module, "REPORT_EVERY", 0.0)
+    written.clear()
+    train(cfg, tmp_path / "b", quiet=True)
+    assert written == [False, False, True]  # after epochs 1 and 2, then the finished page
 
 
 def test_resume_repeats_an_uninterrupted_run_exactly(tiny_config, tmp_path):

@@ -124,8 +124,8 @@ class Config:
     supervised: bool = _opt("train on the true labels instead of clusters: the supervised baseline of the "
                             "evaluation tables", False)
     eval_seeds: int = _opt("k-means restarts averaged in the final evaluation", 3)
-    report: bool = _opt("write RUN_DIR/report/index.html after every epoch and at the end (a few seconds each)",
-                        True)
+    report: bool = _opt("write RUN_DIR/report/index.html at the end, and after an epoch while training when a "
+                        "minute has passed since it was last written (a few seconds each)", True)
     tensorboard: bool = _opt("also log every epoch's numbers and a cluster image grid to RUN_DIR/tensorboard "
                              "(needs pip install 'deepcluster[tensorboard]')", False)
 

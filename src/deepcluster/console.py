@@ -23,17 +23,20 @@ def epoch_line(r: dict) -> str:
             f"time {r['time_features']:.0f}+{r['time_clustering']:.0f}+{r['time_training']:.0f} s")
 
 
-def summary_table(history: list[dict], evaluation: dict, run_dir: Path, wall: Optional[float] = None) -> str:
-    """The closing summary. ``wall``: the seconds this call of training took, everything included (data, every
-    epoch, the reports, the final clustering, the closing evaluation)."""
+def summary_table(history: list[dict], evaluation: dict, run_dir: Path, timing: Optional[dict] = None) -> str:
+    """The closing summary. ``timing``: where this call of training spent its time (``train.Clock.record``:
+    the seconds in all and by part: data, epochs, checkpoints, the final clustering, evaluation, reports)."""
     lines = ["", f"DeepCluster run in {run_dir}"]
     if history:
         last = history[-1]
         secs = sum(r.get("time_features", 0) + r.get("time_clustering", 0) + r["time_training"] for r in history)
-        whole = f"; this command {wall / 60:.1f} min in all" if wall is not None else ""
+        whole = f"; this command {timing['seconds'] / 60:.1f} min in all" if timing is not None else ""
         lines.append(f"  {len(history)} epochs: {secs / 60:.1f} min of extraction, clustering and training{whole}")
         lines.append(f"  last epoch: loss {last['loss']:.3f}, NMI vs labels {fmt(last.get('nmi_labels'))}, "
                      f"NMI vs previous {fmt(last.get('nmi_prev'))}")
+    if timing is not None:
+        parts = {k: v for k, v in timing["parts"].items() if k != "epochs" and v >= 0.05}
+        lines.append("  besides the epochs: " + ", ".join(f"{k} {v:.1f} s" for k, v in parts.items()))
     if evaluation:
         lines += [f"  k-means (k = {evaluation['k']}, {kmeans_protocol(evaluation)}) on {evaluation['split']}"
                   f" ({evaluation['images']} images):",

@@ -22,6 +22,28 @@ def resolve_device(name: str) -> torch.device:
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def keep_freed_memory() -> bool:
+    """Let the C library's malloc keep the large CPU buffers torch frees and hand them out again, instead of
+    returning each one to the OS and faulting it back in at the next batch (glibc's default for blocks of over
+    32 MiB: the activations of a batch at 224 px are hundreds of MB). Training AlexNet on a CPU spent a quarter of
+    its time in those page faults, and its peak memory grew by half (``benchmarks/allocator.py``). CUDA memory is
+    not touched. The ``deepcluster`` command calls it first; call it from Python to get the same. Malloc settings
+    of the user's own (``GLIBC_TUNABLES``, ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``) win: it then
+    does nothing. Returns whether it applied (glibc's ``mallopt``; False elsewhere)."""
+    import ctypes
+    import os
+
+    if any(v in os.environ for v in ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process already runs on
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    trim_threshold, mmap_threshold, most = -1, -3, 2 ** 31 - 1  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, int max
+    return bool(mallopt(mmap_threshold, most)) & bool(mallopt(trim_threshold, most))
+
+
 def amp_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
     """The autocast dtype of a ``precision`` setting on ``device`` (None: full precision). "auto" is bf16 on CUDA
     GPUs that have it (fp16 on older ones) and full precision on CPUs, where bf16 convolutions are mostly slower."""

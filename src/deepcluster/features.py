@@ -77,24 +77,35 @@ def dataset_features(forward: Forward, dataset, indices: np.ndarray, prepare: Fo
     return dist.gather_rows(rows, mine, len(indices), out, positions=None if out is not None else indices)
 
 
+Embedding = tuple[Forward, Forward, Optional[torch.dtype]]  # (prepare, forward, autocast dtype)
+
+
+def centre_view_embedding(model, dataset, amp: Optional[torch.dtype] = None,
+                          conv_grid: Optional[int] = None) -> Embedding:
+    """What :func:`centre_view_features` runs: the centre-view input, the network's eval-mode forward
+    (``model.inference_embed``: BatchNorm folded into the convolutions) and the autocast dtype. ``amp``
+    ``torch.qint8``: the network quantised to int8 (:func:`~deepcluster.models.quantized.int8_embed`),
+    calibrated on the same few images on every process and every call, under no autocast."""
+    prep = centre_input(model.image_size, dataset.mean, dataset.std)
+    model.eval()
+    if amp is not torch.qint8:
+        return prep, model.inference_embed(conv_grid), amp
+    cal = calibration_indices(len(dataset))
+    calibration, _ = next(iter(make_loader(dataset, cal, len(cal))))
+    return prep, int8_embed(model, prep(calibration), conv_grid), None
+
+
 def centre_view_features(model, dataset, device: torch.device, batch_size: int = 256, workers: Optional[int] = 0,
                          amp: Optional[torch.dtype] = None, indices: Optional[np.ndarray] = None,
                          project: Optional[Forward] = None, out: Optional[np.ndarray] = None,
-                         desc: Optional[str] = "features", alone: bool = False,
-                         conv_grid: Optional[int] = None) -> Optional[np.ndarray]:
-    """The network's fc features (``model.embed`` in eval mode, BatchNorm folded into the convolutions) of the
-    centre view of ``indices`` (default: every image), as :func:`dataset_features` returns them; with
-    ``conv_grid``, followed in each row by the last conv block's pooled activations (``model.inference_embed``).
-    ``amp`` ``torch.qint8``: the network quantised to int8 (:func:`~deepcluster.models.quantized.int8_embed`)."""
-    prep = centre_input(model.image_size, dataset.mean, dataset.std)
-    model.eval()
+                         desc: Optional[str] = "features", alone: bool = False, conv_grid: Optional[int] = None,
+                         embedding: Optional[Embedding] = None) -> Optional[np.ndarray]:
+    """The network's fc features (``model.embed`` in eval mode) of the centre view of ``indices`` (default:
+    every image), as :func:`dataset_features` returns them; with ``conv_grid``, followed in each row by the last
+    conv block's pooled activations. ``amp``, ``conv_grid``: see :func:`centre_view_embedding`, or pass the
+    ``embedding`` it made (an int8 network is then not quantised again)."""
+    prep, forward, amp = embedding or centre_view_embedding(model, dataset, amp, conv_grid)
     indices = np.arange(len(dataset)) if indices is None else indices
-    if amp is torch.qint8:  # int8 (CPU): calibrated on the same few images on every process and every call
-        cal = calibration_indices(len(dataset))
-        calibration, _ = next(iter(make_loader(dataset, cal, len(cal))))
-        forward, amp = int8_embed(model, prep(calibration), conv_grid), None
-    else:
-        forward = model.inference_embed(conv_grid)
     return dataset_features(forward, dataset, indices, prep, device, batch_size, workers, desc, amp, project, out,
                             alone)
 
@@ -107,11 +118,12 @@ def whitening_sample(n: int, pca_sample: int, rng: np.random.Generator) -> np.nd
 
 def fit_whitening(model, dataset, device: torch.device, rng: np.random.Generator, pca_dim: int = 256,
                   pca_sample: int = 65536, batch_size: int = 256, workers: Optional[int] = 0,
-                  amp: Optional[torch.dtype] = None, desc: Optional[str] = "features"):
+                  amp: Optional[torch.dtype] = None, desc: Optional[str] = "features",
+                  embedding: Optional[Embedding] = None):
     """The PCA-whitening of the fc features, fitted on ``pca_sample`` images drawn with ``rng`` (all of them when N
     is not larger). Returns ``(pca (on every rank), the sample's indices, their features (rank 0 only))``."""
     fit = whitening_sample(len(dataset), pca_sample, rng)
-    f = centre_view_features(model, dataset, device, batch_size, workers, amp, fit, desc=desc)
+    f = centre_view_features(model, dataset, device, batch_size, workers, amp, fit, desc=desc, embedding=embedding)
     return dist.on_main(lambda: PCAWhitening(pca_dim).fit(f)), fit, f
 
 
@@ -131,7 +143,10 @@ def whitened_features(model, dataset, device: torch.device, rng: np.random.Gener
     n = len(dataset)
     if features is not None and n <= pca_sample:  # the fc features of every image, extracted by the caller
         return l2_normalize(PCAWhitening(pca_dim).fit_transform(features))
-    pca, fit, f = fit_whitening(model, dataset, device, rng, pca_dim, pca_sample, batch_size, workers, amp, desc)
+    # two passes (the PCA sample, then the rest): an int8 network is quantised once for both
+    embedding = centre_view_embedding(model, dataset, amp) if amp is torch.qint8 and n > pca_sample else None
+    pca, fit, f = fit_whitening(model, dataset, device, rng, pca_dim, pca_sample, batch_size, workers, amp, desc,
+                                embedding)
     if len(fit) == n:
         return l2_normalize(pca.transform(f)) if dist.is_main() else None
     out = None
@@ -143,4 +158,5 @@ def whitened_features(model, dataset, device: torch.device, rng: np.random.Gener
     proj = torch.from_numpy(pca.projection_).to(device)
     project = lambda z: F.normalize((z - mean) @ proj, dim=1)
     rest = np.setdiff1d(np.arange(n), fit, assume_unique=True)
-    return centre_view_features(model, dataset, device, batch_size, workers, amp, rest, project, out, desc)
+    return centre_view_features(model, dataset, device, batch_size, workers, amp, rest, project, out, desc,
+                                embedding=embedding)

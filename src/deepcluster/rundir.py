@@ -23,7 +23,7 @@ CLUSTERING_ONLY = ("k", "pca_dim", "kmeans_iters", "kmeans_restarts", "method", 
 LEGACY_SETTINGS = {"reassign": 1.0, "pic_graph": "exact", "extract_precision": "training"}
 EPOCH_CLUSTERS = "clusters"  # the cluster log: clusters/epoch-0001.npy, ... (each epoch's pseudo-labels)
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "assignments.npy", "eval.json", "curves.png",
-             "clusters.png", "report/index.html")
+             "clusters.png", "report/index.html", "timing.json")
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -50,20 +51,46 @@ def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = 
             dist.teardown(wait=ended)
 
 
+# The page of a run in progress reloads itself every minute: rewriting it more often is work nobody sees.
+REPORT_EVERY = 60.0  # seconds
+
+
+class Clock:
+    """Seconds of this call spent in each part of the run besides the epochs (data, checkpoints, the closing
+    evaluation, reports...): the summary prints them and ``timing.json`` keeps them."""
+
+    def __init__(self, started: float):
+        self.started, self.parts = started, {}
+
+    @contextmanager
+    def part(self, name: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.parts[name] = self.parts.get(name, 0.0) + time.perf_counter() - t
+
+    def record(self) -> dict:
+        total = time.perf_counter() - self.started
+        return {"seconds": total, "parts": {**self.parts, "other": total - sum(self.parts.values())}}
+
+
 def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: bool, started: float) -> dict:
     say = (lambda *a: None) if quiet else print
     main = dist.is_main()
+    clock = Clock(started)
 
     # ---- data (every check on the inputs comes before anything is written), and the settings it asks for:
     # a resumed run keeps the settings it was trained with; what is still unset, the recipe chooses
     run = RunDir(out)
-    train_set = open_training_images(cfg)
-    saved = dist.on_main(run.saved_config) if resume and not overwrite else None
-    given = cfg = recipe.take_saved(cfg, saved) if saved is not None else cfg  # the recipe chooses only the rest
-    data = recipe.profile(train_set) if cfg.recipe == "auto" and recipe.left_to_recipe(cfg) else None
-    cfg = recipe.resolve(cfg, data).validate().check_data(len(train_set), train_set.targets is not None,
-                                                          train_set.name)
-    train_set, val_set = load_datasets(cfg, train=train_set)
+    with clock.part("data"):
+        train_set = open_training_images(cfg)
+        saved = dist.on_main(run.saved_config) if resume and not overwrite else None
+        given = cfg = recipe.take_saved(cfg, saved) if saved is not None else cfg  # the recipe chooses the rest
+        data = recipe.profile(train_set) if cfg.recipe == "auto" and recipe.left_to_recipe(cfg) else None
+        cfg = recipe.resolve(cfg, data).validate().check_data(len(train_set), train_set.targets is not None,
+                                                              train_set.name)
+        train_set, val_set = load_datasets(cfg, train=train_set)
     device = resolve_device(cfg.device)
     check_extraction(cfg, device)
     extract = extraction_dtype(cfg, device, len(train_set))  # from epoch 2 on
@@ -90,11 +117,12 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
     say(recipe.describe(given, cfg, data))
 
     # ---- model, method and optimiser
-    model = make_model(cfg, train_set.channels, device)
-    if state is not None:
-        restore_model(model, state)
-    method = method_for(cfg, device, state)
-    optimizer = method.start(model, train_set, state)
+    with clock.part("set-up"):
+        model = make_model(cfg, train_set.channels, device)
+        if state is not None:
+            restore_model(model, state)
+        method = method_for(cfg, device, state)
+        optimizer = method.start(model, train_set, state)
     start, previous, history = 1, None, []
     if state is not None:
         start, previous = state.epoch + 1, state.assignment
@@ -113,7 +141,7 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
     if isinstance(method, DeepClusterV1) and start == 1 and not dist.enabled() and train_set in (eval_set, db):
         per_image = model.feature_dim + closing_width(model, train_set.channels, device)
         method.keep_first = len(train_set) <= cfg.pca_sample and len(train_set) * per_image * 4 <= 2 ** 30
-    tb = None
+    tb, reported = None, started
     if cfg.tensorboard and main:
         from .visualize.tensorboard import TensorBoardLog
 
@@ -123,53 +151,58 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
         lr = epoch_lr(cfg.lr, cfg.lr_schedule, cfg.epochs, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        assignment, row = method.epoch(model, optimizer, train_set, epoch)
+        with clock.part("epochs"):
+            assignment, row = method.epoch(model, optimizer, train_set, epoch)
 
         # rank 0 writes the epoch; an error there (a full disk) stops every rank with its line
-        state = dist.on_main(partial(_record_epoch, run, cfg, method, model, optimizer, epoch, lr, row, assignment,
-                                     previous, train_set.targets if labels_known else None), share=lambda _: None)
+        with clock.part("checkpoints"):
+            state = dist.on_main(partial(_record_epoch, run, cfg, method, model, optimizer, epoch, lr, row,
+                                         assignment, previous, train_set.targets if labels_known else None),
+                                 share=lambda _: None)
         if not main:
             continue
         previous = assignment
         history.append(row)
         if not quiet:
             tqdm.write(epoch_line(row))
-        if tb is not None:
-            tb.epoch(row, train_set, assignment, cfg.seed)
-        if cfg.report and epoch < cfg.epochs:
-            _report(run, cfg, history, model, train_set, assignment, device, final=False)
+        with clock.part("reports"):
+            if tb is not None:
+                tb.epoch(row, train_set, assignment, cfg.seed)
+            if cfg.report and epoch < cfg.epochs and time.perf_counter() - reported >= REPORT_EVERY:
+                _report(run, cfg, history, model, train_set, assignment, device, final=False)
+                reported = time.perf_counter()
 
     # ---- what the run leaves: the trained network's clustering (kept in the state), evaluation, pictures
     clustering = None
     need_clustering = method.clusters and dist.broadcast_object(main and state.clustering is None)
     # One process, at most pca_sample images: one pass of the trained network over the training images serves the
     # final clustering, the closing evaluation (fc and last conv layer) and the report's map.
-    trained = closing_features(model, train_set, cfg, device, "final features") if not dist.enabled() and (
-        len(train_set) <= cfg.pca_sample and (need_clustering or train_set in (eval_set, db))) else None
-    if method.clusters:
-        clustering = state.clustering if main else None  # a finished run resumed keeps the one it has
-        if need_clustering:
-            clustering = fit_run_clustering(model, train_set, cfg, device, epoch_seed(cfg.seed, cfg.epochs + 1),
-                                            fc=None if trained is None else trained[0])
+    with clock.part("final clustering"):
+        trained = closing_features(model, train_set, cfg, device, "final features") if not dist.enabled() and (
+            len(train_set) <= cfg.pca_sample and (need_clustering or train_set in (eval_set, db))) else None
+        if method.clusters:
+            clustering = state.clustering if main else None  # a finished run resumed keeps the one it has
+            if need_clustering:
+                clustering = fit_run_clustering(model, train_set, cfg, device,
+                                                epoch_seed(cfg.seed, cfg.epochs + 1),
+                                                fc=None if trained is None else trained[0])
+    if need_clustering:
+        def keep():
+            kept = replace(state, clustering=clustering)
+            kept.save(run / CHECKPOINT)
+            return kept
 
-            def keep():
-                kept = replace(state, clustering=clustering)
-                kept.save(run / CHECKPOINT)
-                return kept
-
+        with clock.part("checkpoints"):
             state = dist.on_main(keep, share=lambda _: None)
-        if main:
-            previous = clustering.labels[0]
-
-    import matplotlib.pyplot as plt
-
-    from .visualize import plot_curves, save_cluster_grid
+    if method.clusters and main:
+        previous = clustering.labels[0]
 
     known = {("trained", train_set): trained} if trained is not None else {}
     if getattr(method, "first_features", None) is not None:
         known[("random-init", train_set)] = method.first_features
         method.first_features = None
-    evaluation = evaluate_features(model, cfg, eval_set, device, db, known) if eval_set is not None else {}
+    with clock.part("evaluation"):
+        evaluation = evaluate_features(model, cfg, eval_set, device, db, known) if eval_set is not None else {}
 
     def write_results():
         if previous is not None and method.clusters:
@@ -180,17 +213,25 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
     dist.on_main(write_results)
     if not main:
         return {"metrics": history, "eval": evaluation, "run_dir": str(run.path)}
-    if tb is not None:
-        tb.evaluation(evaluation, cfg.epochs)
-        tb.close()
-    plt.close(plot_curves(history, run / "curves.png"))
-    if previous is not None and method.clusters:
-        save_cluster_grid(train_set, previous, run / "clusters.png", seed=cfg.seed)
-    if cfg.report:
-        _report(run, cfg, history, model, train_set, previous, device, final=True, clustering=clustering,
-                features=None if trained is None else trained[0])
-    say(summary_table(history, evaluation, run.path, time.perf_counter() - started))
-    return {"metrics": history, "eval": evaluation, "run_dir": str(run.path)}
+    with clock.part("reports"):
+        import matplotlib.pyplot as plt
+
+        from .visualize import plot_curves, save_cluster_grid
+
+        if tb is not None:
+            tb.evaluation(evaluation, cfg.epochs)
+            tb.close()
+        if not cfg.report:  # else the report writes it
+            plt.close(plot_curves(history, run / "curves.png"))
+        if previous is not None and method.clusters:
+            save_cluster_grid(train_set, previous, run / "clusters.png", seed=cfg.seed)
+        if cfg.report:
+            _report(run, cfg, history, model, train_set, previous, device, final=True, clustering=clustering,
+                    features=None if trained is None else trained[0])
+    timing = clock.record()
+    run.write_json("timing.json", timing)
+    say(summary_table(history, evaluation, run.path, timing))
+    return {"metrics": history, "eval": evaluation, "run_dir": str(run.path), "timing": timing}
 
 
 def _record_epoch(run: RunDir, cfg: Config, method, model, optimizer, epoch: int, lr: float, row: dict, assignment,

@@ -12,7 +12,7 @@ from deepcluster.clustering import KMeans
 from deepcluster.config import ConfigError
 from deepcluster.device import INT8_FROM, check_extraction, extraction_dtype
 from deepcluster.evaluate import nmi
-from deepcluster.features import centre_view_features
+from deepcluster.features import centre_view_features, whitened_features
 from deepcluster.models import build_model
 from deepcluster.models.quantized import calibration_indices, int8_embed
 from deepcluster.preprocess import PCAWhitening, l2_normalize
@@ -55,6 +55,24 @@ def test_the_int8_clustering_is_the_fp32_one(three_kinds):
     assert nmi(labels[0], labels[1]) > 0.9
     truth = [nmi(x, three_kinds.targets) for x in labels]
     assert abs(truth[1] - truth[0]) < 0.05, truth
+
+
+def test_an_epoch_quantises_once_though_it_extracts_in_two_passes(three_kinds, monkeypatch):
+    import deepcluster.features as features
+
+    torch.manual_seed(1)
+    model, made = build_model("small", 3, 32), []
+    monkeypatch.setattr(features, "int8_embed", lambda *a, **kw: made.append(1) or int8_embed(*a, **kw))
+    # more images than the PCA sample: the sample is extracted first, then the rest projected as it comes
+    rng = lambda: np.random.default_rng(0)
+    x = whitened_features(model, three_kinds, CPU, rng(), pca_dim=8, pca_sample=100, batch_size=32,
+                          amp=torch.qint8, desc=None)
+    assert len(made) == 1
+    # the same clustering input as from the int8 features of every image, whitened on the same sample
+    f = centre_view_features(model, three_kinds, CPU, batch_size=32, amp=torch.qint8, desc=None)
+    fit = np.sort(rng().choice(150, 100, replace=False))
+    expect = l2_normalize(PCAWhitening(8).fit(f[fit]).transform(f))
+    np.testing.assert_allclose(x, expect, atol=1e-4)
 
 
 def test_calibration_images_are_spread_over_the_dataset():

@@ -2,6 +2,8 @@
 there; for a finished run, a run stopped after one epoch, a run without labels and odd images, and a run with
 no epoch at all."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -73,6 +75,7 @@ def test_stopped_unlabelled_run_reports_progress(odd_unlabelled_folder, tmp_path
         return real_epoch(self, model, optimizer, dataset, epoch)
 
     monkeypatch.setattr(DeepClusterV1, "epoch", stop_at_epoch_2)
+    monkeypatch.setattr(sys.modules["deepcluster.train"], "REPORT_EVERY", 0.0)  # however short the epoch
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "run", quiet=True)
     page = tmp_path / "run" / "report" / "index.html"

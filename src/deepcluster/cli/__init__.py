@@ -7,6 +7,7 @@ import warnings
 from typing import Optional, Sequence
 
 from ..config import DeepClusterError
+from ..device import keep_freed_memory
 from .commands import RUNNERS
 from .parser import build_parser, config_from_args
 
@@ -28,6 +29,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("deepcluster: error: --resume and --overwrite exclude each other: pick one", file=sys.stderr)
         return 2
     warnings.formatwarning = lambda msg, cat, *a, **k: f"deepcluster: warning: {msg}\n"
+    keep_freed_memory()
     try:
         RUNNERS[args.command](args)
     except DeepClusterError as e:

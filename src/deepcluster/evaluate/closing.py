@@ -74,8 +74,10 @@ def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch
     extracted again). Each network reads each split once (:func:`closing_features`); under torchrun every
     process extracts its share and rank 0 does the rest (the others get {})."""
     inputs, knn, last = [], [], f"conv{model.n_conv}"
-    for name, net in (("trained", model), ("random-init", make_model(cfg, dataset.channels, device))):
+    for name, net in (("trained", model), ("random-init", None)):
         given = {ds: v for (which, ds), v in (known or {}).items() if which == name}
+        if net is None and not all(ds in given for ds in (dataset, db) if ds is not None):
+            net = make_model(cfg, dataset.channels, device)  # seeded: the network epoch 1 started from
         f, conv = _features(net, dataset, given, cfg, device, f"eval {name}")
         f_db, conv_db = _features(net, db, given, cfg, device, f"eval {name} (kNN)") if db is not None else (None,
                                                                                                              None)

@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from ..preprocess import PCAWhitening  # noqa: E402
 from .grids import cluster_purity  # noqa: E402
 
 
@@ -100,13 +101,10 @@ def tsne_map(features: np.ndarray, perplexity: float = 30.0, iters: int = 750) -
     first reduced to at most 50 dims by PCA; the optimiser follows the paper's schedule (early exaggeration 12
     for 250 steps, momentum 0.5 then 0.8, per-coordinate gains) and starts from the 2-D PCA, so the map is
     deterministic."""
-    x = torch.from_numpy(np.asarray(features, dtype=np.float64))
-    n = len(x)
+    n = len(features)
     if n < 3:
         return np.zeros((n, 2), dtype=np.float32)
-    x = x - x.mean(0)
-    _, _, v = torch.linalg.svd(x, full_matrices=False)
-    x = x @ v[:min(50, v.shape[0])].T
+    x = torch.from_numpy(PCAWhitening(50, whiten=False).fit_transform(features).astype(np.float64))
     d2 = torch.cdist(x, x).square()
     d2 = d2 / d2.max().clamp_min(1e-12)
     p = _row_affinities(d2, float(min(perplexity, (n - 1) / 3)))

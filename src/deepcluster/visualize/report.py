@@ -2,7 +2,8 @@
 reads top to bottom: status, config, curves, per-epoch table, cluster sizes, cluster image grids, clusters
 against labels, a 2-D map of the features, first-layer filters, evaluation tables.
 
-Training rewrites it after every epoch (the page then reloads itself every minute) and once more at the end;
+Training rewrites it after an epoch when a minute has passed since it was last written (the page of a run in
+progress reloads itself every minute) and once more at the end;
 ``deepcluster report RUN_DIR`` rebuilds it from the run directory at any time.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ..config import Config, ConfigError
 from ..diagnose import learning_problems
 from ..evaluate.clustering import kmeans_protocol
 from ..evaluate.metrics import epoch_nmi_matrix
-from ..rundir import RunDir, atomic_write_text
+from ..rundir import RunDir, atomic_write, atomic_write_text
 from ..session import open_run
 from .browser import write_cluster_browser
 from .curves import plot_curves
@@ -145,13 +146,13 @@ def evaluation_tables(run: RunDir) -> str:
 def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model=None, dataset=None,
                  assignment: Optional[np.ndarray] = None, final: bool = True, device="cpu",
                  map_images: int = 1000, clustering=None, features: Optional[np.ndarray] = None) -> Path:
-    """Write ``RUN_DIR/report/index.html`` (atomically) from what is given; sections whose inputs are missing
-    (no epoch yet, no labels, no dataset) say so instead. ``final=False`` marks a run in progress: the page
-    then reloads itself every 60 s, and its map is drawn from at most a tenth of the images (so that a report
-    costs little next to an epoch on small data). With the run's final ``clustering``
-    (:class:`~deepcluster.state.RunClustering`) its clusters are the ones shown, and the cluster browser
-    (:mod:`.browser`) is written beside the page. ``features``: the network's fc features of every image of
-    ``dataset``, when the caller has them (the map then reads no image). Returns the page's path."""
+    """Write ``RUN_DIR/report/index.html`` and its curves as ``RUN_DIR/curves.png`` (atomically) from what is
+    given; sections whose inputs are missing (no epoch yet, no labels, no dataset) say so instead.
+    ``final=False`` marks a run in progress: the page then reloads itself every 60 s, and its map is drawn from
+    at most a tenth of the images (so that a report costs little next to an epoch on small data). With the run's
+    final ``clustering`` (:class:`~deepcluster.state.RunClustering`) its clusters are the ones shown, and the
+    cluster browser (:mod:`.browser`) is written beside the page. ``features``: the network's fc features of
+    every image of ``dataset``, when the caller has them (the map then reads no image). Returns the page's path."""
     run = RunDir(run_dir)
     device = torch.device(device)
     if clustering is not None:
@@ -191,7 +192,8 @@ def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model
                            [sum((list(items[c * per_col + r]) if c * per_col + r < len(items) else ["", ""]
                                  for c in range(3)), []) for r in range(per_col)])
 
-    sec["curves"] = _img(png_bytes(plot_curves(history)), "curves over epochs")
+    curves = png_bytes(plot_curves(history), dpi=110)
+    sec["curves"] = _img(curves, "curves over epochs")
     keys = [k for k in dict.fromkeys(k for r in history for k in r) if k != "epoch"
             and any(r.get(k) is not None for r in history)]
     sec["epochs"] = _table(["epoch"] + keys, [[r["epoch"]] + [r.get(k) for k in keys] for r in history]) \
@@ -268,6 +270,8 @@ def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model
             f'<h1>DeepCluster run {html.escape(run.path.name)}</h1><nav>{nav}</nav>{body}</body></html>\n')
     out = run / "report" / "index.html"
     out.parent.mkdir(parents=True, exist_ok=True)
+    if history:  # the run's curves.png is the same picture
+        atomic_write(run / "curves.png", lambda tmp: Path(tmp).write_bytes(curves))
     atomic_write_text(out, page)
     return out
 
