@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from deepcluster import Config
 from deepcluster.clustering import build_clustering
 from deepcluster.data import load_datasets, make_loader, open_training_images
-from deepcluster.device import extraction_dtype, precision_name
+from deepcluster.device import extraction_dtype, keep_freed_memory, precision_name
 from deepcluster.features import whitened_features
 from deepcluster.network import make_model
 from deepcluster.recipe import profile, resolve
@@ -313,6 +313,7 @@ def kmeans_at_scale(n: int = 100_000, d: int = 256, k: int = 1000, iters: int = 
 
 
 def main() -> None:
+    keep_freed_memory()  # as the deepcluster command does
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=2, help="alternating (DeepCluster, supervised) epoch pairs")
     ap.add_argument("--images", type=int, default=10000, help="Fashion-MNIST training images of the demo setup")
