@@ -56,8 +56,9 @@ REPORT_EVERY = 60.0  # seconds
 
 
 class Clock:
-    """Seconds of this call spent in each part of the run besides the epochs (data, checkpoints, the closing
-    evaluation, reports...): the summary prints them and ``timing.json`` keeps them."""
+    """Seconds of this call spent in each part of the run (data, epochs, checkpoints, the closing evaluation,
+    reports...), parts that do not overlap: ``timing.json`` keeps them and the summary prints those besides the
+    epochs."""
 
     def __init__(self, started: float):
         self.started, self.parts = started, {}
