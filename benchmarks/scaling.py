@@ -23,7 +23,8 @@ clustering phase, next to N x 256 x 4 bytes and to the N x D x 4 bytes that keep
 ``loading``: the data pipeline alone on ImageNet-like files (JPEG, 500 x 375, quality 90, written to a temporary
 folder): the folder scan (each file's header checked once per start), ``deepcluster prepare`` of the folder, and
 images/s of the loader over the raw folder (decode, resize to 256, centre square) and over the prepared one, side
-by side for each number of worker processes, batches of 256.
+by side for each number of worker processes, batches of 256; and the prepared folder with its JPEGs decoded in
+batches on ``--device`` (nvJPEG on a GPU: the workers only slice the shards), the images delivered there.
 """
 from __future__ import annotations
 
@@ -217,9 +218,13 @@ def bench_loading(args) -> None:
 
     from deepcluster.data import ImageFolder, PreparedImages, make_loader, prepare
 
-    def rate(data, w: int) -> float:
+    device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+
+    def rate(data, w: int, on: torch.device | None = None) -> float:
         t = time.perf_counter()
-        n = sum(len(idx) for _, idx in make_loader(data, range(len(data)), 256, w))
+        n = sum(len(idx) for _, idx in make_loader(data, range(len(data)), 256, w, device=on))
+        if on is not None and on.type == "cuda":
+            torch.cuda.synchronize()
         return n / (time.perf_counter() - t)
 
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as out:
@@ -234,14 +239,18 @@ def bench_loading(args) -> None:
         print(f"  deepcluster prepare: {time.perf_counter() - t:.1f} s ({done['bytes'] / len(data) / 1e3:.1f} KB "
               f"per image at 256 px)")
         prepared = PreparedImages(Path(out) / "prepared")
+        on_device = PreparedImages(Path(out) / "prepared")
+        on_device.decoding = "device"
+        rate(on_device, 0, device)  # nvJPEG's start-up, once per process
         # imports (PIL; torchvision's JPEG decoder, 1-2 s) are paid once per process, not timed
         diff = np.mean([(prepared[i][0].float() - data[i][0].float()).abs().mean().item() for i in range(200)])
         print(f"  prepared images against the raw folder's: {diff:.2f} grey levels apart on average (200 images)")
-        print("| workers | raw folder (images/s) | prepared folder (images/s) | prepared / raw |")
-        print("|---:|---:|---:|---:|")
+        print(f"| workers | raw folder (images/s) | prepared folder (images/s) | prepared / raw | prepared, decoded "
+              f"on {device.type} (images/s) | on {device.type} / raw |")
+        print("|---:|---:|---:|---:|---:|---:|")
         for w in (int(v) for v in args.workers.split(",")):
-            r, p = rate(data, w), rate(prepared, w)  # side by side, one after the other
-            print(f"| {w} | {r:,.0f} | {p:,.0f} | {p / r:.1f} |", flush=True)
+            r, p, d = rate(data, w), rate(prepared, w), rate(on_device, w, device)  # side by side, one by one
+            print(f"| {w} | {r:,.0f} | {p:,.0f} | {p / r:.1f} | {d:,.0f} | {d / r:.1f} |", flush=True)
 
 
 def main() -> None:
@@ -271,6 +280,8 @@ def main() -> None:
     ld.add_argument("--images", type=int, default=2000)
     ld.add_argument("--workers", default="0,2")
     ld.add_argument("--keep", help="write the images to this folder and keep them (to train on, say)")
+    ld.add_argument("--device", default="auto", help="where the third column decodes: auto (cuda when present), "
+                    "cpu or cuda")
     args = ap.parse_args()
     {"kmeans": bench_kmeans, "memory": bench_memory, "network": bench_network,
      "loading": bench_loading}[args.what](args)

@@ -83,3 +83,26 @@ def test_a_run_trains_on_cuda_in_mixed_precision_and_its_checkpoint_loads_on_cpu
     assert all(np.isfinite(r["loss"]) for r in out["metrics"])
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert all(t.device.type == "cpu" for t in ckpt["model"].values())
+
+
+def test_nvjpeg_decodes_a_prepared_folder_as_the_cpu_does_and_a_run_on_it_trains(tiny_config, image_folder, tmp_path):
+    import dataclasses
+
+    from deepcluster.data import PreparedImages, decodes_on_device, make_loader, prepare
+    from deepcluster.views import center_view
+
+    prepare(image_folder, tmp_path / "p", image_size=32, workers=0, progress=False)
+    cuda = torch.device("cuda")
+    for load_size in (32, 24):
+        prep = PreparedImages(tmp_path / "p", load_size)
+        assert decodes_on_device(prep, cuda)  # auto: on the GPU for a CUDA run
+        got = torch.cat([b[0].cpu() for b in make_loader(prep, range(len(prep)), 16, 0, device=cuda)])
+        want = torch.stack([prep[i][0] for i in range(len(prep))])
+        # nvJPEG's IDCT and colour conversion round differently from libjpeg-turbo's: a grey level or so
+        diff = (got.float() - want.float()).abs()
+        assert diff.mean() < 1.0 and diff.max() <= 16, (load_size, diff.mean().item(), diff.max().item())
+        crops = [center_view(x, 20, prep.mean, prep.std) for x in (got, want)]
+        assert (crops[0] - crops[1]).abs().mean() < 0.02
+    cfg = dataclasses.replace(tiny_config, data=str(tmp_path / "p"), cache_gb=0, device="cuda", report=False)
+    out = train(cfg, tmp_path / "run", quiet=True)
+    assert all(np.isfinite(r["loss"]) for r in out["metrics"])

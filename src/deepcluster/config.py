@@ -18,6 +18,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 EXTRACT_PRECISIONS = ("auto", "training", "fp32", "bf16", "fp16", "int8")
 RECIPES = ("auto", "paper")
+DECODES = ("auto", "cpu", "device")
 
 
 class DeepClusterError(Exception):
@@ -114,6 +115,9 @@ class Config:
     cache_gb: float = _opt("GiB of decoded images an image folder may take in memory per process: a folder that "
                            "fits (and takes under half the free memory) is decoded once, before the first epoch, "
                            "and every pass reads memory instead of decoding files again; 0 never caches", 4.0)
+    decode: str = _opt("where the JPEGs of a prepared folder (deepcluster prepare) are decoded in the epochs' "
+                       "passes: auto (in batches on the GPU, nvJPEG, when the run is on CUDA; else by the loader), "
+                       "cpu (by the loader), or device (in batches on the run's device, whichever it is)", "auto")
     precision: str = _opt("auto (bf16 autocast on CUDA GPUs, full precision on CPUs), fp32, bf16 or fp16 "
                           "(autocast for the network's passes; fp16 also scales the loss)", "auto")
     extract_precision: str = _opt("precision of the extraction pass of each epoch's clustering from epoch 2 on: auto "
@@ -191,6 +195,7 @@ class Config:
         need_if_set("crop_scale", lambda v: 0 < v <= 1,
                     f"crop_scale = {self.crop_scale} must lie in (0, 1] (--crop-scale)")
         need(self.workers is None or self.workers >= 0, f"workers = {self.workers} must be >= 0 (--workers)")
+        need(self.decode in DECODES, f"unknown decode '{self.decode}': choose one of {', '.join(DECODES)} (--decode)")
         need(self.cache_gb >= 0, f"cache_gb = {self.cache_gb} must be >= 0 (--cache-gb; 0 never caches)")
         need(self.eval_seeds >= 1, f"eval_seeds = {self.eval_seeds} must be >= 1 (--eval-seeds)")
         need(self.image_size is None or self.image_size >= 8,

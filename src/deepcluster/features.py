@@ -69,7 +69,7 @@ def dataset_features(forward: Forward, dataset, indices: np.ndarray, prepare: Fo
     indices = np.asarray(indices, dtype=np.int64)
     together = dist.enabled() and not alone
     mine = indices[dist.rank()::dist.world_size()] if together else indices
-    loader = make_loader(dataset, mine, batch_size, workers, pin_memory=device.type == "cuda")
+    loader = make_loader(dataset, mine, batch_size, workers, device.type == "cuda", device)
     batches = iter_features(forward, loader, prepare, device, desc if dist.is_main() else None, amp, project)
     if not together:
         return _fill(batches, len(indices), None if out is not None else indices, out)

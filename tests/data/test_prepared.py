@@ -145,3 +145,36 @@ def test_a_full_disk_while_preparing_is_one_line_and_keeps_the_shards_written(im
         prepare(image_folder, tmp_path / "p", image_size=32, workers=0, progress=False)
     monkeypatch.setattr(prepared_module.np, "save", save)
     assert prepare(image_folder, tmp_path / "p", image_size=32, workers=0, progress=False)["done_before"] == 1
+
+
+def test_batches_decoded_on_the_device_are_the_loaders_images_and_train_alike(tiny_config, image_folder, tmp_path):
+    from deepcluster.data import DeviceBatches, decodes_on_device, make_loader
+
+    prepare(image_folder, tmp_path / "p", image_size=32, workers=0, progress=False)
+    cpu = torch.device("cpu")
+    for load_size in (32, 24):  # as prepared, and resized on the device
+        prep = PreparedImages(tmp_path / "p", load_size)
+        order = [7, 3, 30, 0, 12, 35, 1]
+        assert not decodes_on_device(prep, cpu)  # auto: the loader decodes on a CPU run
+        prep.decoding = "device"
+        assert decodes_on_device(prep, cpu) and not decodes_on_device(prep, None)
+        loader = make_loader(prep, order, 3, 0, device=cpu)
+        assert isinstance(loader, DeviceBatches) and len(loader) == 3
+        batches = list(loader)
+        assert [b[0].shape[0] for b in batches] == [3, 3, 1]
+        images, idx = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+        assert idx.tolist() == order and images.dtype == torch.uint8
+        assert images.shape == (7, 3, load_size, load_size)
+        for j, i in enumerate(order):  # the same pixels as the per-item path the loader's processes run
+            assert torch.equal(images[j], prep[i][0]), (load_size, i)
+        # undecoded batches cross process boundaries as one buffer and decode the same
+        workers = list(make_loader(prep, order[:4], 4, 1, device=cpu))
+        assert torch.equal(workers[0][0], images[:4])
+    # a run on the prepared folder with --decode device makes the weights of the run the loader decodes for
+    cfg = dataclasses.replace(tiny_config, data=str(tmp_path / "p"), cache_gb=0, epochs=2, report=False)
+    weights = {}
+    for decode in ("cpu", "device"):
+        train(dataclasses.replace(cfg, decode=decode), tmp_path / decode, quiet=True)
+        weights[decode] = torch.load(tmp_path / decode / "checkpoint.pt", weights_only=False)["model"]
+    assert weights["cpu"].keys() == weights["device"].keys()
+    assert all(torch.equal(weights["cpu"][k], weights["device"][k]) for k in weights["cpu"])

@@ -18,12 +18,13 @@ from .fashion_mnist import (
     read_idx,
 )
 from .folder import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, ImageFolder, to_rgb_array
-from .loader import auto_workers, make_loader
+from .loader import DeviceBatches, auto_workers, decodes_on_device, make_loader
 from .memory import TensorImages
-from .prepared import PreparedImages, check_not_partial, is_prepared, prepare
+from .prepared import JpegBatch, PreparedImages, check_not_partial, is_prepared, prepare
 
 __all__ = ["FASHION_MNIST_CLASSES", "FASHION_MNIST_ROOT", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS",
-           "ImageFolder", "PreparedImages", "TensorImages", "auto_workers", "default_image_size", "fashion_mnist",
+           "DeviceBatches", "ImageFolder", "JpegBatch", "PreparedImages", "TensorImages", "auto_workers",
+           "decodes_on_device", "default_image_size", "fashion_mnist",
            "image_format", "in_memory", "load_datasets", "load_size_for", "make_loader", "open_folder",
            "open_training_images", "prepare", "read_idx", "to_rgb_array"]
 
@@ -87,6 +88,9 @@ def load_datasets(cfg: Config, cache: bool = True, train=None):
     else:
         train.load_size = load_size_for(size)
         val = open_folder(cfg.val_data, load_size_for(size), cfg.strict) if cfg.val_data else None
+        for ds in (train, val):
+            if isinstance(ds, PreparedImages):
+                ds.decoding = cfg.decode
     if cache and cfg.cache_gb > 0:
         from .. import distributed as dist
 

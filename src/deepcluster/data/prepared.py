@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -54,7 +54,9 @@ class PreparedImages(Dataset):
     ``(width, height)``; ``classes`` / ``targets`` come from the source's subfolders as for an image folder.
 
     ``load_size``: the side delivered; the prepared side by default. A smaller one is resized on the fly (the
-    same centre square, antialiased); a larger one is refused (prepare again at that size)."""
+    same centre square, antialiased); a larger one is refused (prepare again at that size). Batches can also come
+    undecoded (:meth:`reading_jpegs`) and be decoded on a GPU (:meth:`decode`), as the training's passes do on
+    CUDA (``decoding``, :func:`~deepcluster.data.loader.decodes_on_device`)."""
 
     def __init__(self, path: str | Path, load_size: Optional[int] = None):
         self.path = Path(path)
@@ -81,6 +83,7 @@ class PreparedImages(Dataset):
                               f"prepare it again")
         self.channels, self.mean, self.std, self.name = 3, IMAGENET_MEAN, IMAGENET_STD, str(self.path)
         self.load_size = load_size or self.prepared_size
+        self.decoding = "auto"  # where the passes that ask for a device decode: Config.decode, data.decodes_on_device
         self._maps: dict = {}
 
     @property
@@ -110,29 +113,42 @@ class PreparedImages(Dataset):
         return torch.from_numpy(np.asarray(self._maps[s][end - int(self._length[i]):end]))
 
     def __getitem__(self, i: int):
-        from torchvision.io import decode_jpeg
-
-        image = decode_jpeg(self.encoded(i))
-        return self.resized(image), i
+        return self.decode(self.jpegs([i]))[0], i
 
     def __getitems__(self, indices: list[int]):
         # DataLoader calls this with a whole batch of indices: one stacked batch, no per-item collation
-        from torchvision.io import decode_jpeg
+        return self.decode(self.jpegs(indices)), torch.as_tensor(indices, dtype=torch.long)
 
-        images = torch.stack(decode_jpeg([self.encoded(i) for i in indices]))
-        return self.resized(images), torch.as_tensor(indices, dtype=torch.long)
+    def jpegs(self, indices: list[int]) -> "JpegBatch":
+        """The JPEG bytes of items ``indices``, one after another in one tensor: what a loader process hands over
+        when the images are decoded on the device (one shared buffer, not one per image)."""
+        parts = [self.encoded(i) for i in indices]
+        return JpegBatch(torch.cat(parts), torch.tensor([len(p) for p in parts], dtype=torch.long))
+
+    def decode(self, batch: "JpegBatch", device: torch.device | str = "cpu") -> torch.Tensor:
+        """``uint8 (B, 3, load_size, load_size)`` on ``device`` from a :class:`JpegBatch`: decoded there in one call
+        (nvJPEG on a CUDA device, libjpeg-turbo on the CPU) and resized there when ``load_size`` is smaller than the
+        prepared side."""
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        parts = list(torch.split(batch.data, batch.lengths.tolist()))
+        images = torch.stack(decode_jpeg(parts, mode=ImageReadMode.RGB, device=device))
+        return self.resized(images)
 
     def resized(self, images: torch.Tensor) -> torch.Tensor:
-        """Squares at the prepared size -> squares at ``load_size``, antialiased as PIL resizes."""
+        """Squares ``(B, 3, P, P)`` at the prepared size -> squares at ``load_size``, antialiased as PIL resizes,
+        on the images' device."""
         if images.shape[-1] == self.load_size:
             return images
         import torch.nn.functional as F
 
-        x = images.unsqueeze(0) if images.ndim == 3 else images
-        x = F.interpolate(x.float(), size=(self.load_size,) * 2, mode="bilinear", antialias=True,
+        x = F.interpolate(images.float(), size=(self.load_size,) * 2, mode="bilinear", antialias=True,
                           align_corners=False)
-        x = x.round_().clamp_(0, 255).to(torch.uint8)
-        return x[0] if images.ndim == 3 else x
+        return x.round_().clamp_(0, 255).to(torch.uint8)
+
+    def reading_jpegs(self) -> "_JpegReader":
+        """This folder as a dataset whose batches are :class:`JpegBatch` es, not decoded (see :meth:`decode`)."""
+        return _JpegReader(self)
 
     def subset(self, n: int) -> "PreparedImages":
         return self.take(range(min(n, len(self))))
@@ -146,6 +162,26 @@ class PreparedImages(Dataset):
         out.targets = None if self.targets is None else self.targets[idx]
         out._shard, out._end, out._length = self._shard[idx], self._end[idx], self._length[idx]
         return out
+
+
+class JpegBatch(NamedTuple):
+    """A batch of JPEG files as one byte tensor: ``data uint8 (total bytes,)``, ``lengths int64 (B,)``."""
+
+    data: torch.Tensor
+    lengths: torch.Tensor
+
+
+class _JpegReader(Dataset):
+    """A prepared folder whose batches come undecoded: ``(JpegBatch, indices (B,))``."""
+
+    def __init__(self, images: PreparedImages):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitems__(self, indices: list[int]):
+        return self.images.jpegs(indices), torch.as_tensor(indices, dtype=torch.long)
 
 
 class _Encoder(Dataset):

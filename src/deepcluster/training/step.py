@@ -29,7 +29,7 @@ def train_on_labels(model: DeepClusterNet, optimizer, head_optimizer: Optional[t
     if dist.rank():
         torch.manual_seed(rank_seed)
     y_all = torch.from_numpy(targets).to(device)
-    loader = make_loader(dataset, dist.shard(indices), cfg.batch_size, cfg.workers, device.type == "cuda")
+    loader = make_loader(dataset, dist.shard(indices), cfg.batch_size, cfg.workers, device.type == "cuda", device)
     model.train()
     # Wrapped afresh each epoch: v1 has a new head, and DDP's construction hands every process rank 0's weights.
     net = torch.nn.parallel.DistributedDataParallel(
@@ -40,7 +40,7 @@ def train_on_labels(model: DeepClusterNet, optimizer, head_optimizer: Optional[t
     bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, unit="batch",
                disable=None if dist.is_main() else True)  # None: quiet when the output is not a terminal
     for step, (images, idx) in enumerate(bar):
-        x = train_view(images.to(device, non_blocking=True), model.image_size, dataset.mean, dataset.std,
+        x = train_view(images, model.image_size, dataset.mean, dataset.std,
                        cfg.crop_scale, generator=gen).contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
             if keep_projections:
