@@ -1,6 +1,7 @@
 import numpy as np
+import pytest
 
-from deepcluster.preprocess import PCAWhitening, l2_normalize, preprocess_features
+from deepcluster.preprocess import PCAWhitening, l2_normalize, preprocess_features, span_coordinates
 
 
 def correlated(n=2000, d=40, seed=0):
@@ -67,3 +68,24 @@ def test_fewer_points_than_dimensions_give_the_covariance_pca():
     np.testing.assert_allclose(np.abs((p.components_[:8] * vecs[:, order[:8]].T).sum(1)), 1.0, atol=1e-6)
     z = p.transform(x)[:, :8]
     np.testing.assert_allclose(np.cov(z.T), np.eye(8), atol=1e-3)
+
+
+def test_span_coordinates_keep_every_distance_k_means_reads_and_cluster_alike():
+    from scipy.spatial.distance import cdist
+
+    from deepcluster import KMeans
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 5, 120)
+    x = (rng.standard_normal((5, 900))[truth] + 0.8 * rng.standard_normal((120, 900))).astype(np.float32)
+    z = span_coordinates(x)
+    assert z.shape == (120, 119)  # 120 centred rows span 119 dimensions
+    np.testing.assert_allclose(cdist(z, z), cdist(x, x), rtol=1e-4, atol=1e-3)
+    means = np.stack([x[truth == c].mean(0) for c in range(5)])  # what k-means' centroids are
+    zmeans = np.stack([z[truth == c].mean(0) for c in range(5)])
+    np.testing.assert_allclose(cdist(z, zmeans), cdist(x, means), rtol=1e-4, atol=1e-3)
+    a, b = (KMeans(5, 20, seed=3, n_init=3, init="k-means++").fit(v) for v in (x, z))
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    assert a.inertia_ == pytest.approx(b.inertia_, rel=1e-4)
+    tall = x[:, :50]  # more points than dimensions: left as they are
+    assert np.array_equal(span_coordinates(tall), tall)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..clustering import KMeans
+from ..preprocess import span_coordinates
 from .metrics import clustering_scores
 
 
@@ -14,8 +15,11 @@ def kmeans_quality(features: np.ndarray, labels: np.ndarray, seeds: int = 3, n_i
 
     Each run keeps the lowest objective of ``restarts`` k-means++ starts, as the deep-clustering literature scores
     its features (DEC, N2D: scikit-learn's k-means with 20 starts); the choice uses no label. From a single
-    random start the accuracy of one feature set varied by 0.07 from seed to seed (docs/recipe.md)."""
+    random start the accuracy of one feature set varied by 0.07 from seed to seed (docs/recipe.md). Fewer
+    points than dimensions are clustered in the coordinates of their span (:func:`span_coordinates`): the same
+    distances, fewer columns."""
     k = len(np.unique(labels))
+    features = span_coordinates(features)
     runs = [clustering_scores(labels, KMeans(k, n_iter, seed=seed + s, n_init=restarts, init="k-means++")
                               .fit(features).labels_) for s in range(seeds)]
     out = {}
