@@ -13,7 +13,7 @@ from tqdm import tqdm
 from . import distributed as dist
 from .data import make_loader
 from .device import autocast
-from .models.quantized import calibration_indices, int8_embed
+from .models.quantized import FC_INT8_FROM, calibration_indices, int8_embed
 from .preprocess import PCAWhitening, l2_normalize
 from .views import centre_input
 
@@ -84,15 +84,16 @@ def centre_view_embedding(model, dataset, amp: Optional[torch.dtype] = None,
                           conv_grid: Optional[int] = None) -> Embedding:
     """What :func:`centre_view_features` runs: the centre-view input, the network's eval-mode forward
     (``model.inference_embed``: BatchNorm folded into the convolutions) and the autocast dtype. ``amp``
-    ``torch.qint8``: the network quantised to int8 (:func:`~deepcluster.models.quantized.int8_embed`),
-    calibrated on the same few images on every process and every call, under no autocast."""
+    ``torch.qint8``: the network quantised to int8 (:func:`~deepcluster.models.quantized.int8_embed`; its fc
+    block too for datasets of ``FC_INT8_FROM`` images or more), calibrated on the same few images on every process
+    and every call, under no autocast."""
     prep = centre_input(model.image_size, dataset.mean, dataset.std)
     model.eval()
     if amp is not torch.qint8:
         return prep, model.inference_embed(conv_grid), amp
     cal = calibration_indices(len(dataset))
     calibration, _ = next(iter(make_loader(dataset, cal, len(cal))))
-    return prep, int8_embed(model, prep(calibration), conv_grid), None
+    return prep, int8_embed(model, prep(calibration), conv_grid, len(dataset) >= FC_INT8_FROM), None
 
 
 def centre_view_features(model, dataset, device: torch.device, batch_size: int = 256, workers: Optional[int] = 0,
