@@ -58,3 +58,33 @@ def test_other_files_are_refused_with_one_line(tmp_path):
         load_checkpoint(tmp_path / "foreign.pt")
     with pytest.raises(ConfigError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_the_background_writer_lands_writes_in_order_and_hands_their_errors_to_the_caller(tmp_path):
+    import threading
+    import time
+
+    from deepcluster.checkpoint import BackgroundWriter
+
+    writer, order, gate = BackgroundWriter(), [], threading.Event()
+    writer.submit(lambda: (gate.wait(10), order.append("first")))
+    assert order == []  # submit returned while the write waits: it runs in the background
+    gate.set()
+    writer.submit(lambda: order.append("second"))  # starts only once the first has landed
+    writer.wait()
+    assert order == ["first", "second"]
+    writer.submit(lambda: (time.sleep(0.2), order.append("slow")))
+    writer.submit(lambda: order.append("quick"))
+    writer.wait()
+    assert order[2:] == ["slow", "quick"]
+
+    def full():
+        raise OSError(28, "No space left on device")
+
+    writer.submit(full)
+    with pytest.raises(OSError, match="No space left"):
+        writer.wait()
+    writer.wait()  # an error is raised once
+    writer.submit(lambda: save_checkpoint(tmp_path / "c.pt", {"epoch": 3}))
+    writer.wait()
+    assert load_checkpoint(tmp_path / "c.pt")["epoch"] == 3

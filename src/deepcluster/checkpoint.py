@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import pickle
+import threading
 from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 
@@ -16,6 +18,38 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     """Save ``state`` (tensors, numbers, strings, lists and dicts of them) so that a crash leaves either the old
     file or the new one, never half of one."""
     atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp))
+
+
+class BackgroundWriter:
+    """One write at a time in a thread of its own: a checkpoint goes to disk (hundreds of MB for AlexNet with its
+    momentum, then a flush) while the run goes on with work that reads the weights and does not change them: the
+    final pass, the closing evaluation. :meth:`wait` before anything changes what is being written. An error of a
+    write is raised by the next :meth:`submit` or :meth:`wait`, in the caller's thread."""
+
+    def __init__(self):
+        self._thread: Optional[threading.Thread] = None
+        self._error: Optional[Exception] = None
+
+    def submit(self, write: Callable[[], None]) -> None:
+        self.wait()  # writes land in the order they were asked for
+
+        def run():
+            try:
+                write()
+            except Exception as e:  # noqa: BLE001 - handed to the caller by wait()
+                self._error = e
+
+        # not a daemon: a run that stops for another reason still finishes the write it started
+        self._thread = threading.Thread(target=run, name="checkpoint writer")
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def load_weights_only(path: str | Path, map_location="cpu"):

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from . import distributed as dist
 from . import recipe
+from .checkpoint import BackgroundWriter
 from .clusters import fit_run_clustering
 from .config import Config
 from .console import epoch_line, summary_table
@@ -143,6 +144,10 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
         per_image = model.feature_dim + closing_width(model, train_set.channels, device)
         method.keep_first = len(train_set) <= cfg.pca_sample and len(train_set) * per_image * 4 <= 2 ** 30
     tb, reported = None, started
+    # Rank 0 writes checkpoints in the background, while what follows only reads the weights (the next epoch's
+    # extraction starts after the write has landed, as a soft reset or training changes the weights).
+    writer = BackgroundWriter()
+    landed = lambda: dist.on_main(writer.wait, share=lambda _: None)  # an error of the write stops every rank
     if cfg.tensorboard and main:
         from .visualize.tensorboard import TensorBoardLog
 
@@ -152,14 +157,16 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
         lr = epoch_lr(cfg.lr, cfg.lr_schedule, cfg.epochs, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        with clock.part("checkpoints"):
+            landed()
         with clock.part("epochs"):
             assignment, row = method.epoch(model, optimizer, train_set, epoch)
 
         # rank 0 writes the epoch; an error there (a full disk) stops every rank with its line
         with clock.part("checkpoints"):
             state = dist.on_main(partial(_record_epoch, run, cfg, method, model, optimizer, epoch, lr, row,
-                                         assignment, previous, train_set.targets if labels_known else None),
-                                 share=lambda _: None)
+                                         assignment, previous, train_set.targets if labels_known else None,
+                                         writer), share=lambda _: None)
         if not main:
             continue
         previous = assignment
@@ -190,7 +197,7 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
     if need_clustering:
         def keep():
             kept = replace(state, clustering=clustering)
-            kept.save(run / CHECKPOINT)
+            writer.submit(partial(kept.save, run / CHECKPOINT))
             return kept
 
         with clock.part("checkpoints"):
@@ -211,6 +218,8 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
         if evaluation:
             run.write_json("eval.json", evaluation)
 
+    with clock.part("checkpoints"):
+        landed()
     dist.on_main(write_results)
     if not main:
         return {"metrics": history, "eval": evaluation, "run_dir": str(run.path)}
@@ -236,9 +245,10 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
 
 
 def _record_epoch(run: RunDir, cfg: Config, method, model, optimizer, epoch: int, lr: float, row: dict, assignment,
-                  previous, targets) -> RunState:
+                  previous, targets, writer: BackgroundWriter) -> RunState:
     """Complete the epoch's metrics row (NMI against the previous assignment and the labels, when known) and write
-    the epoch: its row, its clusters, then the checkpoint. Returns the saved state."""
+    the epoch: its row, its clusters, then the checkpoint, by ``writer`` (in the background). Returns the state
+    being saved."""
     if method.clusters:
         row["nmi_prev"] = nmi(previous, assignment) if previous is not None else None
     row["lr"] = lr
@@ -252,7 +262,7 @@ def _record_epoch(run: RunDir, cfg: Config, method, model, optimizer, epoch: int
         run.save_epoch_clusters(epoch, assignment)
     state = RunState(epoch, cfg, model.state_dict(), model.head.out_features, optimizer.state_dict(),
                      assignment, **method.saved())
-    state.save(run / CHECKPOINT)
+    writer.submit(partial(state.save, run / CHECKPOINT))
     return state
 
 
