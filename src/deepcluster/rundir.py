@@ -14,7 +14,7 @@ from typing import Callable
 from .config import Config, ConfigError, DeepClusterError
 
 # Settings that may change when a run is resumed: they do not change what is computed, only how or how far.
-RESUMABLE_CHANGES = ("recipe", "epochs", "device", "workers", "cache_gb", "precision", "extract_precision",
+RESUMABLE_CHANGES = ("recipe", "epochs", "device", "workers", "cache_gb", "decode", "precision", "extract_precision",
                      "eval_seeds", "data_root", "report", "strict", "tensorboard")
 # settings a supervised run never reads
 CLUSTERING_ONLY = ("k", "pca_dim", "kmeans_iters", "kmeans_restarts", "method", "proj_dim", "temperature", "bank",

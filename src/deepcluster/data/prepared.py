@@ -83,7 +83,7 @@ class PreparedImages(Dataset):
                               f"prepare it again")
         self.channels, self.mean, self.std, self.name = 3, IMAGENET_MEAN, IMAGENET_STD, str(self.path)
         self.load_size = load_size or self.prepared_size
-        self.decoding = "auto"  # where the passes that ask for a device decode: Config.decode, data.decodes_on_device
+        self.decoding = "auto"  # auto, cpu or device (Config.decode): read by loader.decodes_on_device
         self._maps: dict = {}
 
     @property
