@@ -23,7 +23,7 @@ from .checkpoint import BackgroundWriter
 from .clusters import fit_run_clustering
 from .config import Config
 from .console import epoch_line, summary_table
-from .data import load_datasets, open_training_images
+from .data import ImageFolder, load_datasets, open_training_images
 from .device import check_extraction, extraction_dtype, precision_name, resolve_device
 from .evaluate import ari, nmi
 from .evaluate.closing import closing_features, closing_width, evaluate_features
@@ -117,6 +117,10 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
         f"{precision_name(extract)} extraction, run dir {run.path}")
     say(cfg.to_yaml().rstrip())
     say(recipe.describe(given, cfg, data))
+    if isinstance(train_set, ImageFolder) and cfg.cache_gb > 0:  # too large to decode once into memory
+        say(f"note: the images do not fit --cache-gb {cfg.cache_gb:g} (or half the free memory), so every pass "
+            f"decodes the files again; 'deepcluster prepare {train_set.root} DEST' once, then --data DEST, reads "
+            f"them 3-5x faster (and on a GPU decodes them there)")
 
     # ---- model, method and optimiser
     with clock.part("set-up"):

@@ -44,3 +44,26 @@ def test_loader_workers_default_to_none_on_cpus_and_in_memory_and_to_the_cores_o
         assert auto_workers(files) == expected, (cores, local_world)
     assert make_loader(files, range(4), 2, None).num_workers == 1
     assert make_loader(files, range(4), 2, 0).num_workers == 0  # asked for: obeyed
+
+
+def test_a_prepared_folder_decoded_on_the_gpu_needs_only_two_workers_to_slice_its_shards(image_folder, tmp_path,
+                                                                                        monkeypatch):
+    from deepcluster.data import PreparedImages, auto_workers, prepare
+
+    prepare(image_folder, tmp_path / "p", image_size=32, workers=0, progress=False)
+    prep = PreparedImages(tmp_path / "p")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    assert auto_workers(prep, torch.device("cuda")) == 2  # nvJPEG decodes: the workers only read bytes
+    assert auto_workers(prep) == 15 and auto_workers(prep, torch.device("cpu")) == 15  # the workers decode
+    prep.decoding = "cpu"
+    assert auto_workers(prep, torch.device("cuda")) == 15
+
+
+def test_a_folder_too_large_for_the_cache_points_to_prepare(tiny_config, tmp_path, capsys):
+    train(dataclasses.replace(tiny_config, cache_gb=1e-6, epochs=1, report=False), tmp_path / "big")
+    out = capsys.readouterr().out
+    assert "do not fit --cache-gb 1e-06" in out and f"'deepcluster prepare {tiny_config.data} DEST'" in out
+    train(dataclasses.replace(tiny_config, cache_gb=0, epochs=1, report=False), tmp_path / "never")  # asked for
+    train(dataclasses.replace(tiny_config, epochs=1, report=False), tmp_path / "fits")
+    assert "note:" not in capsys.readouterr().out

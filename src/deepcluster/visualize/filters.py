@@ -8,7 +8,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision.transforms.functional as TF
 from PIL import Image, ImageDraw
 
 from ..config import ConfigError
@@ -66,6 +65,8 @@ def gradient_ascent(model, layer: int, filters: Sequence[int], image_size: int, 
     L2 decay, a Gaussian blur every ``blur_every`` steps, random jitter of up to ``jitter`` px, and pixels kept
     in the valid range. One batch holds every filter's image, so the cost is ``steps`` passes in all. Adam steps
     make one learning rate fit every layer. Returns ``uint8 (F, C, S, S)``, contrast-stretched."""
+    import torchvision.transforms.functional as TF  # here: importing torchvision costs every report 1.5 s
+
     check_conv_layer(model, layer)
     device = torch.device(device)
     model.eval()
