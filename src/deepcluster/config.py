@@ -111,7 +111,8 @@ class Config:
     workers: Optional[int] = _opt("data-loading worker processes per training process; 0 loads in the main "
                                   "process. Default: none for images held in memory, and none on machines "
                                   "without a CUDA GPU (the network's threads use every core); else one per core of "
-                                  "this process's share of the machine, less one, at most 16")
+                                  "this process's share of the machine, less one, at most 16; decoding a folder "
+                                  "into memory (--cache-gb), before training, takes one per core")
     cache_gb: float = _opt("GiB of decoded images an image folder may take in memory per process: a folder that "
                            "fits (and takes under half the free memory) is decoded once, before the first epoch, "
                            "and every pass reads memory instead of decoding files again; 0 never caches", 4.0)

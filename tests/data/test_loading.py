@@ -67,3 +67,15 @@ def test_a_folder_too_large_for_the_cache_points_to_prepare(tiny_config, tmp_pat
     train(dataclasses.replace(tiny_config, cache_gb=0, epochs=1, report=False), tmp_path / "never")  # asked for
     train(dataclasses.replace(tiny_config, epochs=1, report=False), tmp_path / "fits")
     assert "note:" not in capsys.readouterr().out
+
+
+def test_decoding_into_memory_takes_every_core_of_its_share_for_folders_worth_it(monkeypatch):
+    from deepcluster.data.cache import decoding_workers
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert [decoding_workers(n) for n in (36, 300, 600, 800, 100_000)] == [0, 0, 2, 3, 8]
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # four processes on the machine: two cores each
+    assert decoding_workers(100_000) == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert decoding_workers(100_000) == 0

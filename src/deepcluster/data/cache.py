@@ -12,12 +12,22 @@ from .memory import TensorImages
 from .prepared import PreparedImages
 
 
+def decoding_workers(n: int) -> int:
+    """Processes that decode ``n`` images into memory: one per core of this process's share of the machine
+    (torchrun's ``LOCAL_WORLD_SIZE`` processes share it), each with a batch of 256 images at least; none (the main
+    process decodes) when that leaves fewer than two."""
+    cores = len(os.sched_getaffinity(0)) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    workers = min(cores, n // 256)
+    return workers if workers > 1 else 0
+
+
 def in_memory(dataset, budget_gb: float, workers: Optional[int] = None,
               desc: Optional[str] = "decoding images into memory"):
     """``dataset`` decoded once into a :class:`TensorImages` (same images, bytes for bytes, same labels and name)
     when it is an image folder (raw or prepared) whose decoded images take at most ``budget_gb`` GiB and under
     half the free memory; otherwise ``dataset`` itself. Every later pass then reads memory instead of decoding each file
-    again: a small folder's epochs no longer pay JPEG decoding twice (extraction and training)."""
+    again: a small folder's epochs no longer pay JPEG decoding twice (extraction and training). ``workers`` None:
+    :func:`decoding_workers`, as nothing else runs yet."""
     if not isinstance(dataset, (ImageFolder, PreparedImages)):
         return dataset
     n, s = len(dataset), dataset.load_size
@@ -27,6 +37,7 @@ def in_memory(dataset, budget_gb: float, workers: Optional[int] = None,
         return dataset
     from tqdm import tqdm
 
+    workers = decoding_workers(n) if workers is None else workers
     images = torch.empty((n, dataset.channels, s, s), dtype=torch.uint8)
     for batch, idx in tqdm(make_loader(dataset, range(n), 256, workers), desc=desc, leave=False, unit="batch",
                            disable=True if desc is None else None):  # None: quiet off a terminal
