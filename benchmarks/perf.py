@@ -156,9 +156,8 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
           f"{precision_name(extraction_dtype(cfg, device, n))} from epoch 2: "
           f"{f_extract / 1e9:.3f} GFLOP per image to extract, {f_train / 1e9:.3f} to train", flush=True)
 
-    # 1 and 2: DeepCluster and supervised epochs, alternating, after one of each untimed: the process's first
-    # training steps create oneDNN's kernels and fault their memory in (AlexNet's first DeepCluster epoch trained
-    # in 24.6 s, the next in 17.1 s, as long as a supervised one), a cost of the process, not of an epoch
+    # 1 and 2: DeepCluster and supervised epochs, alternating, after one of each left out (printed): the process's
+    # first training steps create oneDNN's kernels and fault their memory in, a cost of the process, not of an epoch
     dc, sup, parts, v1 = [], [], [], DeepClusterV1(cfg, device)
 
     def supervised(r: int) -> None:
@@ -177,6 +176,9 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
             dc.append(t)
             parts.append(m)
             sup.append(t_sup)
+        else:
+            print(f"  left out, the process's first: DeepCluster epoch {t:.1f} s (training "
+                  f"{m['time_training']:.1f} s), then supervised epoch {t_sup:.1f} s", flush=True)
     med = lambda key: statistics.median(p[key] for p in parts)
     t_dc, t_sup = statistics.median(dc), statistics.median(sup)
 
