@@ -173,3 +173,27 @@ def test_a_non_finite_loss_keeps_the_last_good_checkpoint(tiny_config, tmp_path,
     after = snapshot(out)
     assert after["checkpoint.pt"] == before["checkpoint.pt"]
     assert after["metrics.jsonl"] == before["metrics.jsonl"]
+
+
+def test_a_run_that_fails_after_its_last_checkpoint_began_still_lands_it(tiny_config, tmp_path, monkeypatch):
+    import importlib
+    import time
+
+    run_module = importlib.import_module("deepcluster.train")  # the module, not the function the package exports
+    save = RunState.save
+
+    def slow(self, path):  # a large checkpoint on a slow disk: still in flight when the evaluation fails
+        time.sleep(0.5)
+        save(self, path)
+
+    def failing(*a, **k):
+        raise RuntimeError("the evaluation failed")
+
+    monkeypatch.setattr(RunState, "save", slow)
+    monkeypatch.setattr(run_module, "evaluate_features", failing)
+    with pytest.raises(RuntimeError, match="the evaluation failed"):
+        train(tiny_config, tmp_path / "run", quiet=True)
+    # the final write (the run's clustering) began before the evaluation, and had landed when train() raised
+    state = RunState.load(tmp_path / "run")
+    assert state.epoch == tiny_config.epochs and state.clustering is not None
+    assert not [f for f in (tmp_path / "run").iterdir() if ".tmp" in f.name]

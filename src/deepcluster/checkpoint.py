@@ -43,10 +43,15 @@ class BackgroundWriter:
         self._thread = threading.Thread(target=run, name="checkpoint writer")
         self._thread.start()
 
-    def wait(self) -> None:
+    def join(self) -> None:
+        """Wait for the write in flight, keeping its error for :meth:`wait` (for a caller already stopping on
+        another error)."""
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+    def wait(self) -> None:
+        self.join()
         if self._error is not None:
             error, self._error = self._error, None
             raise error

@@ -43,11 +43,15 @@ def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = 
     started = time.perf_counter()
     cfg = replace(cfg).validate()
     joined, ended = dist.setup(cfg.device), False
+    # Rank 0 writes checkpoints in the background (see _train); a run that stops on an error still lands the
+    # write in flight before the error reaches the caller.
+    writer = BackgroundWriter()
     try:
-        summary = _train(cfg, out, resume, overwrite, quiet or not dist.is_main(), started)
+        summary = _train(cfg, out, resume, overwrite, quiet or not dist.is_main(), started, writer)
         ended = True
         return summary
     finally:
+        writer.join()
         if joined:
             dist.teardown(wait=ended)
 
@@ -77,7 +81,8 @@ class Clock:
         return {"seconds": total, "parts": {**self.parts, "other": total - sum(self.parts.values())}}
 
 
-def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: bool, started: float) -> dict:
+def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: bool, started: float,
+           writer: BackgroundWriter) -> dict:
     say = (lambda *a: None) if quiet else print
     main = dist.is_main()
     clock = Clock(started)
@@ -150,7 +155,6 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
     tb, reported = None, started
     # Rank 0 writes checkpoints in the background, while what follows only reads the weights (the next epoch's
     # extraction starts after the write has landed, as a soft reset or training changes the weights).
-    writer = BackgroundWriter()
     landed = lambda: dist.on_main(writer.wait, share=lambda _: None)  # an error of the write stops every rank
     if cfg.tensorboard and main:
         from .visualize.tensorboard import TensorBoardLog
