@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 
 from .folder import ImageFolder
-from .loader import make_loader
+from .loader import cores_per_process, make_loader
 from .memory import TensorImages
 from .prepared import PreparedImages
 
@@ -16,8 +16,7 @@ def decoding_workers(n: int) -> int:
     """Processes that decode ``n`` images into memory: one per core of this process's share of the machine
     (torchrun's ``LOCAL_WORLD_SIZE`` processes share it), each with a batch of 256 images at least; none (the main
     process decodes) when that leaves fewer than two."""
-    cores = len(os.sched_getaffinity(0)) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    workers = min(cores, n // 256)
+    workers = min(cores_per_process(), n // 256)
     return workers if workers > 1 else 0
 
 

@@ -25,6 +25,11 @@ def decodes_on_device(dataset, device: Optional[torch.device]) -> bool:
     return dataset.decoding == "device" or (dataset.decoding == "auto" and device.type == "cuda")
 
 
+def cores_per_process() -> int:
+    """Cores of this process's share of the machine: torchrun's ``LOCAL_WORLD_SIZE`` processes share it."""
+    return len(os.sched_getaffinity(0)) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
 def auto_workers(dataset, device: Optional[torch.device] = None) -> int:
     """Loader processes when none are asked for: none for images already in memory (a batch is one index op) or
     on a machine without a CUDA GPU (the network's threads use every core, and decoding a JPEG costs a few
@@ -36,8 +41,7 @@ def auto_workers(dataset, device: Optional[torch.device] = None) -> int:
         return 0
     if decodes_on_device(dataset, device):
         return 2
-    cores = len(os.sched_getaffinity(0)) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return max(1, min(16, cores - 1))
+    return max(1, min(16, cores_per_process() - 1))
 
 
 class DeviceBatches:
