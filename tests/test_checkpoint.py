@@ -85,6 +85,13 @@ def test_the_background_writer_lands_writes_in_order_and_hands_their_errors_to_t
     with pytest.raises(OSError, match="No space left"):
         writer.wait()
     writer.wait()  # an error is raised once
+    gate.clear()
+    writer.submit(lambda: (gate.wait(10), full()))
+    writer.check()  # a write in flight is not waited for
+    gate.set()
+    writer.join()
+    with pytest.raises(OSError, match="No space left"):  # one that has failed raises
+        writer.check()
     writer.submit(lambda: save_checkpoint(tmp_path / "c.pt", {"epoch": 3}))
     writer.wait()
     assert load_checkpoint(tmp_path / "c.pt")["epoch"] == 3

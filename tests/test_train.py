@@ -197,3 +197,31 @@ def test_a_run_that_fails_after_its_last_checkpoint_began_still_lands_it(tiny_co
     state = RunState.load(tmp_path / "run")
     assert state.epoch == tiny_config.epochs and state.clustering is not None
     assert not [f for f in (tmp_path / "run").iterdir() if ".tmp" in f.name]
+
+
+def test_an_epochs_checkpoint_holds_its_weights_while_the_next_epoch_trains(tiny_config, tmp_path, monkeypatch):
+    """The write of epoch 1's checkpoint overlaps epoch 2 (a new head, training steps): what lands is epoch 1's
+    state, the state a one-epoch run ends with."""
+    import threading
+
+    save, step, stepped, written = RunState.save, torch.optim.SGD.step, threading.Event(), {}
+
+    def counting(self, *a, **k):
+        out = step(self, *a, **k)
+        stepped.set()
+        return out
+
+    def slow(self, path):  # a slow disk: epoch 1's write ends only after epoch 2 has trained a step
+        if self.epoch == 1:
+            stepped.clear()
+            stepped.wait(30)
+        written[self.epoch] = {k: v.clone() for k, v in self.model.items()}
+        save(self, path)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", counting)
+    monkeypatch.setattr(RunState, "save", slow)
+    train(dataclasses.replace(tiny_config, epochs=2), tmp_path / "two", quiet=True)
+    monkeypatch.undo()
+    train(dataclasses.replace(tiny_config, epochs=1), tmp_path / "one", quiet=True)
+    one = RunState.load(tmp_path / "one").model
+    assert written[1].keys() == one.keys() and all(torch.equal(written[1][k], one[k]) for k in one)

@@ -22,9 +22,10 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 
 class BackgroundWriter:
     """One write at a time in a thread of its own: a checkpoint goes to disk (hundreds of MB for AlexNet with its
-    momentum, then a flush) while the run goes on with work that reads the weights and does not change them: the
-    final pass, the closing evaluation. :meth:`wait` before anything changes what is being written. An error of a
-    write is raised by the next :meth:`submit` or :meth:`wait`, in the caller's thread."""
+    momentum, then a flush) while the run goes on: with the next epoch when what is written is a copy
+    (:meth:`~deepcluster.state.RunState.snapshot`), else only with work that reads the weights and does not change
+    them (the final pass, the closing evaluation). An error of a write is raised by the next :meth:`submit`,
+    :meth:`wait` or :meth:`check`, in the caller's thread."""
 
     def __init__(self):
         self._thread: Optional[threading.Thread] = None
@@ -49,6 +50,11 @@ class BackgroundWriter:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+    def check(self) -> None:
+        """Raise the error of a write that has already ended in one; a write still in flight is not waited for."""
+        if self._thread is None or not self._thread.is_alive():
+            self.wait()
 
     def wait(self) -> None:
         self.join()

@@ -7,6 +7,7 @@ existed load unchanged.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,20 @@ class RunClustering:
                    one("projection"))
 
 
+def _on_cpu(tree):
+    """A copy of the tensors in ``tree`` (nested dicts, lists, tuples), on the CPU; the dicts keep their type and
+    attributes (a ``state_dict``'s ``_metadata``)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().to("cpu", copy=True)
+    if isinstance(tree, dict):
+        out = copy.copy(tree)
+        out.update((k, _on_cpu(v)) for k, v in tree.items())
+        return out
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_on_cpu(v) for v in tree)
+    return tree
+
+
 @dataclass
 class RunState:
     """What a run has learned after ``epoch`` epochs.
@@ -78,6 +93,12 @@ class RunState:
     bank: Optional[torch.Tensor] = None
     imported_from: Optional[str] = None
     clustering: Optional[RunClustering] = None
+
+    def snapshot(self) -> "RunState":
+        """This state with its tensors (weights, optimiser, bank) copied to the CPU: training can go on changing
+        them while the copy is written (:class:`~deepcluster.checkpoint.BackgroundWriter`)."""
+        return dataclasses.replace(self, model=_on_cpu(self.model), optimizer=_on_cpu(self.optimizer),
+                                   bank=_on_cpu(self.bank))
 
     def to_dict(self) -> dict:
         d = {"epoch": self.epoch, "config": self.config.to_dict(), "arch": self.config.arch, "model": self.model,

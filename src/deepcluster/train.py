@@ -153,9 +153,9 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
         per_image = model.feature_dim + closing_width(model, train_set.channels, device)
         method.keep_first = len(train_set) <= cfg.pca_sample and len(train_set) * per_image * 4 <= 2 ** 30
     tb, reported = None, started
-    # Rank 0 writes checkpoints in the background, while what follows only reads the weights (the next epoch's
-    # extraction starts after the write has landed, as a soft reset or training changes the weights).
-    landed = lambda: dist.on_main(writer.wait, share=lambda _: None)  # an error of the write stops every rank
+    # Rank 0 writes checkpoints in the background: an epoch's, a copy, while the next epoch runs; the final one
+    # while what follows only reads the weights. An error of a write stops every rank at the next epoch's start.
+    landed = lambda: dist.on_main(writer.wait, share=lambda _: None)
     if cfg.tensorboard and main:
         from .visualize.tensorboard import TensorBoardLog
 
@@ -166,7 +166,7 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
         for group in optimizer.param_groups:
             group["lr"] = lr
         with clock.part("checkpoints"):
-            landed()
+            dist.on_main(writer.check, share=lambda _: None)
         with clock.part("epochs"):
             assignment, row = method.epoch(model, optimizer, train_set, epoch)
 
@@ -255,8 +255,8 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
 def _record_epoch(run: RunDir, cfg: Config, method, model, optimizer, epoch: int, lr: float, row: dict, assignment,
                   previous, targets, writer: BackgroundWriter) -> RunState:
     """Complete the epoch's metrics row (NMI against the previous assignment and the labels, when known) and write
-    the epoch: its row, its clusters, then the checkpoint, by ``writer`` (in the background). Returns the state
-    being saved."""
+    the epoch: its row, its clusters, then the checkpoint, a copy of the state written by ``writer`` (in the
+    background, while training goes on). Returns the state (not a copy)."""
     if method.clusters:
         row["nmi_prev"] = nmi(previous, assignment) if previous is not None else None
     row["lr"] = lr
@@ -270,7 +270,7 @@ def _record_epoch(run: RunDir, cfg: Config, method, model, optimizer, epoch: int
         run.save_epoch_clusters(epoch, assignment)
     state = RunState(epoch, cfg, model.state_dict(), model.head.out_features, optimizer.state_dict(),
                      assignment, **method.saved())
-    writer.submit(partial(state.save, run / CHECKPOINT))
+    writer.submit(partial(state.snapshot().save, run / CHECKPOINT))
     return state
 
 
