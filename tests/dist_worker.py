@@ -4,7 +4,8 @@ folder of generated images, each rank saving what it holds to ``OUT/rank<r>.npz`
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/dist_worker.py IMAGES OUT
 
 With ``full-disk TRAIN_ARGS...`` instead, it runs ``deepcluster train TRAIN_ARGS`` with rank 0's disk full from its
-first metrics row on (every ``fsync`` fails with ENOSPC), and exits with the command's status.
+first metrics row on (every ``fsync`` fails with ENOSPC) and the other rank slow to print the error, and exits
+with the command's status.
 """
 import sys
 import time
@@ -64,6 +65,11 @@ def full_disk_on_rank0() -> None:
 
     if int(os.environ["RANK"]) == 0:
         RunDir.append_metrics = full
+    else:  # the other rank is slower to report the error: rank 0 must not leave (torchrun would stop it) first
+        import deepcluster.cli as cli
+
+        report = cli.one_line
+        cli.one_line = lambda e: (time.sleep(2.0), report(e))[1]
 
 
 if __name__ == "__main__" and sys.argv[1] == "full-disk":

@@ -97,6 +97,7 @@ def on_main(fn: Callable[[], Any], share: Optional[Callable[[Any], Any]] = None)
     shared = share(result) if share is not None and enabled() and is_main() and error is None else result
     sent, error = broadcast_object((shared, error))
     if error is not None:
+        error.on_every_rank = True  # so each rank may report it before any leaves the group (cli.main)
         raise error
     return result if is_main() else sent
 

@@ -6,6 +6,7 @@ import sys
 import warnings
 from typing import Optional, Sequence
 
+from .. import distributed as dist
 from ..config import DeepClusterError
 from ..device import keep_freed_memory
 from .commands import RUNNERS
@@ -30,15 +31,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     warnings.formatwarning = lambda msg, cat, *a, **k: f"deepcluster: warning: {msg}\n"
     keep_freed_memory()
+    status, together = 0, True
     try:
         RUNNERS[args.command](args)
     except DeepClusterError as e:
         print(f"deepcluster: error: {one_line(e)}", file=sys.stderr)
-        return 2
+        status, together = 2, getattr(e, "on_every_rank", False)
     except KeyboardInterrupt:
         print("deepcluster: interrupted; the last checkpoint is intact, continue with --resume", file=sys.stderr)
-        return 130
-    return 0
+        status, together = 130, False
+    # a process group the command joined (train under torchrun): the ranks leave together when they all got here
+    dist.teardown(wait=together)
+    return status
 
 
 if __name__ == "__main__":

@@ -117,10 +117,15 @@ def run_export(args: argparse.Namespace) -> None:
 
 
 def run_train(args: argparse.Namespace) -> None:
+    from .. import distributed as dist
     from ..train import train
     from .parser import config_from_args
 
-    train(config_from_args(args), args.out, resume=args.resume, overwrite=args.overwrite)
+    cfg = config_from_args(args)
+    # Under torchrun the command holds the process group until main has printed the error, if any: an error that
+    # reached every rank is printed by each before any leaves (torchrun stops the others when one exits).
+    dist.setup(cfg.device)
+    train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
 
 
 def run_report(args: argparse.Namespace) -> None:
