@@ -169,7 +169,7 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
         train_on_labels(model, opt, head_opt, data, order, data.targets, cfg, r + 1, device)
 
     for r in range(-1, rounds):
-        # epochs from 2 on: epoch 1 always extracts in the training precision (Method.extraction)
+        # epochs from 2 on, which extract in the epochs' precision (epoch 1 never in int8: Method.extraction)
         t, (_, m) = timed(lambda: v1.epoch(model, opt, data, r + 3))  # noqa: B023
         t_sup = timed(lambda: supervised(r + 1))[0]  # noqa: B023
         if r >= 0:

@@ -149,7 +149,7 @@ def bench_memory(args) -> None:
 
 
 def bench_network(args) -> None:
-    from deepcluster.device import amp_dtype, autocast, int8_dot_products
+    from deepcluster.device import amp_dtype, autocast, bf16_products, int8_dot_products
     from deepcluster.models import build_model
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -210,9 +210,13 @@ def bench_network(args) -> None:
         with torch.inference_mode():
             f32 = rate(lambda: folded(x), args.steps)
             i8 = {fc: rate(lambda q=q: q(x), args.steps) for fc, q in quantised.items()}
+            with autocast(device, torch.bfloat16):
+                b16 = rate(lambda: folded(x), args.steps)
         print(f"  extraction, BatchNorm folded: fp32 {f32:,.0f} images/s, int8 {i8[True]:,.0f} images/s "
               f"({i8[True] / f32:.1f}x; int8 multiplied in hardware: {int8_dot_products()}), quantising took "
               f"{took[True]:.1f} s")
+        print(f"  bf16 autocast, BatchNorm folded: {b16:,.0f} images/s ({b16 / f32:.1f}x fp32; bf16 multiplied in "
+              f"hardware, AMX or AVX-512 BF16: {bf16_products()}), nothing to quantise")
         gain = 1 / i8[False] - 1 / i8[True]  # seconds an image the int8 fc block saves
         print(f"  int8 with the fc block in fp32: {i8[False]:,.0f} images/s ({i8[False] / f32:.1f}x), quantising "
               f"took {took[False]:.1f} s; the int8 fc block pays its {took[True] - took[False]:.1f} s of packing "

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from . import distributed as dist
 from .clustering import build_clustering
 from .config import Config
-from .device import amp_dtype
+from .device import kept_dtype
 from .features import centre_view_features, fit_whitening, whitening_sample
 from .preprocess import PCAWhitening
 from .state import RunClustering
@@ -88,7 +88,7 @@ def fit_run_clustering(model, dataset, cfg: Config, device: torch.device, seed: 
     get their means as centroids), seeded with ``seed``. Under torchrun every process extracts its share; rank 0
     returns the clustering, the others None. ``fc``: the trained network's fc features of every image (one
     process), when the caller has them: then no image is read again."""
-    amp = amp_dtype(cfg.precision, device)
+    amp = kept_dtype(cfg, device)
     rng = np.random.default_rng([cfg.seed, cfg.epochs + 1, 1])
     if cfg.method == "v2":
         space = RunClustering("projection", [], [], [])

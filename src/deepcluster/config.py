@@ -121,11 +121,12 @@ class Config:
                        "cpu (by the loader), or device (in batches on the run's device, whichever it is)", "auto")
     precision: str = _opt("auto (bf16 autocast on CUDA GPUs, full precision on CPUs), fp32, bf16 or fp16 "
                           "(autocast for the network's passes; fp16 also scales the loss)", "auto")
-    extract_precision: str = _opt("precision of the extraction pass of each epoch's clustering from epoch 2 on: auto "
-                                  "(int8 from 10,000 images on CPUs that multiply int8 in hardware: VNNI, AMX; "
+    extract_precision: str = _opt("precision of the extraction pass of each epoch's clustering: auto (on CPUs: int8 "
+                                  "from 10,000 images on those that multiply int8 in hardware, VNNI or AMX, from "
+                                  "epoch 2; else bf16 on those that multiply bf16 in hardware, AMX or AVX-512 BF16; "
                                   "else as training), training (as --precision), fp32, bf16, fp16, or int8 (CPUs "
-                                  "only). Epoch 1, the final clustering, the closing evaluation and every export use "
-                                  "--precision", "auto")
+                                  "only, from epoch 2). Epoch 1, the final clustering, the closing evaluation and "
+                                  "the exports use it too, except int8 (then --precision)", "auto")
     supervised: bool = _opt("train on the true labels instead of clusters: the supervised baseline of the "
                             "evaluation tables", False)
     eval_seeds: int = _opt("k-means restarts averaged in the final evaluation", 3)

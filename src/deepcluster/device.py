@@ -62,6 +62,15 @@ def int8_dot_products() -> bool:
         getattr(torch.cpu, f, lambda: False)() for f in ("_is_vnni_supported", "_is_amx_tile_supported"))
 
 
+def bf16_products() -> bool:
+    """Whether this CPU multiplies bf16 in hardware through PyTorch's oneDNN kernels (AMX tiles, or AVX-512 BF16
+    dot products as on AMD's Zen 4): there AlexNet's inference pass at 224 px is 2.9x fp32 with AMX and 1.9x with
+    AVX-512 BF16 (docs/scaling.md); elsewhere bf16 is emulated and not worth its rounding."""
+    native = any(getattr(torch.cpu, f, lambda: False)() for f in ("_is_amx_tile_supported",
+                                                                   "_is_avx512_bf16_supported"))
+    return native and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def check_extraction(cfg: Config, device: torch.device) -> None:
     """Refuse an ``extract_precision`` this machine cannot run (before anything is written)."""
     if cfg.extract_precision != "int8":
@@ -81,15 +90,28 @@ INT8_FROM = 10_000  # images: below, an extraction pass takes seconds, and int8'
 def extraction_dtype(cfg: Config, device: torch.device, images: int) -> Optional[torch.dtype]:
     """The precision of the per-epoch clustering's extraction pass for a run's ``extract_precision`` and
     ``precision`` over ``images`` images: ``torch.qint8`` (the network quantised to int8, CPUs only), an autocast
-    dtype, or None (fp32). "auto" is int8 on CPUs that multiply int8 in hardware, from :data:`INT8_FROM` images
-    (docs/scaling.md measures it: 3.5-7.7x fp32 here, and clusterings that agree with fp32's more closely than two
-    k-means seeds' do), and the training passes' precision elsewhere. "int8" on a GPU is the training precision
-    (``train`` refuses to start so; a run resumed there goes on)."""
+    dtype, or None (fp32). "auto" on CPUs is int8 on those that multiply int8 in hardware, from :data:`INT8_FROM`
+    images (docs/scaling.md measures it: 3.5-7.7x fp32 here, and clusterings that agree with fp32's more closely
+    than two k-means seeds' do), else bf16 on those that multiply bf16 in hardware (:func:`bf16_products`; no
+    calibration, a quarter of int8's error), else the training passes' precision, as on GPUs. "int8" on a GPU is
+    the training precision (``train`` refuses to start so; a run resumed there goes on)."""
     extract = cfg.extract_precision
     auto_int8 = extract == "auto" and images >= INT8_FROM and int8_dot_products()
     if device.type == "cpu" and (extract == "int8" or auto_int8):
         return torch.qint8
-    return amp_dtype(cfg.precision if extract in ("auto", "training", "int8") else extract, device)
+    dtype = amp_dtype(cfg.precision if extract in ("auto", "training", "int8") else extract, device)
+    if extract == "auto" and device.type == "cpu" and dtype is None and bf16_products():
+        return torch.bfloat16
+    return dtype
+
+
+def kept_dtype(cfg: Config, device: torch.device) -> Optional[torch.dtype]:
+    """The precision of the passes whose features a run keeps and evaluates: epoch 1's over the random network,
+    the final clustering's, the closing evaluation's, and the exports' (which place images in that clustering).
+    The extraction's (for any number of images) when it is a float type, so that these match the epochs'
+    clusterings; the training passes' when it is int8, whose error would show in the evaluation's figures."""
+    dtype = extraction_dtype(cfg, device, 0)
+    return amp_dtype(cfg.precision, device) if dtype is torch.qint8 else dtype
 
 
 def precision_name(dtype: Optional[torch.dtype]) -> str:

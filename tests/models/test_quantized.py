@@ -7,10 +7,10 @@ import pytest
 import torch
 from conftest import assert_resume_is_exact, make_image
 
-from deepcluster import Config, TensorImages
+from deepcluster import Config, TensorImages, device
 from deepcluster.clustering import KMeans
 from deepcluster.config import ConfigError
-from deepcluster.device import INT8_FROM, check_extraction, extraction_dtype
+from deepcluster.device import INT8_FROM, check_extraction, extraction_dtype, kept_dtype
 from deepcluster.evaluate import nmi
 from deepcluster.features import centre_view_features, whitened_features
 from deepcluster.models import build_model
@@ -123,13 +123,32 @@ def test_the_extraction_precision_rules(monkeypatch):
     check_extraction(Config(extract_precision="int8"), CPU)
     assert rule("bf16", "fp32") is torch.bfloat16
     assert rule("training", "bf16") is torch.bfloat16
-    for hardware in (True, False):
-        monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda h=hardware: h, raising=False)
-        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda h=hardware: h, raising=False)
-        assert rule("auto", "auto") is (torch.qint8 if hardware else None)
-        assert rule("auto", "fp16") is (torch.qint8 if hardware else torch.float16)
-        assert rule("auto", "auto", images=INT8_FROM - 1) is None  # small runs: seconds to gain, noise to lose
+    kept = lambda extract, precision: kept_dtype(Config(extract_precision=extract, precision=precision), CPU)
+    for vnni, bf16 in ((True, True), (True, False), (False, False)):
+        monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda h=vnni: h, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda h=vnni and bf16: h, raising=False)
+        monkeypatch.setattr(device, "bf16_products", lambda h=bf16: h)
+        assert rule("auto", "auto") is (torch.qint8 if vnni else None)
+        assert rule("auto", "fp16") is (torch.qint8 if vnni else torch.float16)
+        # below INT8_FROM (seconds to gain, noise to lose): bf16 where the CPU multiplies it, else as training
+        assert rule("auto", "auto", images=INT8_FROM - 1) is (torch.bfloat16 if bf16 else None)
+        assert rule("auto", "fp16", images=INT8_FROM - 1) is torch.float16
         assert rule("fp32", "auto") is None
+        assert rule("auto", "auto", torch.device("cuda")) is rule("training", "auto", torch.device("cuda"))
+        # what the run keeps and evaluates (epoch 1, the final pass): the extraction's float type, never int8
+        assert kept("auto", "auto") is (torch.bfloat16 if bf16 else None)
+        assert kept("int8", "fp32") is None and kept("int8", "bf16") is torch.bfloat16
+
+
+def test_bf16_is_taken_only_where_the_cpu_multiplies_it(monkeypatch):
+    flags = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    for amx, avx512_bf16 in ((False, False), (True, False), (False, True)):
+        monkeypatch.setattr(torch.cpu, flags[0], lambda h=amx: h, raising=False)
+        monkeypatch.setattr(torch.cpu, flags[1], lambda h=avx512_bf16: h, raising=False)
+        # AMX tiles or AVX-512 BF16 dot products (as oneDNN uses them); without either, bf16 would be emulated
+        native = (amx or avx512_bf16) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        assert device.bf16_products() is native
+        assert kept_dtype(Config(), CPU) is (torch.bfloat16 if native else None)
 
 
 def test_a_run_extracting_in_int8_trains_and_resumes_exactly(tiny_config, tmp_path):

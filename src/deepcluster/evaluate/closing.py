@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from .. import distributed as dist
 from ..config import Config
 from ..data import make_loader
-from ..device import amp_dtype
+from ..device import kept_dtype
 from ..features import centre_view_features, extract_features
 from ..models import DeepClusterNet
 from ..network import make_model
@@ -50,7 +50,7 @@ def closing_features(model: DeepClusterNet, dataset, cfg: Config, device: torch.
     """``(fc features, last conv layer pooled as for the linear probes)`` of every image's centre view, both from
     one pass (under torchrun each process extracts its share): on rank 0, None on the others."""
     grid = _last_conv(model, dataset.channels, device)[0]
-    both = centre_view_features(model, dataset, device, cfg.batch_size, cfg.workers, amp_dtype(cfg.precision, device),
+    both = centre_view_features(model, dataset, device, cfg.batch_size, cfg.workers, kept_dtype(cfg, device),
                                 desc=desc, conv_grid=grid)
     return None if both is None else (both[:, :model.feature_dim], both[:, model.feature_dim:])
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from .. import distributed as dist
 from ..clustering import build_clustering
 from ..config import Config
-from ..device import amp_dtype, extraction_dtype
+from ..device import extraction_dtype, kept_dtype
 from ..evaluate.closing import closing_features
 from ..evaluate.metrics import imbalance_factor
 from ..features import centre_view_features, whitened_features
@@ -43,10 +43,10 @@ class Method:
 
     def extraction(self, epoch: int, images: int) -> Optional[torch.dtype]:
         """The precision of epoch ``epoch``'s extraction pass (torch.qint8: the network quantised to int8). Epoch
-        1's is the training precision: the random network's features are also the closing evaluation's baseline,
-        which is measured in that precision, as everything the run leaves is."""
+        1's is :func:`~deepcluster.device.kept_dtype`'s: the random network's features are also the closing
+        evaluation's baseline, measured in the precision of everything the run evaluates."""
         cfg, device = self.cfg, self.device
-        return amp_dtype(cfg.precision, device) if epoch == 1 else extraction_dtype(cfg, device, images)
+        return kept_dtype(cfg, device) if epoch == 1 else extraction_dtype(cfg, device, images)
 
     def start(self, model: DeepClusterNet, dataset, state: Optional[RunState]) -> torch.optim.Optimizer:
         """Put the head in place (a fresh run's), then make the optimiser over what is trained, from ``state``'s
