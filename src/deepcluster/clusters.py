@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from . import distributed as dist
 from .clustering import build_clustering
 from .config import Config
-from .device import kept_dtype
+from .device import kept_dtype, precision_name
 from .features import centre_view_features, fit_whitening, whitening_sample
 from .preprocess import PCAWhitening
 from .state import RunClustering
@@ -117,4 +117,5 @@ def fit_run_clustering(model, dataset, cfg: Config, device: torch.device, seed: 
         space.centroids.append(np.asarray(centroids, np.float32))
         space.labels.append(labels)
         space.distances.append(distances)
+    space.precision = precision_name(amp)  # ``fc`` too was extracted in it (closing_features)
     return space

@@ -119,5 +119,10 @@ def precision_name(dtype: Optional[torch.dtype]) -> str:
     return "int8" if dtype is torch.qint8 else "fp32" if dtype is None else str(dtype).replace("torch.", "")
 
 
+def named_dtype(name: str) -> Optional[torch.dtype]:
+    """The float dtype :func:`precision_name` named ``name``."""
+    return {"fp32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
 def autocast(device: torch.device, dtype: Optional[torch.dtype]):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)

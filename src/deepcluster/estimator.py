@@ -12,7 +12,6 @@ from .clusters import embed, nearest
 from .config import Config, ConfigError
 from .data import TensorImages, load_size_for
 from .data.adapt import for_network
-from .device import kept_dtype
 from .session import open_run
 
 
@@ -92,7 +91,7 @@ class DeepCluster:
         clustering space, ``(N, d)``."""
         run, cfg = self._run, self._run.cfg
         return embed(run.model, self._dataset(images), self._clustering, run.device, cfg.batch_size, cfg.workers,
-                     kept_dtype(cfg, run.device), alone=True)
+                     run.dtype, alone=True)
 
     def predict(self, images) -> np.ndarray:
         """The nearest learned centroid of each image."""

@@ -11,7 +11,7 @@ import torch
 
 from .config import Config, ConfigError
 from .data import image_format, load_datasets
-from .device import resolve_device
+from .device import kept_dtype, named_dtype, resolve_device
 from .network import saved_network
 from .state import RunState, checkpoint_path
 
@@ -36,6 +36,15 @@ class SavedRun:
     @property
     def image_size(self) -> int:
         return self.model.image_size
+
+    @property
+    def dtype(self) -> Optional[torch.dtype]:
+        """The precision to extract in: the run's clustering's, so that images are placed as the run placed its
+        own on any machine; for a run that did not record it, what the run would take here (``kept_dtype``)."""
+        c = None if self.state is None else self.state.clustering
+        if c is not None and c.precision is not None:
+            return named_dtype(c.precision)
+        return kept_dtype(self.cfg, self.device)
 
     @property
     def assignment(self) -> Optional[np.ndarray]:

@@ -31,7 +31,9 @@ class RunClustering:
     ``space``: "whitened" (v1: the fc features, minus ``mean``, times ``projection`` (PCA-whitening), then
     L2-normalised, as the training clusters them) or "projection" (v2: the prototype head's unit-norm
     projections). One entry per clustering head, the main one first: ``centroids`` ``(k, d)``; ``labels`` ``(N,)``
-    and ``distances`` ``(N,)``, each training image's nearest centroid and its Euclidean distance in the space."""
+    and ``distances`` ``(N,)``, each training image's nearest centroid and its Euclidean distance in the space.
+    ``precision``: what the features were extracted in (:func:`~deepcluster.device.precision_name`), so that
+    images are placed later as these were, on any machine; None in runs written before it was kept."""
 
     space: str
     centroids: list
@@ -39,6 +41,7 @@ class RunClustering:
     distances: list
     mean: Optional[np.ndarray] = None
     projection: Optional[np.ndarray] = None
+    precision: Optional[str] = None
 
     def to_dict(self) -> dict:
         tensors = lambda arrays: [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
@@ -46,6 +49,8 @@ class RunClustering:
              "distances": tensors(self.distances)}
         if self.mean is not None:
             d |= {"mean": torch.from_numpy(self.mean), "projection": torch.from_numpy(self.projection)}
+        if self.precision is not None:
+            d["precision"] = self.precision
         return d
 
     @classmethod
@@ -53,7 +58,7 @@ class RunClustering:
         arrays = lambda key: [t.numpy() for t in d[key]]
         one = lambda key: None if d.get(key) is None else d[key].numpy()
         return cls(d["space"], arrays("centroids"), arrays("labels"), arrays("distances"), one("mean"),
-                   one("projection"))
+                   one("projection"), d.get("precision"))
 
 
 def _on_cpu(tree):

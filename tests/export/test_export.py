@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from deepcluster import train
+from deepcluster import device, train
 from deepcluster.cli import main
 from deepcluster.clusters import embed
-from deepcluster.device import kept_dtype
+from deepcluster.device import kept_dtype, named_dtype, precision_name
 from deepcluster.session import open_run
 from deepcluster.state import RunState
 
@@ -36,9 +36,11 @@ def test_the_run_keeps_the_trained_networks_clustering(finished):
     c = state.clustering
     assert c.space == "whitened" and [len(x) for x in c.centroids] == [6, 8]
     assert np.array_equal(np.load(finished / "assignments.npy"), c.labels[0])
-    # the saved labels are the trained network's features' nearest centroids, recomputed here from scratch
+    # the saved labels are the trained network's features' nearest centroids, recomputed here from scratch in the
+    # precision the run extracted them in (bf16 where this CPU multiplies it, else fp32), which it records
     run = open_run(finished, device="cpu", whole_data=False)
-    x = embed(run.model, run.train_set, c, run.device, run.cfg.batch_size, amp=kept_dtype(run.cfg, run.device))
+    assert c.precision == precision_name(kept_dtype(run.cfg, run.device))
+    x = embed(run.model, run.train_set, c, run.device, run.cfg.batch_size, amp=run.dtype)
     d2 = ((x[:, None, :].astype(np.float64) - c.centroids[0][None]) ** 2).sum(-1)
     assert np.array_equal(d2.argmin(1), c.labels[0])
     np.testing.assert_allclose(np.sqrt(d2.min(1)), c.distances[0], rtol=1e-5, atol=1e-6)
@@ -88,12 +90,18 @@ def test_cluster_folders_link_every_image_largest_first_and_never_touch_the_data
     assert all(not f.is_symlink() for p in out.iterdir() if p.is_dir() for f in p.iterdir())
 
 
-def test_assign_gives_the_training_images_their_clusters_back(finished, image_folder, tmp_path):
-    assert main(["assign", str(finished), "--data", str(image_folder), "--out", str(tmp_path / "a.csv"),
-                 "--device", "cpu"]) == 0
-    rows = read_csv(tmp_path / "a.csv")
-    assert [int(r["cluster"]) for r in rows] == np.load(finished / "assignments.npy").tolist()
-    assert all(0 < float(r["fit"]) <= 1 for r in rows)
+def test_assign_gives_the_training_images_their_clusters_back(finished, image_folder, tmp_path, monkeypatch):
+    recorded = named_dtype(RunState.load(finished).clustering.precision)
+    # here and on a CPU of the other kind (with bf16 multiplied in hardware, or without): the images are read in
+    # the precision the run's clustering was extracted in, not in what this machine would pick for a new run
+    for hardware in (True, False):
+        monkeypatch.setattr(device, "bf16_products", lambda h=hardware: h)
+        assert open_run(finished, device="cpu", load_data=False).dtype is recorded
+        out = tmp_path / f"{hardware}.csv"
+        assert main(["assign", str(finished), "--data", str(image_folder), "--out", str(out), "--device", "cpu"]) == 0
+        rows = read_csv(out)
+        assert [int(r["cluster"]) for r in rows] == np.load(finished / "assignments.npy").tolist()
+        assert all(0 < float(r["fit"]) <= 1 for r in rows)
 
 
 def test_assign_fits_new_images_of_the_classes_better_than_noise(finished, tmp_path):
@@ -123,7 +131,7 @@ def test_embed_streams_the_features_with_their_names(finished, image_folder, tmp
     run = open_run(finished, device="cpu", whole_data=False, cache=False)
     assert f.shape == (36, run.model.feature_dim) and len(names) == 36
     assert [n["image"] for n in names] == [str(p.relative_to(image_folder)) for p in run.train_set.files]
-    same = centre_view_features(run.model, run.train_set, run.device, amp=kept_dtype(run.cfg, run.device), desc=None)
+    same = centre_view_features(run.model, run.train_set, run.device, amp=run.dtype, desc=None)
     np.testing.assert_allclose(f, same, rtol=1e-2, atol=1e-5)  # in the run's clustering's precision (bf16: 3 digits)
     assert main(["embed", str(finished), "--data", str(image_folder), "--out", str(tmp_path / "w.npy"),
                  "--space", "clustering", "--device", "cpu"]) == 0

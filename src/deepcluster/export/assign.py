@@ -11,7 +11,6 @@ from ..clusters import embed, nearest
 from ..config import ConfigError
 from ..data import fashion_mnist, load_size_for, open_folder
 from ..data.adapt import for_network
-from ..device import kept_dtype
 from ..session import SavedRun, open_run
 from .table import cluster_rows, image_names, refuse_existing, run_clustering, write_rows
 
@@ -56,7 +55,7 @@ def assign_images(run_dir: str | Path, data: str, out: Optional[str | Path] = No
     out = refuse_existing(out or run.run_dir / "assigned.csv", overwrite)
     ds, note = open_images(run, data, data_root)
     x = embed(run.model, ds, c, run.device, run.cfg.batch_size, run.cfg.workers,
-              kept_dtype(run.cfg, run.device), desc="assign" if progress else None, alone=True)
+              run.dtype, desc="assign" if progress else None, alone=True)
     placed = [nearest(x, cen) for cen in c.centroids]
     labels, distances = [p[0] for p in placed], [p[1] for p in placed]
     rows = cluster_rows(image_names(ds), c, ds.targets, ds.classes, labels, distances)

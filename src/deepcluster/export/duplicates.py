@@ -32,7 +32,6 @@ from ..clusters import embed, nearest_clusters
 from ..config import ConfigError
 from ..data.adapt import LUMA
 from ..data.folder import read_rgb
-from ..device import kept_dtype
 from ..features import centre_view_features
 from ..preprocess import l2_normalize
 from ..session import open_run
@@ -174,7 +173,7 @@ def find_duplicates(run_dir: str | Path, threshold: Optional[float] = None, out:
     out = refuse_existing(out or run.run_dir / "duplicates.csv", overwrite)
     groups_out = refuse_existing(out.with_name(out.stem + "-groups" + out.suffix), overwrite)
     ds, cfg, labels = run.train_set, run.cfg, c.labels[0]
-    amp = kept_dtype(cfg, run.device)
+    amp = run.dtype
     space, x = space or "clustering", None
     if probe > 1 or (by, space) == ("features", "clustering"):
         x = embed(run.model, ds, c, run.device, cfg.batch_size, cfg.workers, amp,

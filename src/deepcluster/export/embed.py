@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 from ..clusters import projector
 from ..config import ConfigError
-from ..device import kept_dtype
 from ..evaluate.layers import check_layer, conv_grids, conv_shapes, pool, probe_dims_default
 from ..features import dataset_features
 from ..session import open_run
@@ -64,7 +63,7 @@ def embed_images(run_dir: str | Path, data: str, out: str | Path, layer: str = "
     rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(ds), dim))
     dataset_features(forward, ds, np.arange(len(ds)), centre_input(model.image_size, ds.mean, ds.std), dev,
                      run.cfg.batch_size, run.cfg.workers, "embed" if progress else None,
-                     kept_dtype(run.cfg, dev), project, rows, alone=True)
+                     run.dtype, project, rows, alone=True)
     rows.flush()
     del rows
     names_tmp = names_out.with_name(f".{names_out.name}.tmp{os.getpid()}")

@@ -10,7 +10,6 @@ import numpy as np
 
 from ..clusters import embed
 from ..config import ConfigError
-from ..device import kept_dtype
 from ..session import open_run
 from .table import image_names, ranks, refuse_existing, run_clustering, write_rows
 
@@ -50,7 +49,7 @@ def sample_representatives(run_dir: str | Path, per_cluster: int = 5, spread: in
     x = None
     if spread:
         cfg = run.cfg
-        x = embed(run.model, ds, c, run.device, cfg.batch_size, cfg.workers, kept_dtype(cfg, run.device),
+        x = embed(run.model, ds, c, run.device, cfg.batch_size, cfg.workers, run.dtype,
                   desc="spread sample" if progress else None, alone=True)
     names, rows, picks = image_names(ds), [], {}
     for k in np.unique(labels):
