@@ -26,7 +26,9 @@ matrix-multiply peak would give, and the GFLOP/s of both k-means at scale.
 ``--only run`` times whole ``deepcluster train`` commands (AlexNet, batch 256, k 10, 2 epochs, report on, on the
 800 photos), once with ``--extract-precision`` as given (default auto) and once in fp32: the fixed cost of a run
 (start-up, decoding, the closing evaluation, the report, checkpoints) is the command's time less its epochs' own
-time, read from its metrics.jsonl (goal <= 15 % of the command).
+time, read from its metrics.jsonl (goal <= 15 % of the command). It then times the interpreter's exit after the
+summary of a short run (small network, 1 epoch, 3 rounds in turn), through the command and through ``main()``
+called from Python, which does not freeze the garbage collector.
 """
 from __future__ import annotations
 
@@ -305,6 +307,34 @@ def fixed_cost(folder: Path, images: int, device: str, tmp: Path, extract: str) 
     return rows
 
 
+def exit_seconds(entry: list[str], args: list[str]) -> float:
+    """Seconds from the last line a command prints (its summary) to its process being reaped: the interpreter's
+    exit."""
+    proc = subprocess.Popen([*entry, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    last = time.perf_counter()
+    for _ in proc.stdout:
+        last = time.perf_counter()
+    proc.wait()
+    return time.perf_counter() - last
+
+
+def process_exit(folder: Path, tmp: Path, rounds: int = 3) -> list[tuple[str, ...]]:
+    """The interpreter's exit after a short ``deepcluster train`` (small network, 1 epoch), through the command
+    (``python -m deepcluster``, which freezes the garbage collector's view of the run) and through ``main()``
+    called from Python (which does not), in turn."""
+    args = ["train", "--data", str(folder), "--arch", "small", "--image-size", "32", "--k", "8", "--epochs", "1",
+            "--device", "cpu", "--no-report", "--out", str(tmp / "run-exit"), "--overwrite"]
+    entries = {"command": [sys.executable, "-u", "-m", "deepcluster"],
+               "main()": [sys.executable, "-u", "-c", "import sys; from deepcluster.cli import main; sys.exit(main())"]}
+    times = {name: [] for name in entries}
+    for _ in range(rounds):
+        for name, entry in entries.items():
+            times[name].append(exit_seconds(entry, args))
+    a, b = (statistics.median(v) for v in times.values())
+    return [("exit after the summary, command / main() from Python", f"{a / b:.2f} ({a:.2f} s / {b:.2f} s)",
+             "", "")]
+
+
 def kmeans_at_scale(n: int = 100_000, d: int = 256, k: int = 1000, iters: int = 5) -> list[tuple[str, ...]]:
     """scikit-learn / ours where Lloyd's iterations are big matrix products: both near the matmul peak."""
     from deepcluster import KMeans
@@ -355,7 +385,8 @@ def main() -> None:
             folder = Path(tmp) / "photos"
             if not folder.exists():
                 photo_folder(folder, args.folder_images)
-            results["whole run"] = fixed_cost(folder, args.folder_images, device, Path(tmp), args.extract_precision)
+            results["whole run"] = (fixed_cost(folder, args.folder_images, device, Path(tmp), args.extract_precision)
+                                    + process_exit(folder, Path(tmp)))
         if args.only in (None, "kmeans"):
             results["k-means at scale"] = kmeans_at_scale()
     again = matmul_peak(torch.device(device))

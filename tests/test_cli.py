@@ -69,3 +69,23 @@ def test_help_lists_every_command(capsys):
     out = capsys.readouterr().out
     listed = set(re.findall(r"^ {4}([a-z-]+)(?: {2,}\S|$)", out, flags=re.M))  # a long name wraps its help
     assert listed == set(COMMANDS)
+
+
+def test_only_the_command_process_freezes_the_garbage_collector(monkeypatch, capsys, tmp_path):
+    """``deepcluster`` as a process (``run``) freezes what the imports made and what the command leaves, so the
+    collector's full passes skip them; ``main`` called from Python never touches its caller's collector."""
+    import gc
+
+    from deepcluster import cli
+
+    calls = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(cli, "main", lambda: calls.append("main") or 2)
+    with pytest.raises(SystemExit) as stopped:
+        cli.run()
+    assert stopped.value.code == 2 and calls == ["freeze", "main", "freeze"]
+    monkeypatch.undo()
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    calls.clear()
+    assert main(["train", "--out", str(tmp_path / "run"), "--data", str(tmp_path / "missing")]) == 2
+    assert calls == [] and "does not exist" in capsys.readouterr().err

