@@ -13,6 +13,7 @@ from deepcluster.clustering import KMeans
 from deepcluster.data import load_datasets
 from deepcluster.features import centre_view_features
 from deepcluster.models import DeepClusterNet, build_model
+from deepcluster.training.sgd import SGD
 from deepcluster.views import center_view
 
 
@@ -24,7 +25,7 @@ def v1_config(tiny_config):
 def test_every_v1_epoch_trains_a_fresh_head_with_its_own_optimiser_without_momentum(v1_config, tmp_path,
                                                                                     monkeypatch):
     heads, optimisers = [], []
-    reset_head, sgd_init = DeepClusterNet.reset_head, torch.optim.SGD.__init__
+    reset_head, sgd_init = DeepClusterNet.reset_head, SGD.__init__
 
     def record_head(self, n):
         head = reset_head(self, n)
@@ -36,7 +37,7 @@ def test_every_v1_epoch_trains_a_fresh_head_with_its_own_optimiser_without_momen
         optimisers.append(self)
 
     monkeypatch.setattr(DeepClusterNet, "reset_head", record_head)
-    monkeypatch.setattr(torch.optim.SGD, "__init__", record_sgd)
+    monkeypatch.setattr(SGD, "__init__", record_sgd)
     train(v1_config, tmp_path / "run", quiet=True)
 
     assert len(heads) == v1_config.epochs  # one head per clustering

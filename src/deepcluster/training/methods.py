@@ -29,6 +29,7 @@ from ..models import DeepClusterNet, build_model, soft_reset
 from ..sampler import pseudo_labels, uniform_over_clusters
 from ..state import RunState
 from .schedule import epoch_lr, epoch_samples, epoch_seed
+from .sgd import SGD
 from .step import train_on_labels
 
 
@@ -48,14 +49,14 @@ class Method:
         cfg, device = self.cfg, self.device
         return kept_dtype(cfg, device) if epoch == 1 else extraction_dtype(cfg, device, images)
 
-    def start(self, model: DeepClusterNet, dataset, state: Optional[RunState]) -> torch.optim.Optimizer:
+    def start(self, model: DeepClusterNet, dataset, state: Optional[RunState]) -> SGD:
         """Put the head in place (a fresh run's), then make the optimiser over what is trained, from ``state``'s
         when the run resumes."""
         if state is None:
             self.fresh_head(model, dataset)
         cfg = self.cfg
         params = model.parameters() if self.persistent_head else model.body_parameters()
-        optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        optimizer = SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         if state is not None:
             optimizer.load_state_dict(state.optimizer)
         return optimizer
@@ -114,8 +115,8 @@ class DeepClusterV1(Method):
         targets = np.stack([labels] + [e[0] for e in extra], 1) if extra else labels
         head = model.reset_head([n_clusters] + [e[1] for e in extra] if extra else n_clusters)
         # The head has its own optimiser, without momentum, since it starts from scratch every epoch.
-        head_opt = torch.optim.SGD(head.parameters(), lr=epoch_lr(cfg.lr, cfg.lr_schedule, cfg.epochs, epoch),
-                                   weight_decay=cfg.weight_decay)
+        head_opt = SGD(head.parameters(), lr=epoch_lr(cfg.lr, cfg.lr_schedule, cfg.epochs, epoch),
+                       weight_decay=cfg.weight_decay)
         sample = uniform_over_clusters(labels, epoch_samples(cfg.reassign, len(dataset)),
                                        np.random.default_rng([cfg.seed, epoch]))
         loss, _ = train_on_labels(model, optimizer, head_opt, dataset, sample, targets, cfg, epoch, device)

@@ -14,9 +14,10 @@ from ..device import amp_dtype, autocast
 from ..models import DeepClusterNet
 from ..views import train_view
 from .schedule import epoch_seed
+from .sgd import SGD
 
 
-def train_on_labels(model: DeepClusterNet, optimizer, head_optimizer: Optional[torch.optim.Optimizer], dataset,
+def train_on_labels(model: DeepClusterNet, optimizer, head_optimizer: Optional[SGD], dataset,
                     indices: np.ndarray, targets: np.ndarray, cfg: Config, epoch: int, device: torch.device,
                     keep_projections: bool = False) -> tuple[float, Optional[tuple[np.ndarray, np.ndarray]]]:
     """One pass over ``indices`` (dataset indices; under torchrun this process's slice of them) with the
