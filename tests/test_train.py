@@ -225,3 +225,20 @@ def test_an_epochs_checkpoint_holds_its_weights_while_the_next_epoch_trains(tiny
     train(dataclasses.replace(tiny_config, epochs=1), tmp_path / "one", quiet=True)
     one = RunState.load(tmp_path / "one").model
     assert written[1].keys() == one.keys() and all(torch.equal(written[1][k], one[k]) for k in one)
+
+
+def test_the_closing_evaluation_takes_the_runs_own_features_and_gets_what_it_would_compute(tiny_config, tmp_path):
+    """The run hands its closing evaluation the features it already has: the random network's fc, last conv layer
+    and clustering input from epoch 1, the trained network's from the final clustering's pass and PCA-whitening.
+    The same scores as the evaluation computing everything itself from the saved and a fresh random network."""
+    from deepcluster.data import load_datasets
+    from deepcluster.evaluate.closing import evaluate_features
+    from deepcluster.network import saved_network
+
+    out = tmp_path / "run"
+    ev = train(tiny_config, out, quiet=True)["eval"]
+    state = RunState.load(out)
+    train_set, _ = load_datasets(state.config)
+    model = saved_network(state, state.config, train_set.channels, torch.device("cpu"), "the run")
+    again = evaluate_features(model, state.config, train_set, torch.device("cpu"))
+    assert again["results"] == ev["results"] and again["knn"] == ev["knn"]

@@ -23,7 +23,7 @@ from .clustering import build_clustering
 from .config import Config
 from .device import kept_dtype, precision_name
 from .features import centre_view_features, fit_whitening, whitening_sample
-from .preprocess import PCAWhitening
+from .preprocess import PCAWhitening, l2_normalize
 from .state import RunClustering
 
 
@@ -34,6 +34,13 @@ def projector(model, clustering: RunClustering, device: torch.device):
     mean = torch.from_numpy(clustering.mean.astype(np.float32)).to(device)
     proj = torch.from_numpy(clustering.projection.astype(np.float32)).to(device)
     return lambda f: F.normalize((f - mean) @ proj, dim=1)
+
+
+def whitened(fc: np.ndarray, clustering: RunClustering) -> np.ndarray:
+    """The fc features ``(N, D)`` in a "whitened" clustering's space, in numpy: minus its mean, times its
+    projection, L2-normalised (:func:`projector` on the CPU)."""
+    return l2_normalize((np.asarray(fc, np.float32) - clustering.mean.astype(np.float32))
+                        @ clustering.projection.astype(np.float32))
 
 
 def embed(model, dataset, clustering: RunClustering, device: torch.device, batch_size: int = 256,

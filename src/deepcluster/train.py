@@ -20,7 +20,7 @@ from tqdm import tqdm
 from . import distributed as dist
 from . import recipe
 from .checkpoint import BackgroundWriter
-from .clusters import fit_run_clustering
+from .clusters import fit_run_clustering, whitened
 from .config import Config
 from .console import epoch_line, summary_table
 from .data import ImageFolder, load_datasets, open_training_images
@@ -214,6 +214,9 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
         previous = clustering.labels[0]
 
     known = {("trained", train_set): trained} if trained is not None else {}
+    if trained is not None and need_clustering and clustering.space == "whitened":
+        # the PCA-whitening the final clustering fitted on these very features: the evaluation's too
+        known[("trained", train_set)] = (*trained, whitened(trained[0], clustering))
     if getattr(method, "first_features", None) is not None:
         known[("random-init", train_set)] = method.first_features
         method.first_features = None

@@ -72,20 +72,23 @@ def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch
     (k = 20, cosine) of each image of ``dataset`` voted by the labelled images ``db`` (the training images; None:
     ``dataset`` itself, each image left out of its own vote). ``known``: ``{(network, split): its
     closing_features}`` ("trained" or "random-init") for what the caller has already (one process only; not
-    extracted again). Each network reads each split once (:func:`closing_features`); under torchrun every
-    process extracts its share and rank 0 does the rest (the others get {})."""
+    extracted again), optionally followed by the fc features PCA-whitened to ``cfg.pca_dim`` and L2-normalised
+    as the run clustered them (fitted on every image of the split: not computed again). Each network reads each
+    split once (:func:`closing_features`); under torchrun every process extracts its share and rank 0 does the
+    rest (the others get {})."""
     inputs, knn, last = [], [], f"conv{model.n_conv}"
     for name, net in (("trained", model), ("random-init", None)):
         given = {ds: v for (which, ds), v in (known or {}).items() if which == name}
         if net is None and not all(ds in given for ds in (dataset, db) if ds is not None):
             net = make_model(cfg, dataset.channels, device)  # seeded: the network epoch 1 started from
-        f, conv = _features(net, dataset, given, cfg, device, f"eval {name}")
-        f_db, conv_db = _features(net, db, given, cfg, device, f"eval {name} (kNN)") if db is not None else (None,
-                                                                                                             None)
+        f, conv, *whitened = _features(net, dataset, given, cfg, device, f"eval {name}")
+        f_db, conv_db, *_ = _features(net, db, given, cfg, device, f"eval {name} (kNN)") if db is not None else (
+            None, None)
         if not dist.is_main():
             continue
         inputs += [(name, "L2", l2_normalize(f)),
-                   (name, f"PCA-whitened {cfg.pca_dim} + L2", preprocess_features(f, cfg.pca_dim))]
+                   (name, f"PCA-whitened {cfg.pca_dim} + L2",
+                    whitened[0] if whitened else preprocess_features(f, cfg.pca_dim))]
         knn += [(name, "fc", f, f_db), (name, last, conv, conv_db)]
     if not dist.is_main():
         return {}

@@ -80,9 +80,10 @@ class Method:
 
 class DeepClusterV1(Method):
     """``keep_first``: epoch 1 reads the random network's fc and last conv layer in its one extraction pass
-    (:func:`~deepcluster.evaluate.closing.closing_features`) and keeps them as ``first_features``: the closing
-    evaluation's random-init baseline on the training images, not extracted again (one process, N <= pca_sample,
-    the run's caller decides)."""
+    (:func:`~deepcluster.evaluate.closing.closing_features`) and keeps them, with the clustering input they gave
+    (PCA-whitened on all of them, L2-normalised), as ``first_features``: the closing evaluation's random-init
+    baselines on the training images, not computed again (one process, N <= pca_sample; the run's caller
+    decides)."""
 
     keep_first, first_features = False, None
 
@@ -101,6 +102,8 @@ class DeepClusterV1(Method):
                               pca_dim=cfg.pca_dim, pca_sample=cfg.pca_sample, batch_size=cfg.batch_size,
                               workers=cfg.workers, amp=self.extraction(epoch, len(dataset)), desc=desc,
                               features=self.first_features[0] if epoch == 1 and self.keep_first else None)
+        if epoch == 1 and self.keep_first:  # the evaluation's random-init PCA-whitened baseline, too
+            self.first_features = (*self.first_features, x)
         t1 = time.perf_counter()
 
         def cluster():  # on rank 0, which alone holds x: the main clustering, then one per over-clustering head
