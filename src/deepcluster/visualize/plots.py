@@ -75,9 +75,10 @@ def confusion_figure(assignment: np.ndarray, targets: np.ndarray, classes: Seque
     return fig
 
 
-def _row_affinities(d2: torch.Tensor, perplexity: float, steps: int = 64) -> torch.Tensor:
+def _row_affinities(d2: torch.Tensor, perplexity: float, steps: int = 64, tol: float = 1e-5) -> torch.Tensor:
     """Conditional affinities ``p(j|i) ~ exp(-beta_i d2_ij)``, each row's ``beta_i`` found by bisection (all rows
-    at once) so that its perplexity ``2^H(P_i)`` equals ``perplexity``."""
+    at once) so that its perplexity ``2^H(P_i)`` equals ``perplexity`` (every row's entropy within ``tol`` nats,
+    as scikit-learn's search, or ``steps`` halvings)."""
     n = d2.shape[0]
     target = math.log(perplexity)
     lo = torch.zeros(n, 1, dtype=d2.dtype)
@@ -85,9 +86,11 @@ def _row_affinities(d2: torch.Tensor, perplexity: float, steps: int = 64) -> tor
     beta = torch.ones(n, 1, dtype=d2.dtype)
     eye = torch.eye(n, dtype=torch.bool)
     for _ in range(steps):
-        logits = (-d2 * beta).masked_fill(eye, -math.inf)
+        logits = (-d2 * beta).masked_fill_(eye, -math.inf)
         p = torch.softmax(logits, 1)
         entropy = -(p * torch.log(p.clamp_min(1e-30))).sum(1, keepdim=True)  # natural log
+        if (entropy - target).abs().max() < tol:
+            break
         too_flat = entropy > target  # too many neighbours: sharpen (raise beta)
         lo = torch.where(too_flat, beta, lo)
         hi = torch.where(too_flat, hi, beta)
@@ -109,19 +112,23 @@ def tsne_map(features: np.ndarray, perplexity: float = 30.0, iters: int = 750) -
     d2 = d2 / d2.max().clamp_min(1e-12)
     p = _row_affinities(d2, float(min(perplexity, (n - 1) / 3)))
     p = ((p + p.T) / (2 * n)).clamp_min(1e-12).float()
+    early = p * 12.0  # early exaggeration
     y = x[:, :2].float()
     y = y / y[:, 0].std().clamp_min(1e-12) * 1e-4
     update, gains = torch.zeros_like(y), torch.ones_like(y)
+    y1 = torch.ones(n, 3)  # (y, 1): one product gives both sums of the gradient
     lr = max(n / 12 / 4, 50.0)
     for it in range(iters):
-        exaggeration, momentum = (12.0, 0.5) if it < 250 else (1.0, 0.8)
-        sq = (y * y).sum(1)
-        # Student-t kernel 1 / (1 + |y_i - y_j|^2), in place to keep the n x n passes few
-        num = torch.addmm(sq[:, None] + sq[None, :], y, y.T, alpha=-2).clamp_min_(0).add_(1).reciprocal_()
+        target, momentum = (early, 0.5) if it < 250 else (p, 0.8)
+        sq = (y * y).sum(1, keepdim=True)
+        # Student-t kernel 1 / (1 + |y_i - y_j|^2), in place: the n x n passes are what a step costs
+        num = torch.addmm(sq + 1, y, y.T, alpha=-2).add_(sq.T).clamp_min_(1).reciprocal_()
         num.fill_diagonal_(0.0)
-        w = (p * exaggeration).sub_(num, alpha=1 / num.sum().item()).mul_(num)  # (P - Q) * kernel
-        grad = 4.0 * (w.sum(1, keepdim=True) * y - w @ y)
-        gains = torch.where((grad > 0) == (update > 0), gains * 0.8, gains + 0.2).clamp_min(0.01)
+        w = torch.sub(target, num, alpha=1 / num.sum().item()).mul_(num)  # (P - Q) * kernel
+        y1[:, :2] = y
+        sums = w @ y1  # (sum_j w_ij y_j, sum_j w_ij)
+        grad = 4.0 * (sums[:, 2:] * y - sums[:, :2])
+        gains = torch.where((grad > 0) == (update > 0), gains * 0.8, gains + 0.2).clamp_min_(0.01)
         update = momentum * update - lr * gains * grad
         y = y + update
     return (y - y.mean(0)).float().numpy()
