@@ -83,14 +83,15 @@ Embedding = tuple[Forward, Forward, Optional[torch.dtype]]  # (prepare, forward,
 def centre_view_embedding(model, dataset, amp: Optional[torch.dtype] = None,
                           conv_grid: Optional[int] = None) -> Embedding:
     """What :func:`centre_view_features` runs: the centre-view input, the network's eval-mode forward
-    (``model.inference_embed``: BatchNorm folded into the convolutions) and the autocast dtype. ``amp``
+    (``model.inference_embed``: BatchNorm folded into the convolutions, weights in ``amp`` when it is bfloat16 or
+    float16) and the autocast dtype (None: the forward computes in ``amp`` itself). ``amp``
     ``torch.qint8``: the network quantised to int8 (:func:`~deepcluster.models.quantized.int8_embed`; its fc
     block too for datasets of ``FC_INT8_FROM`` images or more), calibrated on the same few images on every process
     and every call, under no autocast."""
     prep = centre_input(model.image_size, dataset.mean, dataset.std)
     model.eval()
     if amp is not torch.qint8:
-        return prep, model.inference_embed(conv_grid), amp
+        return prep, model.inference_embed(conv_grid, amp), None
     cal = calibration_indices(len(dataset))
     calibration, _ = next(iter(make_loader(dataset, cal, len(cal))))
     return prep, int8_embed(model, prep(calibration), conv_grid, len(dataset) >= FC_INT8_FROM), None

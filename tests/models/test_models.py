@@ -82,3 +82,18 @@ def test_folding_batchnorm_keeps_the_outputs(arch, size):
         both, conv = m.inference_embed(conv_grid=3)(x), pool(m.conv_outputs(x)[-1], 3)
     assert torch.equal(both[:, :m.feature_dim], folded) and both.shape[1] == m.feature_dim + conv.shape[1]
     assert torch.allclose(both[:, m.feature_dim:], conv, rtol=1e-4, atol=1e-4 * conv.abs().max().item())
+
+
+def test_a_reduced_precision_inference_network_computes_what_autocast_does_on_its_own_copy():
+    """bf16 weights cast once: the same outputs as autocast, which casts them at every batch, and the network's
+    own weights untouched (it goes on training in fp32)."""
+    torch.manual_seed(0)
+    m = build_model("small", 3, 32, sobel=True).eval()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    x = torch.randn(6, 3, 32, 32)
+    with torch.no_grad():
+        with torch.autocast("cpu", torch.bfloat16):
+            ref = m.inference_embed(conv_grid=2)(x)
+        cast = m.inference_embed(conv_grid=2, dtype=torch.bfloat16)(x)
+    assert cast.dtype == torch.bfloat16 and torch.equal(cast, ref)
+    assert all(v.dtype == before[k].dtype and torch.equal(v, before[k]) for k, v in m.state_dict().items())

@@ -2,6 +2,7 @@
 replaced by a fresh one every time the pseudo-labels change."""
 from __future__ import annotations
 
+import copy
 import math
 from typing import Optional
 
@@ -183,13 +184,16 @@ class DeepClusterNet(nn.Module):
         clusters."""
         return self.classifier(torch.flatten(self.conv_body(x), 1))
 
-    def inference_embed(self, conv_grid: Optional[int] = None) -> "FoldedEmbed":
+    def inference_embed(self, conv_grid: Optional[int] = None, dtype: Optional[torch.dtype] = None
+                        ) -> "FoldedEmbed":
         """:meth:`embed` in eval mode with every BatchNorm folded into its convolution (:func:`fold_batchnorm`):
         the same function, faster. A snapshot: made again after the weights change. With ``conv_grid``, each row
         also holds the last conv block's activations (after its ReLU, as :meth:`conv_outputs` gives them)
         average-pooled to ``conv_grid x conv_grid``: ``(B, feature_dim + C * conv_grid^2)``, fc first, from the
-        same pass."""
-        return FoldedEmbed(self, conv_grid)
+        same pass. ``dtype`` (bfloat16, float16): a copy of the weights in it, which the input is cast to, what
+        autocast computes without casting the weights again at every batch (0.25 s of a bf16 pass over 800
+        images with AlexNet on 2 CPU cores); the output is in ``dtype``."""
+        return FoldedEmbed(self, conv_grid, dtype)
 
     def forward(self, x: torch.Tensor, with_projection: bool = False):
         """The head's logits; with ``with_projection`` (a prototype head), ``(logits, unit-norm projections)``:
@@ -205,15 +209,20 @@ class FoldedEmbed(nn.Module):
     """:meth:`DeepClusterNet.inference_embed` as a module (one FX can trace and quantise): Sobel, the folded conv
     body up to the last ReLU, the rest of it, and the fc block, which is the network's own (shared, in eval mode)."""
 
-    def __init__(self, model: DeepClusterNet, conv_grid: Optional[int] = None):
+    def __init__(self, model: DeepClusterNet, conv_grid: Optional[int] = None, dtype: Optional[torch.dtype] = None):
         super().__init__()
         features = fold_batchnorm(model.features)
         last = max(i for i, m in enumerate(features) if isinstance(m, nn.ReLU)) + 1
         self.sobel, self.body, self.tail = model.sobel, features[:last], features[last:]
-        self.classifier, self.conv_grid = model.classifier.eval(), conv_grid
+        self.classifier, self.conv_grid, self.dtype = model.classifier.eval(), conv_grid, dtype
+        if dtype is not None:  # copies: the network's own modules keep their weights
+            for name in ("sobel", "body", "tail", "classifier"):
+                setattr(self, name, copy.deepcopy(getattr(self, name)))
+            self.to(dtype)
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.dtype) if self.dtype is not None else x
         x = self.sobel(x) if self.sobel is not None else x
         conv = self.body(x)
         fc = self.classifier(torch.flatten(self.tail(conv), 1))
