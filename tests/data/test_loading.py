@@ -2,6 +2,7 @@
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
 from deepcluster import train
@@ -79,3 +80,26 @@ def test_decoding_into_memory_takes_every_core_of_its_share_for_folders_worth_it
     assert decoding_workers(100_000) == 2
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
     assert decoding_workers(100_000) == 0
+
+
+@pytest.mark.parametrize("w,h", [(500, 375), (375, 500), (1000, 999), (40, 30), (257, 256), (256, 256)])
+def test_the_load_view_resamples_only_the_centre_square_with_the_pixels_of_resize_then_crop(w, h):
+    """square() resamples the source box that maps onto the centre square: what resizing the whole image (shorter
+    side s, bilinear) and cropping its centre gives, to one grey level (PIL's rounding), never shifted."""
+    from PIL import Image
+
+    from deepcluster.data.folder import square
+
+    rng = np.random.default_rng(w * h)
+    # smooth content with a sharp edge off-centre: a shift of one pixel would show as a large difference
+    yy, xx = np.mgrid[0:h, 0:w]
+    arr = np.stack([(xx * 255 // w), (yy * 255 // h), np.where(xx > w * 0.37, 220, 30)], 2).astype(np.uint8)
+    arr = np.clip(arr.astype(int) + rng.integers(-3, 4, arr.shape), 0, 255).astype(np.uint8)
+    im, s = Image.fromarray(arr), 256
+    scale = s / min(w, h)
+    nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
+    left, top = (nw - s) // 2, (nh - s) // 2
+    whole = np.asarray(im.resize((nw, nh), Image.BILINEAR).crop((left, top, left + s, top + s)))
+    got = square(im, s).permute(1, 2, 0).numpy()
+    assert got.shape == (s, s, 3)
+    assert np.abs(got.astype(int) - whole.astype(int)).max() <= 1

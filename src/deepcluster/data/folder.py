@@ -63,10 +63,12 @@ def square(im, s: int):
     w, h = im.size
     scale = s / min(w, h)
     nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
-    im = im.resize((nw, nh), Image.BILINEAR)
     left, top = (nw - s) // 2, (nh - s) // 2
-    arr = np.asarray(im.crop((left, top, left + s, top + s)), dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    # only the centre square is resampled: the source box that maps onto it (the same pixels as resizing the
+    # whole image and cropping, a quarter less work for 4:3 photos)
+    sx, sy = w / nw, h / nh
+    im = im.resize((s, s), Image.BILINEAR, box=(left * sx, top * sy, (left + s) * sx, (top + s) * sy))
+    return torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1)
 
 
 def read_rgb(path, draft: Optional[int] = None):
