@@ -103,3 +103,35 @@ def test_the_load_view_resamples_only_the_centre_square_with_the_pixels_of_resiz
     got = square(im, s).permute(1, 2, 0).numpy()
     assert got.shape == (s, s, 3)
     assert np.abs(got.astype(int) - whole.astype(int)).max() <= 1
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_to_nearly_the_same_view(tmp_path):
+    """A 2000 x 1500 JPEG for a 256 px load size is decoded at a quarter of its size (libjpeg's DCT scaling, via
+    PIL's draft), still at least 256 px a side: the view within a few grey levels of decoding it whole."""
+    from PIL import Image, JpegImagePlugin
+
+    from deepcluster.data.folder import ImageFolder, read_rgb, square
+
+    h, w = 1500, 2000
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([128 + 100 * np.sin(xx / 150) * np.cos(yy / 100), 128 + 80 * np.sin((xx + yy) / 80),
+                    np.where(xx > 900, 200.0, 40.0)], 2)
+    (tmp_path / "a").mkdir()
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(tmp_path / "a" / "big.jpg", quality=92)
+    drafts = []
+    original = JpegImagePlugin.JpegImageFile.draft
+
+    def record(self, mode, size):
+        out = original(self, mode, size)
+        drafts.append(self.size)
+        return out
+
+    ds = ImageFolder(tmp_path, 256)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(JpegImagePlugin.JpegImageFile, "draft", record)
+        got = ds[0][0]
+    assert drafts == [(500, 375)]  # decoded at 1/4: the largest reduction that keeps both sides >= 256
+    whole = square(read_rgb(tmp_path / "a" / "big.jpg"), 256)
+    assert got.shape == whole.shape == (3, 256, 256)
+    diff = (got.int() - whole.int()).abs()
+    assert diff.float().mean() < 1.0 and diff.max() <= 8
