@@ -74,6 +74,11 @@ def test_folding_batchnorm_keeps_the_outputs(arch, size):
     from deepcluster.models.net import fold_batchnorm
 
     assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in fold_batchnorm(m.features).modules())
+    # ... and each max-pool before the ReLU it followed (the same values on a quarter of the elements), save the
+    # last conv block's, whose ReLU output the conv grid reads
+    body = list(m.inference_embed().body)
+    assert isinstance(body[-1], torch.nn.ReLU) and any(isinstance(x, torch.nn.MaxPool2d) for x in body)
+    assert not any(isinstance(a, torch.nn.ReLU) and isinstance(b, torch.nn.MaxPool2d) for a, b in zip(body, body[1:]))
     # the same pass can also give the last conv block, pooled as the probes pool it: fc unchanged, conv as read
     # from conv_outputs (the closing evaluation reads both from one pass)
     from deepcluster.evaluate.layers import pool

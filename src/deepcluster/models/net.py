@@ -207,13 +207,21 @@ class DeepClusterNet(nn.Module):
 
 class FoldedEmbed(nn.Module):
     """:meth:`DeepClusterNet.inference_embed` as a module (one FX can trace and quantise): Sobel, the folded conv
-    body up to the last ReLU, the rest of it, and the fc block, which is the network's own (shared, in eval mode)."""
+    body up to the last ReLU, the rest of it, and the fc block, which is the network's own (shared, in eval mode).
+    ``pool_first``: every ReLU followed by a max-pool is moved after it, save the last (2.0 s instead of 2.3 s for
+    768 AlexNet images in bf16 on 2 CPU cores); the int8 network keeps each ReLU after its convolution, with
+    which it is fused."""
 
-    def __init__(self, model: DeepClusterNet, conv_grid: Optional[int] = None, dtype: Optional[torch.dtype] = None):
+    def __init__(self, model: DeepClusterNet, conv_grid: Optional[int] = None, dtype: Optional[torch.dtype] = None,
+                 pool_first: bool = True):
         super().__init__()
-        features = fold_batchnorm(model.features)
-        last = max(i for i, m in enumerate(features) if isinstance(m, nn.ReLU)) + 1
-        self.sobel, self.body, self.tail = model.sobel, features[:last], features[last:]
+        layers = list(fold_batchnorm(model.features))
+        last = max(i for i, m in enumerate(layers) if isinstance(m, nn.ReLU)) + 1
+        if pool_first:  # max-pool then ReLU: the same values (ReLU is monotone), the ReLU on a quarter of them
+            for i in range(last - 2):  # the last ReLU stays before its pool: the conv grid reads what it gives
+                if isinstance(layers[i], nn.ReLU) and isinstance(layers[i + 1], nn.MaxPool2d):
+                    layers[i], layers[i + 1] = layers[i + 1], layers[i]
+        self.sobel, self.body, self.tail = model.sobel, nn.Sequential(*layers[:last]), nn.Sequential(*layers[last:])
         self.classifier, self.conv_grid, self.dtype = model.classifier.eval(), conv_grid, dtype
         if dtype is not None:  # copies: the network's own modules keep their weights
             for name in ("sobel", "body", "tail", "classifier"):

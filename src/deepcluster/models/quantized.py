@@ -54,7 +54,8 @@ def int8_embed(model: DeepClusterNet, calibration: torch.Tensor, conv_grid: Opti
     torch.backends.quantized.engine = "x86"
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # FX quantisation's deprecation notices; its kernels are the x86 ones
-        folded = copy.deepcopy(FoldedEmbed(model, conv_grid))  # FX rewrites what it quantises: not the network's
+        # FX rewrites what it quantises: a copy, not the network's; each ReLU stays after its conv, fused with it
+        folded = copy.deepcopy(FoldedEmbed(model, conv_grid, pool_first=False))
         x = calibration.clone()  # a normal tensor: the observers keep state across calls
         mapping = _qconfig_mapping(not int8_dot_products())
         if not quantise_fc:
