@@ -106,3 +106,32 @@ def test_nvjpeg_decodes_a_prepared_folder_as_the_cpu_does_and_a_run_on_it_trains
     cfg = dataclasses.replace(tiny_config, data=str(tmp_path / "p"), cache_gb=0, device="cuda", report=False)
     out = train(cfg, tmp_path / "run", quiet=True)
     assert all(np.isfinite(r["loss"]) for r in out["metrics"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_the_reduced_precision_inference_network_and_our_sgd_on_cuda_match_their_references(dtype):
+    """On the GPU too: the folded network with its weights cast once computes what autocast computes (cuDNN may
+    pick other algorithms: to half-precision rounding), and our SGD takes torch.optim.SGD's steps."""
+    from deepcluster.models import build_model
+    from deepcluster.training.sgd import SGD
+
+    torch.manual_seed(0)
+    m = build_model("small", 3, 32, sobel=True).cuda().eval()
+    x = torch.randn(8, 3, 32, 32, device="cuda")
+    with torch.no_grad():
+        with torch.autocast("cuda", dtype):
+            ref = m.inference_embed(conv_grid=2)(x).float()
+        got = m.inference_embed(conv_grid=2, dtype=dtype)(x).float()
+    torch.testing.assert_close(got, ref, rtol=2e-2, atol=2e-2 * ref.abs().max().item())
+    nets = [torch.nn.Linear(6, 3).cuda() for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    opts = [SGD(nets[0].parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3),
+            torch.optim.SGD(nets[1].parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)]
+    for _ in range(3):
+        xb = torch.randn(4, 6, device="cuda")
+        for net, opt in zip(nets, opts):
+            opt.zero_grad()
+            net(xb).square().sum().backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b)
