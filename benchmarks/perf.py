@@ -24,9 +24,10 @@ Where a goal is out of reach it prints the bound that stops it: the epoch ratio 
 matrix-multiply peak would give, and the GFLOP/s of both k-means at scale.
 
 ``--only run`` times whole ``deepcluster train`` commands (AlexNet, batch 256, k 10, 2 epochs, report on, on the
-800 photos), once with ``--extract-precision`` as given (default auto) and once in fp32: the fixed cost of a run
-(start-up, decoding, the closing evaluation, the report, checkpoints) is the command's time less its epochs' own
-time, read from its metrics.jsonl (goal <= 15 % of the command). It then times the interpreter's exit after the
+800 photos), once with ``--extract-precision`` as given (default auto), once in fp32, and once as given with
+``--no-report --eval-seeds 1``: the fixed cost of a run (start-up, decoding, the closing evaluation, the report,
+checkpoints) is the command's time less its epochs' own time, read from its metrics.jsonl (goal <= 15 % of the
+command, with the defaults). It then times the interpreter's exit after the
 summary of a short run (small network, 1 epoch, 3 rounds in turn), through the command and through ``main()``
 called from Python, which does not freeze the garbage collector.
 """
@@ -277,27 +278,33 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
                                                         f"{model_rate:,.0f})", "", "")] if files is not None else [])
 
 
-def whole_run(folder: Path, device: str, out: Path, precision: str) -> tuple[float, float, dict]:
+def whole_run(folder: Path, device: str, out: Path, precision: str, extra: tuple = ()) -> tuple[float, float, dict]:
     """``(seconds of the whole command, seconds of its epochs, the run's timing.json)`` of ``deepcluster train``
-    on ``folder``."""
+    on ``folder``, with the options ``extra`` besides."""
     cmd = [sys.executable, "-m", "deepcluster", "train", "--data", str(folder), "--recipe", "paper", "--arch",
            "alexnet", "--batch-size", "256", "--k", "10", "--epochs", "2", "--device", device, "--extract-precision",
-           precision, "--out", str(out), "--overwrite"]
+           precision, "--out", str(out), "--overwrite", *extra]
     t = timed(lambda: subprocess.run(cmd, check=True, capture_output=True))[0]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     epochs = sum(r["time_features"] + r["time_clustering"] + r["time_training"] for r in rows if "time_training" in r)
     return t, epochs, json.loads((out / "timing.json").read_text())
 
 
+LIGHT = ("--no-report", "--eval-seeds", "1")  # the closing work's options: no report, one k-means seed
+
+
 def fixed_cost(folder: Path, images: int, device: str, tmp: Path, extract: str) -> list[tuple[str, ...]]:
     """The fixed cost of a whole run, and its parts as the run's timing.json gives them ("start-up": Python and
-    the imports, the time of the command before training starts)."""
+    the imports, the time of the command before training starts); in the training precision and in fp32 with
+    the defaults, then with :data:`LIGHT`."""
     rows = []
-    for precision in dict.fromkeys((extract, "fp32")):
-        t, epochs, timing = whole_run(folder, device, tmp / f"run-{precision}", precision)
+    runs = [(p, ()) for p in dict.fromkeys((extract, "fp32"))] + [(extract, LIGHT)]
+    for precision, extra in runs:
+        t, epochs, timing = whole_run(folder, device, tmp / f"run-{precision}{'-light' if extra else ''}",
+                                      precision, extra)
         name = precision_name(extraction_dtype(Config(extract_precision=precision), torch.device(device), images))
         share = (t - epochs) / t
-        rows.append((f"fixed cost / whole 2-epoch run, {name} extraction",
+        rows.append((f"fixed cost / whole 2-epoch run, {name} extraction{', ' + ' '.join(extra) if extra else ''}",
                      f"{share:.0%} ({t - epochs:.0f} s of {t:.0f} s; epochs {epochs:.0f} s)", "<= 15%",
                      "met" if share <= 0.15 else "NOT met"))
         parts = {"start-up": t - timing["seconds"], **timing["parts"]}
