@@ -18,8 +18,9 @@ def _contingency(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     ai = np.unique(a, return_inverse=True)[1].astype(np.int64)
     bi = np.unique(b, return_inverse=True)[1].astype(np.int64)
     rows, cols = np.bincount(ai).astype(np.float64), np.bincount(bi).astype(np.float64)
-    codes, cells = np.unique(ai * max(len(cols), 1) + bi, return_counts=True)
-    return cells.astype(np.float64), rows[codes // max(len(cols), 1)], cols[codes % max(len(cols), 1)], rows, cols
+    nb = max(len(cols), 1)
+    codes, cells = np.unique(ai * nb + bi, return_counts=True)
+    return cells.astype(np.float64), rows[codes // nb], cols[codes % nb], rows, cols
 
 
 def _entropy(counts: np.ndarray) -> float:
