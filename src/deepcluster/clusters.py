@@ -90,11 +90,13 @@ def _project(fc: np.ndarray, project, device: torch.device, batch_size: int) -> 
 
 def fit_run_clustering(model, dataset, cfg: Config, device: torch.device, seed: int,
                        desc: Optional[str] = "final clustering", fc: Optional[np.ndarray] = None
-                       ) -> Optional[RunClustering]:
+                       ) -> tuple[Optional[RunClustering], Optional[np.ndarray]]:
     """Cluster ``dataset`` with the trained ``model`` as ``cfg``'s training does (every head's k; PIC's clusters
-    get their means as centroids), seeded with ``seed``. Under torchrun every process extracts its share; rank 0
-    returns the clustering, the others None. ``fc``: the trained network's fc features of every image (one
-    process), when the caller has them: then no image is read again."""
+    get their means as centroids), seeded with ``seed``. Returns ``(clustering, features)``: the features
+    ``(N, d)`` float32 are every image in the clustering space, what was clustered (the run keeps them, so that
+    other numbers of groups can be drawn from them later). Under torchrun every process extracts its share; rank
+    0 returns the result, the others ``(None, None)``. ``fc``: the trained network's fc features of every image
+    (one process), when the caller has them: then no image is read again."""
     amp = kept_dtype(cfg, device)
     rng = np.random.default_rng([cfg.seed, cfg.epochs + 1, 1])
     if cfg.method == "v2":
@@ -113,7 +115,7 @@ def fit_run_clustering(model, dataset, cfg: Config, device: torch.device, seed: 
     else:
         x = embed(model, dataset, space, device, cfg.batch_size, cfg.workers, amp, desc=desc)
     if not dist.is_main():
-        return None
+        return None, None
     where = "auto" if device.type == "cuda" else "cpu"
     for i, k in enumerate([cfg.k] + cfg.overcluster_ks):
         est = build_clustering(cfg, seed + i, where, k).fit(x)
@@ -125,4 +127,4 @@ def fit_run_clustering(model, dataset, cfg: Config, device: torch.device, seed: 
         space.labels.append(labels)
         space.distances.append(distances)
     space.precision = precision_name(amp)  # ``fc`` too was extracted in it (closing_features)
-    return space
+    return space, x

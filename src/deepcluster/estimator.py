@@ -19,21 +19,28 @@ class DeepCluster:
     """``settings`` are :class:`~deepcluster.config.Config` fields (``k``, ``epochs``, ``arch``, ...); those left
     out are the recipe's choice, as on the command line. The run is written to ``out``.
 
+    ``clusters``: the groups that ``labels_``, ``cluster_centers_`` and ``predict`` give, when not the
+    training's: a number K or "auto", drawn from the run's final features by ``grouping`` "kmeans" or "tree"
+    (:mod:`deepcluster.export.groups`); ``groups_`` then says how they were obtained.
+
     Fitted attributes: ``labels_`` (N,), ``cluster_centers_`` (k, d) in the clustering space, ``run_dir_``,
-    ``metrics_`` (one dict per epoch), ``evaluation_`` (the closing evaluation), ``model_`` (the network)."""
+    ``metrics_`` (one dict per epoch), ``evaluation_`` (the closing evaluation), ``model_`` (the network),
+    ``groups_`` (:class:`~deepcluster.export.groups.Groups`)."""
+
+    OWN = ("out", "resume", "overwrite", "device", "quiet", "clusters", "grouping")
 
     def __init__(self, out: str | Path = "runs/deepcluster", resume: bool = False, overwrite: bool = False,
-                 device: str = "auto", quiet: bool = True, **settings):
+                 device: str = "auto", quiet: bool = True, clusters=None, grouping: str = "kmeans", **settings):
         self.out, self.resume, self.overwrite, self.device, self.quiet = out, resume, overwrite, device, quiet
+        self.clusters, self.grouping = clusters, grouping
         self.settings = settings
 
     def get_params(self, deep: bool = True) -> dict:
-        return {"out": self.out, "resume": self.resume, "overwrite": self.overwrite, "device": self.device,
-                "quiet": self.quiet, **self.settings}
+        return {k: getattr(self, k) for k in self.OWN} | self.settings
 
     def set_params(self, **params) -> "DeepCluster":
         for k, v in params.items():
-            if k in ("out", "resume", "overwrite", "device", "quiet"):
+            if k in self.OWN:
                 setattr(self, k, v)
             else:
                 self.settings[k] = v
@@ -51,17 +58,21 @@ class DeepCluster:
         return self._take(self.out)
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "auto") -> "DeepCluster":
+    def load(cls, run_dir: str | Path, device: str = "auto", clusters=None, grouping: str = "kmeans"
+             ) -> "DeepCluster":
         """The estimator of a run already trained (by ``fit`` or by ``deepcluster train``)."""
-        est = cls(out=run_dir, device=device)
+        est = cls(out=run_dir, device=device, clusters=clusters, grouping=grouping)
         est.metrics_, est.evaluation_ = None, None
         return est._take(run_dir)
 
     def _take(self, run_dir) -> "DeepCluster":
-        from .export.table import run_clustering
+        from .export.groups import parse_clusters
+        from .export.table import requested_groups
 
+        clusters = parse_clusters(None if self.clusters is None else str(self.clusters))
         self._run = open_run(run_dir, device=self.device, load_data=False)
-        self._clustering = run_clustering(self._run)
+        self.groups_ = requested_groups(self._run, clusters, self.grouping)
+        self._clustering = self.groups_.clustering
         self.run_dir_, self.model_ = self._run.run_dir, self._run.model
         self.labels_, self.cluster_centers_ = self._clustering.labels[0], self._clustering.centroids[0]
         return self

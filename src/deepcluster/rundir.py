@@ -22,8 +22,10 @@ CLUSTERING_ONLY = ("k", "pca_dim", "kmeans_iters", "kmeans_restarts", "method", 
 # What the settings added since a run was written were then: such a run resumes as it was trained.
 LEGACY_SETTINGS = {"reassign": 1.0, "pic_graph": "exact", "extract_precision": "training"}
 EPOCH_CLUSTERS = "clusters"  # the cluster log: clusters/epoch-0001.npy, ... (each epoch's pseudo-labels)
+FEATURES = "features.npy"  # the trained network's features of every training image, in the clustering space
+GROUPS = "groups"  # other numbers of groups drawn from FEATURES (deepcluster.export.groups), kept for next time
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "assignments.npy", "eval.json", "curves.png",
-             "clusters.png", "report/index.html", "timing.json")
+             "clusters.png", "report/index.html", "timing.json", FEATURES)
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
@@ -89,7 +91,7 @@ class RunDir:
         if overwrite:
             for name in RUN_FILES:
                 (self.path / name).unlink(missing_ok=True)
-            for folder in ("tensorboard", EPOCH_CLUSTERS):  # the replaced run's event files and cluster log
+            for folder in ("tensorboard", EPOCH_CLUSTERS, GROUPS):  # the replaced run's event files, cluster log
                 shutil.rmtree(self.path / folder, ignore_errors=True)
         return False
 
@@ -97,7 +99,7 @@ class RunDir:
         """Delete the half-written temporaries of a process killed while writing (the files they were to
         replace are whole: they are replaced only once a temporary is complete)."""
         for stale in [*self.path.glob(".*.tmp[0-9]*"), *self.path.glob("report/.*.tmp[0-9]*"),
-                      *self.path.glob(f"{EPOCH_CLUSTERS}/.*.tmp[0-9]*")]:
+                      *self.path.glob(f"{EPOCH_CLUSTERS}/.*.tmp[0-9]*"), *self.path.glob(f"{GROUPS}/.*.tmp[0-9]*")]:
             stale.unlink()
 
     def saved_config(self) -> Config | None:
@@ -170,6 +172,11 @@ class RunDir:
             if last_epoch is None or epoch <= last_epoch:
                 found[epoch] = np.load(f, mmap_mode="r")
         return found
+
+    def save_features(self, x) -> None:
+        """Keep the final features ``(N, d)``; the groups drawn from older ones go (they would no longer match)."""
+        shutil.rmtree(self.path / GROUPS, ignore_errors=True)
+        self.save_array(FEATURES, x)
 
     def save_array(self, name: str, arr) -> None:
         import numpy as np

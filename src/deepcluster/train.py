@@ -20,15 +20,15 @@ from tqdm import tqdm
 from . import distributed as dist
 from . import recipe
 from .checkpoint import BackgroundWriter
-from .clusters import fit_run_clustering, whitened
+from .clusters import embed, fit_run_clustering, whitened
 from .config import Config
 from .console import epoch_line, summary_table
 from .data import ImageFolder, load_datasets, open_training_images
-from .device import check_extraction, extraction_dtype, precision_name, resolve_device
+from .device import check_extraction, extraction_dtype, kept_dtype, precision_name, resolve_device
 from .evaluate import ari, nmi
 from .evaluate.closing import closing_features, closing_width, evaluate_features
 from .network import make_model, restore_model
-from .rundir import RunDir
+from .rundir import FEATURES, RunDir
 from .state import CHECKPOINT, RunState
 from .training import DeepClusterV1, epoch_lr, epoch_seed, method_for
 
@@ -189,7 +189,7 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
                 reported = time.perf_counter()
 
     # ---- what the run leaves: the trained network's clustering (kept in the state), evaluation, pictures
-    clustering = None
+    clustering, final = None, None
     need_clustering = method.clusters and dist.broadcast_object(main and state.clustering is None)
     # One process, at most pca_sample images: one pass of the trained network over the training images serves the
     # final clustering, the closing evaluation (fc and last conv layer) and the report's map.
@@ -199,9 +199,13 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
         if method.clusters:
             clustering = state.clustering if main else None  # a finished run resumed keeps the one it has
             if need_clustering:
-                clustering = fit_run_clustering(model, train_set, cfg, device,
-                                                epoch_seed(cfg.seed, cfg.epochs + 1),
-                                                fc=None if trained is None else trained[0])
+                clustering, final = fit_run_clustering(model, train_set, cfg, device,
+                                                       epoch_seed(cfg.seed, cfg.epochs + 1),
+                                                       fc=None if trained is None else trained[0])
+            elif main and not dist.enabled() and not (run / FEATURES).exists():
+                # a run finished before runs kept their final features: the saved clustering's space, again
+                final = embed(model, train_set, clustering, device, cfg.batch_size, cfg.workers,
+                              kept_dtype(cfg, device), desc="final features", alone=True)
     if need_clustering:
         def keep():
             kept = replace(state, clustering=clustering)
@@ -226,6 +230,8 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
     def write_results():
         if previous is not None and method.clusters:
             run.save_array("assignments.npy", previous)
+        if final is not None:
+            run.save_features(final)
         if evaluation:
             run.write_json("eval.json", evaluation)
 

@@ -39,7 +39,8 @@ def test_finished_run_report_in_the_browser(tiny_config, tmp_path, browser):
     text = info["text"]
     assert "finished" in text and "share of each label" not in text  # the picture's title is inside the PNG
     for piece in ("largest", "purest", "most mixed", "PCA-whitened 16 + L2", "32 conv1 kernels",
-                  "pseudo-labels are kept in clusters/ (2 epochs)"):
+                  "pseudo-labels are kept in clusters/ (2 epochs)", "How many groups, and the tree",
+                  "of the tree's cuts scores each number of groups K"):
         assert piece in text, piece
     # `deepcluster report` rebuilds the same page from the files alone
     page.unlink()

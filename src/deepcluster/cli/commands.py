@@ -84,12 +84,35 @@ def run_import_original(args: argparse.Namespace) -> None:
           f"{state.head_classes} clusters -> {out}")
 
 
+def _groups(args: argparse.Namespace) -> dict:
+    """The group request of a command's --clusters / --grouping, checked."""
+    from ..export.groups import parse_clusters
+
+    return {"clusters": parse_clusters(args.clusters), "grouping": args.grouping}
+
+
+def _say_groups(done: dict) -> None:
+    """What groups a command showed, and for --clusters auto the curve it chose from."""
+    from ..clustering.number import SAMPLES
+
+    choice = done.get("choice")
+    if choice is not None:
+        print(f"how many groups: {choice.criterion} of the tree's cuts (higher is better; +- one standard error "
+              f"over {SAMPLES} samples of images)")
+        cells = [f"{k:>3}: {s:.3f}{'*' if k == choice.k else ' '}" for k, s in zip(choice.ks, choice.scores)]
+        for i in range(0, len(cells), 8):
+            print("  " + "  ".join(cells[i:i + 8]))
+    print(f"groups: {done['shown']}")
+
+
 def run_export(args: argparse.Namespace) -> None:
     if args.command == "export":
+        from ..export.groups import parse_levels
         from ..export.table import export_clusters
 
         done = export_clusters(args.run, args.out, None, args.folders, args.copy, args.overwrite, args.data,
-                               args.data_root)
+                               args.data_root, levels=parse_levels(args.levels), **_groups(args))
+        _say_groups(done)
         print(f"{done['images']} images in {done['clusters']} clusters -> {done['table']}")
         if "folders" in done:
             f = done["folders"]
@@ -100,7 +123,9 @@ def run_export(args: argparse.Namespace) -> None:
     if args.command == "assign":
         from ..export.assign import assign_images
 
-        done = assign_images(args.run, args.data, args.out, args.overwrite, args.device, args.data_root)
+        done = assign_images(args.run, args.data, args.out, args.overwrite, args.device, args.data_root,
+                             **_groups(args))
+        _say_groups(done)
         if done["note"]:
             print(done["note"])
         print(f"{done['images']} images placed in {done['clusters_used']} clusters; {done['outside']} lie at least as "
@@ -133,7 +158,7 @@ def run_report(args: argparse.Namespace) -> None:
 
     if args.map_images < 0:
         raise ConfigError(f"--map-images {args.map_images} must be >= 0")
-    print(build_report(args.run, args.data, args.data_root, args.device, args.map_images))
+    print(build_report(args.run, args.data, args.data_root, args.device, args.map_images, **_groups(args)))
 
 
 def run_compare(args: argparse.Namespace) -> None:
@@ -150,7 +175,8 @@ def run_duplicates(args: argparse.Namespace) -> None:
     from ..export.duplicates import find_duplicates
 
     done = find_duplicates(args.run, args.threshold, args.out, args.by, args.space, args.probe, args.overwrite,
-                           args.device, args.data, args.data_root)
+                           args.device, args.data, args.data_root, **_groups(args))
+    _say_groups(done)
     print(f"{done['pairs']} pairs of {done['by']} at similarity >= {done['threshold']} in {done['groups']} groups "
           f"({done['images_in_groups']} images; {done['compared']} pairs compared of {done['all_pairs']}) -> "
           f"{done['table']}, {done['groups_table']}")
@@ -160,7 +186,8 @@ def run_sample(args: argparse.Namespace) -> None:
     from ..export.sample import sample_representatives
 
     done = sample_representatives(args.run, args.per_cluster, args.spread, args.out, args.folders, args.copy,
-                                  args.overwrite, args.device, args.data, args.data_root)
+                                  args.overwrite, args.device, args.data, args.data_root, **_groups(args))
+    _say_groups(done)
     print(f"{done['images']} representatives of {done['clusters']} clusters -> {done['table']}")
     if "folders" in done:
         print(f"{done['folders']['folders']} folders -> {done['folders']['out']}")

@@ -221,7 +221,24 @@ def build_parser() -> argparse.ArgumentParser:
     s_.add_argument("--copy", action="store_true", help="with --folders: copies instead of links")
     for p_ in (x, a, m, d, s_):
         p_.add_argument("--overwrite", action="store_true", help="replace the outputs if they exist")
+    for p_ in (x, a, d, s_, r):
+        _add_groups(p_)
+    x.add_argument("--levels", metavar="K,K,...",
+                   help="also each image's group in the tree cut at each of these numbers of groups (columns "
+                        "level_K), e.g. 5,20,100: groups that nest, coarse to fine")
     return parser
+
+
+def _add_groups(p: argparse.ArgumentParser) -> None:
+    """--clusters K|auto and --grouping: other groups than the training's, drawn from the run's final features."""
+    p.add_argument("--clusters", metavar="K|auto",
+                   help="show K groups instead of the training's clusters, drawn from the run's final features "
+                        "without training again (kept in RUN_DIR/groups for next time); 'auto' estimates K from "
+                        "the features (silhouette of the tree's cuts) and prints the curve")
+    p.add_argument("--grouping", default="kmeans", choices=("kmeans", "tree"),
+                   help="how --clusters groups are drawn: kmeans (k-means at K, best of 10 starts; the training's "
+                        "own clustering when K is its k) or tree (the run's tree of fine clusters merged by Ward "
+                        "linkage, cut at K: groups at different K nest)")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

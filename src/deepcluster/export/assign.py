@@ -12,7 +12,7 @@ from ..config import ConfigError
 from ..data import fashion_mnist, load_size_for, open_folder
 from ..data.adapt import for_network
 from ..session import SavedRun, open_run
-from .table import cluster_rows, image_names, refuse_existing, run_clustering, write_rows
+from .table import cluster_rows, image_names, refuse_existing, requested_groups, write_rows
 
 
 def open_images(run: SavedRun, data: str, data_root: Optional[str] = None):
@@ -46,12 +46,14 @@ def fit_quantiles(clustering, labels: np.ndarray, distances: np.ndarray, head: i
 
 
 def assign_images(run_dir: str | Path, data: str, out: Optional[str | Path] = None, overwrite: bool = False,
-                  device: str = "auto", data_root: Optional[str] = None, progress: bool = True) -> dict:
+                  device: str = "auto", data_root: Optional[str] = None, progress: bool = True,
+                  clusters=None, grouping: str = "kmeans") -> dict:
     """Place the images of ``data`` in the clusters of the run: a table like ``export``'s (``cluster``,
     ``distance``, ``rank`` among these images, the learned ``cluster_size``) with a ``fit`` column (see
     :func:`fit_quantiles`), written to ``out`` (default ``RUN_DIR/assigned.csv``)."""
     run = open_run(run_dir, device=device, load_data=False)
-    c = run_clustering(run)
+    groups = requested_groups(run, clusters, grouping)
+    c = groups.clustering
     out = refuse_existing(out or run.run_dir / "assigned.csv", overwrite)
     ds, note = open_images(run, data, data_root)
     x = embed(run.model, ds, c, run.device, run.cfg.batch_size, run.cfg.workers,
@@ -63,5 +65,6 @@ def assign_images(run_dir: str | Path, data: str, out: Optional[str | Path] = No
     for r, lab, q in zip(rows, labels[0], fit_quantiles(c, labels[0], distances[0])):
         r["cluster_size"], r["fit"] = int(learned[lab]), round(float(q), 4)
     write_rows(rows, out)
-    return {"images": len(rows), "table": str(out), "note": note,
+    return {"images": len(rows), "table": str(out), "shown": groups.description,
+               "choice": groups.choice, "note": note,
             "clusters_used": int(len(np.unique(labels[0]))), "outside": int(sum(r["fit"] >= 1 for r in rows))}

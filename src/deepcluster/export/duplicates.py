@@ -35,7 +35,7 @@ from ..data.folder import read_rgb
 from ..features import centre_view_features
 from ..preprocess import l2_normalize
 from ..session import open_run
-from .table import image_names, refuse_existing, run_clustering, write_rows
+from .table import image_names, refuse_existing, requested_groups, write_rows
 
 KINDS = ("copies", "features")
 SPACES = ("fc", "clustering")
@@ -153,12 +153,13 @@ def duplicate_groups(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
 def find_duplicates(run_dir: str | Path, threshold: Optional[float] = None, out: Optional[str | Path] = None,
                     by: str = "copies", space: Optional[str] = None, probe: int = 2, overwrite: bool = False,
                     device: str = "auto", data: Optional[str] = None, data_root: Optional[str] = None,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, clusters=None, grouping: str = "kmeans") -> dict:
     """Write the pairs (``RUN_DIR/duplicates.csv``: image_a, image_b, similarity, cluster) and the groups
     (``...-groups.csv``: group, image) of a run's training images. ``by``: "copies" (whole-image signatures,
     default threshold 0.98) or "features" (default 0.9) in ``space``: "clustering" (the run's: PCA-whitened + L2
     for v1; the default) or "fc" (L2-normalised: after training these are nearly collinear within a cluster, so
-    far more pairs pass). ``probe``: the nearest clusters each image is compared in (1: its own only)."""
+    far more pairs pass). ``probe``: the nearest clusters each image is compared in (1: its own only);
+    ``clusters`` / ``grouping``: other groups to search within than the training's (:func:`requested_groups`)."""
     if by not in KINDS:
         raise ConfigError(f"unknown kind of duplicates '{by}': choose one of {', '.join(KINDS)}")
     threshold = THRESHOLD[by] if threshold is None else threshold
@@ -169,7 +170,8 @@ def find_duplicates(run_dir: str | Path, threshold: Optional[float] = None, out:
     if probe < 1:
         raise ConfigError(f"--probe {probe}: the number of nearest clusters to search, 1 or more")
     run = open_run(run_dir, data, data_root=data_root, device=device, whole_data=False, cache=False)
-    c = run_clustering(run)
+    chosen = requested_groups(run, clusters, grouping)
+    c = chosen.clustering
     out = refuse_existing(out or run.run_dir / "duplicates.csv", overwrite)
     groups_out = refuse_existing(out.with_name(out.stem + "-groups" + out.suffix), overwrite)
     ds, cfg, labels = run.train_set, run.cfg, c.labels[0]
@@ -197,4 +199,5 @@ def find_duplicates(run_dir: str | Path, threshold: Optional[float] = None, out:
     write_rows([{"group": int(groups[m]), "image": names[m]} for m in by_group], groups_out, fields=("group", "image"))
     return {"by": by, "threshold": threshold, "pairs": int(len(i)), "groups": int(groups.max() + 1),
             "images_in_groups": int(len(members)), "compared": compared_pairs(labels, probes),
-            "all_pairs": len(ds) * (len(ds) - 1) // 2, "table": str(out), "groups_table": str(groups_out)}
+            "all_pairs": len(ds) * (len(ds) - 1) // 2, "table": str(out), "groups_table": str(groups_out),
+            "shown": chosen.description, "choice": chosen.choice}

@@ -11,7 +11,7 @@ import numpy as np
 from ..clusters import embed
 from ..config import ConfigError
 from ..session import open_run
-from .table import image_names, ranks, refuse_existing, run_clustering, write_rows
+from .table import image_names, ranks, refuse_existing, requested_groups, write_rows
 
 
 def farthest_points(x: np.ndarray, start: int, n: int) -> list[int]:
@@ -29,7 +29,7 @@ def sample_representatives(run_dir: str | Path, per_cluster: int = 5, spread: in
                            out: Optional[str | Path] = None, folders: Optional[str | Path] = None,
                            copy: bool = False, overwrite: bool = False, device: str = "auto",
                            data: Optional[str] = None, data_root: Optional[str] = None,
-                           progress: bool = True) -> dict:
+                           progress: bool = True, clusters=None, grouping: str = "kmeans") -> dict:
     """Write ``RUN_DIR/representatives.csv`` (image, cluster, kind "central" | "spread", pick, distance,
     cluster_size): the ``per_cluster`` images nearest each centroid, and ``spread`` more per cluster by farthest
     points in the clustering space; with ``folders``, one folder per cluster of them."""
@@ -39,7 +39,8 @@ def sample_representatives(run_dir: str | Path, per_cluster: int = 5, spread: in
         raise ConfigError(f"--per-cluster {per_cluster} / --spread {spread}: at least one central image per "
                           f"cluster, and no negative spread")
     run = open_run(run_dir, data, data_root=data_root, device=device, whole_data=False, cache=False)
-    c = run_clustering(run)
+    groups = requested_groups(run, clusters, grouping)
+    c = groups.clustering
     out = refuse_existing(out or run.run_dir / "representatives.csv", overwrite)
     ds = run.train_set
     if folders is not None:
@@ -65,7 +66,8 @@ def sample_representatives(run_dir: str | Path, per_cluster: int = 5, spread: in
                          "distance": round(float(dist[i]), 6), "cluster_size": int(size[i])})
             picks[i] = pick
     write_rows(rows, out)
-    summary = {"images": len(rows), "clusters": int(len(np.unique(labels))), "table": str(out)}
+    summary = {"images": len(rows), "clusters": int(len(np.unique(labels))), "table": str(out),
+               "shown": groups.description, "choice": groups.choice}
     if folders is not None:
         order = np.zeros(len(labels), np.int64)
         order[list(picks)] = list(picks.values())

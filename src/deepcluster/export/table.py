@@ -40,6 +40,19 @@ def run_clustering(run: SavedRun) -> RunClustering:
     return c
 
 
+def requested_groups(run: SavedRun, clusters=None, grouping: str = "kmeans"):
+    """The groups a command shows: the run's own clustering (every head) when ``clusters`` is None, else those
+    of :meth:`~deepcluster.export.groups.RunGroups.groups` (a number, or "auto"), as a
+    :class:`~deepcluster.export.groups.Groups`."""
+    from .groups import Groups, RunGroups
+
+    c = run_clustering(run)
+    if clusters is None:
+        k = len(c.centroids[0])
+        return Groups(k, "training", f"the training's own clustering (k = {k})", c)
+    return RunGroups(run.run_dir, c, run.cfg.k, run.cfg.seed).groups(clusters, grouping)
+
+
 def ranks(labels: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(rank of each image in its cluster by distance, 1 = nearest the centroid; size of its cluster)``."""
     order = np.lexsort((distances, labels))  # by cluster, then by distance
@@ -100,23 +113,51 @@ def refuse_existing(out: str | Path, overwrite: bool) -> Path:
     return out
 
 
+def table_name(clusters=None, grouping: str = "kmeans", fmt: Optional[str] = None) -> str:
+    """The default file of a table of groups: ``clusters.csv`` for the training's, else ``clusters-k30.csv``,
+    ``clusters-tree-k30.csv``, ``clusters-auto.csv``..."""
+    tag = "" if clusters is None else "-" + ("tree-" if grouping == "tree" else "") + (
+        "auto" if clusters == "auto" else f"k{clusters}")
+    return f"clusters{tag}.{fmt or 'csv'}"
+
+
 def export_clusters(run_dir: str | Path, out: Optional[str | Path] = None, fmt: Optional[str] = None,
                     folders: Optional[str | Path] = None, copy: bool = False, overwrite: bool = False,
-                    data: Optional[str] = None, data_root: Optional[str] = None) -> dict:
-    """Write the table of a run's training images (default ``RUN_DIR/clusters.csv``) and, with ``folders``, one
-    folder per cluster (:func:`~deepcluster.export.folders.write_cluster_folders`). Checks everything before
-    writing anything. Returns a summary."""
+                    data: Optional[str] = None, data_root: Optional[str] = None, clusters=None,
+                    grouping: str = "kmeans", levels: Sequence[int] = ()) -> dict:
+    """Write the table of a run's training images (default ``RUN_DIR/clusters.csv``, or :func:`table_name`'s for
+    other groups) and, with ``folders``, one folder per cluster
+    (:func:`~deepcluster.export.folders.write_cluster_folders`). ``clusters``: a number of groups or "auto"
+    drawn by k-means or the tree (``grouping``) (:mod:`~deepcluster.export.groups`), instead of the training's clusters;
+    ``levels``: each image's group in the tree cut at each of these numbers too (columns ``level_K``). Checks
+    everything before writing anything. Returns a summary, ``groups`` saying what the table shows."""
+    from ..clustering.hierarchy import leaf_count
     from .folders import check_folders_out, write_cluster_folders
+    from .groups import RunGroups
 
     run = open_run(run_dir, data, data_root=data_root, device="cpu", whole_data=False, cache=False)
     c = run_clustering(run)
-    out = refuse_existing(out or run.run_dir / ("clusters." + (fmt or "csv")), overwrite)
+    out = refuse_existing(out or run.run_dir / table_name(clusters, grouping, fmt), overwrite)
     ds = run.train_set
     if folders is not None:
         check_folders_out(folders, overwrite, ds)
-    rows = cluster_rows(image_names(ds), c, ds.targets, ds.classes)
+    levels = sorted(set(levels))
+    if levels:  # checked before anything is computed (and kept in RUN_DIR/groups)
+        most = leaf_count(len(c.labels[0]), run.cfg.k)
+        if not 2 <= levels[0] <= levels[-1] <= most:
+            raise ConfigError(f"--levels {','.join(map(str, levels))}: the tree of {run.run_dir} cuts into 2 to "
+                              f"{most} groups")
+    groups = requested_groups(run, clusters, grouping)
+    rows = cluster_rows(image_names(ds), groups.clustering, ds.targets, ds.classes)
+    if levels:
+        tree = RunGroups(run.run_dir, c, run.cfg.k, run.cfg.seed).tree()
+        for k in levels:
+            for r, g in zip(rows, tree.labels(k).tolist()):
+                r[f"level_{k}"] = g
+    c = groups.clustering
     write_rows(rows, out, fmt)
-    summary = {"images": len(rows), "clusters": int(len(np.unique(c.labels[0]))), "table": str(out)}
+    summary = {"images": len(rows), "clusters": int(len(np.unique(c.labels[0]))), "table": str(out),
+               "shown": groups.description, "choice": groups.choice}
     if folders is not None:
         rank, _ = ranks(c.labels[0], c.distances[0])
         summary["folders"] = write_cluster_folders(folders, ds, c.labels[0], rank, copy, overwrite)

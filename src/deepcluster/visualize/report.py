@@ -22,7 +22,7 @@ from ..config import Config, ConfigError
 from ..diagnose import learning_problems
 from ..evaluate.clustering import kmeans_protocol
 from ..evaluate.metrics import epoch_nmi_matrix
-from ..rundir import RunDir, atomic_write, atomic_write_text
+from ..rundir import FEATURES, RunDir, atomic_write, atomic_write_text
 from ..session import open_run
 from .browser import write_cluster_browser
 from .curves import plot_curves
@@ -33,7 +33,8 @@ from .plots import cluster_sizes_figure, confusion_figure, embedding_figure, epo
 SECTIONS = {"status": "Status", "config": "Configuration", "curves": "Curves over epochs", "epochs": "Epochs",
             "stability": "Clusters across epochs",
             "sizes": "Cluster sizes", "clusters": "Clusters (images drawn at random)",
-            "browser": "Every cluster", "confusion": "Clusters against labels", "map": "Map of the features",
+            "browser": "Every cluster", "groups": "How many groups, and the tree",
+            "confusion": "Clusters against labels", "map": "Map of the features",
             "filters": "First-layer filters", "evaluation": "Evaluation"}  # section id -> heading, in page order
 
 STYLE = """
@@ -145,16 +146,22 @@ def evaluation_tables(run: RunDir) -> str:
 
 def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model=None, dataset=None,
                  assignment: Optional[np.ndarray] = None, final: bool = True, device="cpu",
-                 map_images: int = 1000, clustering=None, features: Optional[np.ndarray] = None) -> Path:
+                 map_images: int = 1000, clustering=None, features: Optional[np.ndarray] = None,
+                 shown=None) -> Path:
     """Write ``RUN_DIR/report/index.html`` and its curves as ``RUN_DIR/curves.png`` (atomically) from what is
     given; sections whose inputs are missing (no epoch yet, no labels, no dataset) say so instead.
     ``final=False`` marks a run in progress: the page then reloads itself every 60 s, and its map is drawn from
     at most a tenth of the images (so that a report costs little next to an epoch on small data). With the run's
     final ``clustering`` (:class:`~deepcluster.state.RunClustering`) its clusters are the ones shown, and the
     cluster browser (:mod:`.browser`) is written beside the page. ``features``: the network's fc features of
-    every image of ``dataset``, when the caller has them (the map then reads no image). Returns the page's path."""
+    every image of ``dataset``, when the caller has them (the map then reads no image). ``shown``: other groups
+    than the training's to show (:class:`~deepcluster.export.groups.Groups`, from ``report --clusters``).
+    Returns the page's path."""
     run = RunDir(run_dir)
     device = torch.device(device)
+    trained_clustering = clustering
+    if shown is not None:
+        clustering = shown.clustering
     if clustering is not None:
         assignment = clustering.labels[0]
     targets = getattr(dataset, "targets", None) if dataset is not None else None
@@ -228,7 +235,8 @@ def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model
             pages = write_cluster_browser(run / "report", dataset, assignment, clustering.distances[0],
                                           f"DeepCluster run {run.path.name}", STYLE, targets=targets)
             first = pages[0].relative_to(run / "report").as_posix()
-            sec["browser"] = (f'<p>All {len(np.unique(assignment))} clusters of the trained network, largest '
+            which = "" if shown is None else f" ({html.escape(shown.description)})"
+            sec["browser"] = (f'<p>All {len(np.unique(assignment))} clusters of the trained network{which}, largest '
                               f'first, each with its most central images and their file names: '
                               f'<a href="{first}">the cluster browser</a> ({len(pages)} page'
                               f'{"s" if len(pages) > 1 else ""}).</p>')
@@ -238,6 +246,9 @@ def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model
         sec["confusion"] = _img(png_bytes(confusion_figure(assignment, targets, classes)), "clusters by label") \
             if targets is not None else '<p class="note">The data has no labels (one subfolder per class gives ' \
                                         'them), so clusters cannot be compared with classes.</p>'
+
+    sec["groups"] = groups_section(run, cfg, trained_clustering, dataset) if final else \
+        '<p class="note">Drawn once training has ended.</p>'
 
     if not final and dataset is not None:
         map_images = min(map_images, max(5, len(dataset) // 10))
@@ -276,10 +287,29 @@ def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model
     return out
 
 
+def groups_section(run: RunDir, cfg: Config, clustering, dataset) -> str:
+    """The curve of how many groups the run's images form and the top of its tree, from its final features."""
+    from ..export.groups import AUTO_MIN, RunGroups
+    from .tree import curve_figure, tree_figure
+
+    if clustering is None or dataset is None or not (run / FEATURES).is_file():
+        return '<p class="note">Needs the run\'s final clustering, its final features and its images.</p>'
+    groups = RunGroups(run.path, clustering, cfg.k, cfg.seed)
+    if groups.n < AUTO_MIN:
+        return f'<p class="note">Needs at least {AUTO_MIN} images.</p>'
+    choice, tree = groups.choice(), groups.tree()
+    return (f'<p>Without labels, the {choice.criterion} of the tree\'s cuts scores each number of groups K: '
+            f'{html.escape(choice.describe())}. <code>deepcluster export {html.escape(str(run.path))} --clusters '
+            f'auto</code> (or any K, <code>--levels 5,20,100</code> for nested levels) writes them by file.</p>'
+            + _img(png_bytes(curve_figure(choice)), "how many groups: the curve")
+            + _img(png_bytes(tree_figure(tree, groups.features, dataset), dpi=90), "the top of the tree"))
+
+
 def build_report(run_dir: str | Path, data: Optional[str] = None, data_root: Optional[str] = None,
-                 device: str = "auto", map_images: int = 1000) -> Path:
+                 device: str = "auto", map_images: int = 1000, clusters=None, grouping: str = "kmeans") -> Path:
     """Rebuild the report of a run directory from its files: config, metrics, checkpoint (network and the last
-    assignment) and the training data (the run's own, unless ``data``/``data_root`` say where it is now)."""
+    assignment) and the training data (the run's own, unless ``data``/``data_root`` say where it is now);
+    ``clusters`` / ``grouping``: other groups than the training's to show (``report --clusters``)."""
     if not (Path(run_dir) / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml): give a folder written by "
                           f"'deepcluster train'")
@@ -291,5 +321,10 @@ def build_report(run_dir: str | Path, data: Optional[str] = None, data_root: Opt
     final = bool(history) and history[-1]["epoch"] >= run.cfg.epochs
     assignment = run.state.assignment if run.state is not None else None
     clustering = run.state.clustering if run.state is not None else None
+    shown = None
+    if clusters is not None:
+        from ..export.table import requested_groups
+
+        shown = requested_groups(run, clusters, grouping)
     return write_report(run.run_dir, run.cfg, history, model=run.model, dataset=run.train_set, assignment=assignment,
-                        final=final, device=run.device, map_images=map_images, clustering=clustering)
+                        final=final, device=run.device, map_images=map_images, clustering=clustering, shown=shown)
