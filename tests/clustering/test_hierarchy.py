@@ -100,14 +100,16 @@ def test_each_criterion_finds_the_number_of_separated_blobs(criterion, k):
 
 def test_the_choice_never_claims_more_than_the_curve_says():
     ks = list(range(2, 12))
-    # a plateau: K = 4 .. 9 all within two standard errors of the best
+    # a plateau: K = 4 .. 9 all within two standard errors of the best; the fewest of them is taken
     score = np.array([0.10, 0.15, 0.30, 0.31, 0.305, 0.30, 0.31, 0.302, 0.2, 0.1])
     choice = _decide("silhouette", ks, score, np.full(10, 0.01))
-    assert (choice.k, choice.low, choice.high, choice.flat) == (5, 4, 9, True)
-    assert "flat: every K from 4 to 9" in choice.describe()
+    assert (choice.best, choice.k, choice.low, choice.high, choice.flat) == (5, 4, 4, 9, True)
+    assert choice.describe() == ("K = 4, the fewest groups within noise of the best (K = 5, silhouette 0.310), but "
+                                 "the curve is flat: every K from 4 to 9 scores within its noise")
     # a clear peak: the same curve with a tenth of the noise names one K
     choice = _decide("silhouette", ks, score, np.full(10, 0.001))
-    assert (choice.k, choice.low, choice.high, choice.flat) == (5, 5, 8, False)
+    assert (choice.best, choice.k, choice.low, choice.high, choice.flat) == (5, 5, 5, 8, False)
+    assert choice.describe() == "K = 5 (silhouette 0.310); within noise: 5-8"
     # still rising at the largest K scored: said, and no K claimed as the answer
     choice = _decide("silhouette", ks, np.linspace(0, 1, 10), np.full(10, 0.01))
     assert choice.at_edge and "still rising" in choice.describe() and "give a number" in choice.describe()

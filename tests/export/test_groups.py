@@ -155,3 +155,15 @@ def test_the_estimator_takes_the_groups_asked_for(finished):
     assert np.array_equal(est.predict(finished.parent / "images"), est.labels_)
     own = DeepCluster.load(finished, device="cpu")
     assert own.groups_.how == "training" and np.array_equal(own.labels_, np.load(finished / "assignments.npy"))
+
+
+def test_a_refused_command_computes_nothing(finished, capsys):
+    """The other commands check their outputs before drawing the groups: a refusal leaves no kept result."""
+    assert main(["sample", str(finished), "--per-cluster", "1", "--spread", "0", "--device", "cpu"]) == 0
+    before = snapshot(finished)
+    assert main(["sample", str(finished), "--clusters", "5", "--device", "cpu"]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert snapshot(finished) == before and not (finished / "groups" / "kmeans-5.npz").exists()
+    assert main(["sample", str(finished), "--clusters", "5", "--device", "cpu", "--out",
+                 str(finished.parent / "reps.csv")]) == 0
+    assert "groups: k-means at K = 5" in capsys.readouterr().out

@@ -97,9 +97,10 @@ def _say_groups(done: dict) -> None:
 
     choice = done.get("choice")
     if choice is not None:
-        print(f"how many groups: {choice.criterion} of the tree's cuts (higher is better; +- one standard error "
-              f"over {SAMPLES} samples of images)")
-        cells = [f"{k:>3}: {s:.3f}{'*' if k == choice.k else ' '}" for k, s in zip(choice.ks, choice.scores)]
+        print(f"how many groups: {choice.criterion} of the tree's cuts, the mean over {SAMPLES} disjoint samples of "
+              f"images (higher is better; * the K chosen, + the best score)")
+        mark = lambda k: "*" if k == choice.k else "+" if k == choice.best else " "
+        cells = [f"{k:>3}: {s:.3f}{mark(k)}" for k, s in zip(choice.ks, choice.scores)]
         for i in range(0, len(cells), 8):
             print("  " + "  ".join(cells[i:i + 8]))
     print(f"groups: {done['shown']}")

@@ -61,9 +61,11 @@ def calinski(x: np.ndarray, labels: np.ndarray) -> float:
 @dataclass
 class Choice:
     """The curve and what it says. ``ks``: the K scored; ``scores`` (K,): the criterion's mean (higher is
-    better); ``noise`` (K,): its standard error over the samples; ``k``: the best
-    K; ``low``, ``high``: the range of K within noise of the best; ``flat``: whether that range is wide
-    (``high`` at least 1.5 ``low``, and more than two values)."""
+    better); ``noise`` (K,): its standard error over the samples; ``best``: the K of the highest score;
+    ``low``, ``high``: the range of K that score within noise (two standard errors) of the best; ``k``: the K
+    chosen, ``low``: the fewest groups the curve cannot tell from the best (the parsimony of the gap statistic's
+    and CART's one-standard-error rules: Tibshirani et al. 2001, Breiman et al. 1984); ``flat``: whether that
+    range is wide (``high`` at least 1.5 ``low``, and more than two values)."""
 
     criterion: str
     ks: list
@@ -73,26 +75,28 @@ class Choice:
     low: int
     high: int
     flat: bool = field(default=False)
+    best: int = 0
 
     @property
     def at_edge(self) -> bool:
         """Whether the best K is the largest one scored: the curve may go on rising beyond it."""
-        return self.k == self.ks[-1]
+        return self.best == self.ks[-1]
 
     def describe(self) -> str:
+        score = lambda k: f"{self.criterion} {self.scores[self.ks.index(k)]:.3f}"
         if self.at_edge:
-            return (f"K = {self.k}, the largest K scored ({self.criterion} {self.scores[-1]:.3f}), and the curve is "
-                    f"still rising there: the images may form more groups than the curve can tell, or none it can "
-                    f"find; give a number instead")
+            return (f"the curve is still rising at the largest K scored ({self.best}, {score(self.best)}): the "
+                    f"images may form more groups than it can tell, or none it can find; K = {self.k} is the "
+                    f"fewest within noise of it; give a number instead")
+        said = f"K = {self.k} ({score(self.k)})" if self.k == self.best else \
+            f"K = {self.k}, the fewest groups within noise of the best (K = {self.best}, {score(self.best)})"
         if self.flat:
-            return (f"K = {self.k} ({self.criterion} {self.scores[self.ks.index(self.k)]:.3f}), but the curve is "
-                    f"flat: every K from {self.low} to {self.high} scores within its noise of the best")
-        return f"K = {self.k} ({self.criterion} {self.scores[self.ks.index(self.k)]:.3f}; within noise: " \
-               f"{self.low}-{self.high})"
+            return f"{said}, but the curve is flat: every K from {self.low} to {self.high} scores within its noise"
+        return f"{said}; within noise: {self.low}-{self.high}"
 
     def to_dict(self) -> dict:
-        return {"criterion": self.criterion, "k": self.k, "low": self.low, "high": self.high, "flat": self.flat,
-                "ks": self.ks, "scores": self.scores, "noise": self.noise}
+        return {"criterion": self.criterion, "k": self.k, "best": self.best, "low": self.low, "high": self.high,
+                "flat": self.flat, "ks": self.ks, "scores": self.scores, "noise": self.noise}
 
 
 def sample_size(n: int) -> int:
@@ -144,4 +148,4 @@ def _decide(criterion: str, ks: list, score: np.ndarray, noise: np.ndarray, tole
     within = [k for k, s in zip(ks, score) if s >= score[best] - tol]
     low, high = min(within), max(within)
     return Choice(criterion, list(ks), [round(float(s), 5) for s in score], [round(float(e), 5) for e in noise],
-                  int(ks[best]), low, high, flat=high >= 1.5 * low and len(within) > 2)
+                  low, low, high, flat=high >= 1.5 * low and len(within) > 2, best=int(ks[best]))

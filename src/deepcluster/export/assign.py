@@ -52,9 +52,9 @@ def assign_images(run_dir: str | Path, data: str, out: Optional[str | Path] = No
     ``distance``, ``rank`` among these images, the learned ``cluster_size``) with a ``fit`` column (see
     :func:`fit_quantiles`), written to ``out`` (default ``RUN_DIR/assigned.csv``)."""
     run = open_run(run_dir, device=device, load_data=False)
+    out = refuse_existing(out or run.run_dir / "assigned.csv", overwrite)
     groups = requested_groups(run, clusters, grouping)
     c = groups.clustering
-    out = refuse_existing(out or run.run_dir / "assigned.csv", overwrite)
     ds, note = open_images(run, data, data_root)
     x = embed(run.model, ds, c, run.device, run.cfg.batch_size, run.cfg.workers,
               run.dtype, desc="assign" if progress else None, alone=True)
@@ -65,6 +65,6 @@ def assign_images(run_dir: str | Path, data: str, out: Optional[str | Path] = No
     for r, lab, q in zip(rows, labels[0], fit_quantiles(c, labels[0], distances[0])):
         r["cluster_size"], r["fit"] = int(learned[lab]), round(float(q), 4)
     write_rows(rows, out)
-    return {"images": len(rows), "table": str(out), "shown": groups.description,
-               "choice": groups.choice, "note": note,
+    return {"images": len(rows), "table": str(out), "shown": groups.description, "choice": groups.choice,
+            "note": note,
             "clusters_used": int(len(np.unique(labels[0]))), "outside": int(sum(r["fit"] >= 1 for r in rows))}

@@ -170,10 +170,10 @@ def find_duplicates(run_dir: str | Path, threshold: Optional[float] = None, out:
     if probe < 1:
         raise ConfigError(f"--probe {probe}: the number of nearest clusters to search, 1 or more")
     run = open_run(run_dir, data, data_root=data_root, device=device, whole_data=False, cache=False)
-    chosen = requested_groups(run, clusters, grouping)
-    c = chosen.clustering
     out = refuse_existing(out or run.run_dir / "duplicates.csv", overwrite)
     groups_out = refuse_existing(out.with_name(out.stem + "-groups" + out.suffix), overwrite)
+    chosen = requested_groups(run, clusters, grouping)
+    c = chosen.clustering
     ds, cfg, labels = run.train_set, run.cfg, c.labels[0]
     amp = run.dtype
     space, x = space or "clustering", None

@@ -40,7 +40,7 @@ LEAF_SAMPLE = 256  # points per leaf the leaves' k-means is fitted on (faiss's o
 AUTO_MIN = 20  # images an estimate of K needs at least
 CRITERION = "silhouette"  # benchmarks/groups.py measures the criteria on labelled folders
 CHUNK = 65536  # rows of the features read at once
-FORMAT = 1  # what is kept in RUN_DIR/groups: a kept file of another format is computed again
+FORMAT = 2  # what is kept in RUN_DIR/groups: a kept file of another format is computed again
 
 Request = Union[int, str]
 
@@ -199,7 +199,7 @@ class RunGroups:
             kept = {**c.to_dict(), "images": self.n, "format": FORMAT}
             self._keep(f"auto-{criterion}.json", lambda tmp: Path(tmp).write_text(json.dumps(kept) + "\n"))
         return Choice(kept["criterion"], kept["ks"], kept["scores"], kept["noise"], kept["k"], kept["low"],
-                      kept["high"], kept["flat"])
+                      kept["high"], kept["flat"], kept["best"])
 
     # ---- a request answered
     def groups(self, clusters: Request, grouping: str = "kmeans", criterion: str = CRITERION) -> Groups:

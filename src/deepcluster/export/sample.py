@@ -39,12 +39,12 @@ def sample_representatives(run_dir: str | Path, per_cluster: int = 5, spread: in
         raise ConfigError(f"--per-cluster {per_cluster} / --spread {spread}: at least one central image per "
                           f"cluster, and no negative spread")
     run = open_run(run_dir, data, data_root=data_root, device=device, whole_data=False, cache=False)
-    groups = requested_groups(run, clusters, grouping)
-    c = groups.clustering
     out = refuse_existing(out or run.run_dir / "representatives.csv", overwrite)
     ds = run.train_set
     if folders is not None:
         check_folders_out(folders, overwrite, ds)
+    groups = requested_groups(run, clusters, grouping)
+    c = groups.clustering
     labels, dist = c.labels[0], c.distances[0]
     rank, size = ranks(labels, dist)
     x = None

@@ -15,16 +15,22 @@ from .grids import to_rgb  # noqa: E402
 
 
 def curve_figure(choice: Choice):
-    """The criterion over K with its noise band; the chosen K marked, the range within noise shaded."""
+    """The criterion over K with its noise band; the chosen K and the best marked, the range within noise
+    shaded."""
     ks, s, e = np.array(choice.ks), np.array(choice.scores), np.array(choice.noise)
     fig, ax = plt.subplots(figsize=(7, 2.8), layout="constrained")
     ax.axvspan(choice.low - 0.5, choice.high + 0.5, color="#e8a33d", alpha=0.2, label="within noise of the best")
     ax.fill_between(ks, s - e, s + e, color="#4c72b0", alpha=0.25, linewidth=0)
     ax.plot(ks, s, color="#4c72b0", marker=".", label=choice.criterion)
-    ax.axvline(choice.k, color="#c44e52", linestyle="--", label=f"chosen K = {choice.k}")
+    ax.axvline(choice.k, color="#c44e52", linestyle="--", label=f"chosen K = {choice.k} (the fewest within noise)")
+    if choice.best != choice.k:
+        i = choice.ks.index(choice.best)
+        ax.plot([choice.best], [s[i]], "*", color="#c44e52", markersize=11, label=f"best K = {choice.best}")
     ax.set_xlabel("number of groups K (cuts of the tree)")
     ax.set_ylabel(choice.criterion)
-    ax.set_title(("flat: " if choice.flat else "") + choice.describe(), fontsize=9)
+    ax.set_title(f"K = {choice.k} chosen; the best score at K = {choice.best}; within noise: {choice.low}-"
+                 f"{choice.high}" + (" (a flat curve)" if choice.flat else "") +
+                 (" (still rising at the end)" if choice.at_edge else ""), fontsize=9)
     ax.legend(fontsize=8, loc="best")
     return fig
 
