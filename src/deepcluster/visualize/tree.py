@@ -40,7 +40,8 @@ def tree_figure(tree: Tree, features: np.ndarray, dataset, top: int = 12, per_no
     images nearest its mean in the clustering space, with its number of images."""
     top = max(2, min(top, tree.leaves))
     fig = plt.figure(figsize=(1.05 * top, 2.2 + 1.05 * per_node))
-    grid = fig.add_gridspec(1 + per_node, top, height_ratios=[2.2] + [1] * per_node, hspace=0.08, wspace=0.05)
+    grid = fig.add_gridspec(1 + per_node, top, height_ratios=[2.2] + [1] * per_node, hspace=0.12, wspace=0.05,
+                            left=0.07, right=0.99, top=0.93, bottom=0.01)
     ax = fig.add_subplot(grid[0, :])
     shown = dendrogram(tree.z, p=top, truncate_mode="lastp", ax=ax, no_labels=True, color_threshold=0,
                        above_threshold_color="#555")
