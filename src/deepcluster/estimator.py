@@ -70,6 +70,8 @@ class DeepCluster:
         from .export.table import requested_groups
 
         clusters = parse_clusters(None if self.clusters is None else str(self.clusters))
+        if clusters is None and self.grouping != "kmeans":
+            raise ConfigError(f"grouping='{self.grouping}' draws the groups of clusters=: give clusters=K or 'auto'")
         self._run = open_run(run_dir, device=self.device, load_data=False)
         self.groups_ = requested_groups(self._run, clusters, self.grouping)
         self._clustering = self.groups_.clustering

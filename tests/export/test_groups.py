@@ -108,6 +108,7 @@ def test_auto_prints_its_curve_and_choice(finished, capsys):
     (["--clusters", "many"], "give a number of groups (e.g. 20) or 'auto'"),
     (["--clusters", "4", "--grouping", "tree", "--levels", "1,4"], "every level needs at least 2 groups"),
     (["--levels", "3,500"], "cuts into 2 to 24 groups"),
+    (["--grouping", "tree"], "give --clusters K or auto too"),
 ])
 def test_bad_requests_are_one_line_and_write_nothing(finished, capsys, args, message):
     before = snapshot(finished)

@@ -88,6 +88,8 @@ def _groups(args: argparse.Namespace) -> dict:
     """The group request of a command's --clusters / --grouping, checked."""
     from ..export.groups import parse_clusters
 
+    if args.grouping != "kmeans" and args.clusters is None:
+        raise ConfigError(f"--grouping {args.grouping} draws the groups of --clusters: give --clusters K or auto too")
     return {"clusters": parse_clusters(args.clusters), "grouping": args.grouping}
 
 
