@@ -118,12 +118,12 @@ def choose_k(x: np.ndarray, leaf_of: np.ndarray, z: np.ndarray, leaf_sizes: np.n
         raise ValueError(f"unknown criterion '{criterion}': choose one of {', '.join(CRITERIA)}")
     n_leaves = len(z) + 1
     ks = ks or candidate_ks(n_leaves, len(x))
-    cuts = {k: cut(z, k, leaf_sizes) for k in ks}
     if criterion == "ward":
         h = z[:, 2]
         # going from K to K - 1 groups takes merge L - K; the K-th group was made by merge L - K - 1
         score = np.array([h[n_leaves - k] / max(h[n_leaves - k - 1], 1e-12) for k in ks])
         return _decide(criterion, ks, score, np.zeros(len(ks)), tolerance=0.1 * (score.max() - 1))
+    cuts = {k: cut(z, k, leaf_sizes) for k in ks}  # the leaves' groups at each K; the merge heights need none
     order, size = np.random.default_rng(seed).permutation(len(x)), sample_size(len(x))
     samples = [order[i * size:(i + 1) * size] for i in range(SAMPLES)]
     rows = []

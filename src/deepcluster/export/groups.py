@@ -178,7 +178,7 @@ class RunGroups:
             if (sizes == 0).any():  # a leaf of the sample that no image is nearest to: drop it
                 used = np.flatnonzero(sizes)
                 leaf_of = np.searchsorted(used, leaf_of)
-                km.cluster_centers_, sizes = km.cluster_centers_[used], sizes[used]
+                sizes = sizes[used]
             centroids = group_means(x, leaf_of, len(sizes))
             kept = {"leaf_of": leaf_of, "centroids": centroids.astype(np.float32), "sizes": sizes,
                     "z": ward_tree(centroids, sizes)}

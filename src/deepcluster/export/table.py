@@ -130,7 +130,8 @@ def export_clusters(run_dir: str | Path, out: Optional[str | Path] = None, fmt: 
     (:func:`~deepcluster.export.folders.write_cluster_folders`). ``clusters``: a number of groups or "auto"
     drawn by k-means or the tree (``grouping``) (:mod:`~deepcluster.export.groups`), instead of the training's clusters;
     ``levels``: each image's group in the tree cut at each of these numbers too (columns ``level_K``). Checks
-    everything before writing anything. Returns a summary, ``groups`` saying what the table shows."""
+    everything before writing anything. Returns a summary: ``shown`` says which groups the table holds and how
+    they were drawn, ``choice`` is the curve of ``auto``."""
     from ..clustering.hierarchy import leaf_count
     from .folders import check_folders_out, write_cluster_folders
     from .groups import RunGroups
