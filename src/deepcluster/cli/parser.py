@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "for the built-in dataset), cluster, distance to the centroid, rank in its "
                                    "cluster, the cluster's size, and its label when there are labels.")
     _add_run(x, device=False)
-    x.add_argument("--out", metavar="FILE", help="the table (default RUN_DIR/clusters.csv; .jsonl for JSON lines)")
+    x.add_argument("--out", metavar="FILE", help="the table (default RUN_DIR/clusters.csv, or clusters-k30.csv, "
+                   "clusters-tree-k30.csv, clusters-auto.csv with --clusters; .jsonl for JSON lines)")
     x.add_argument("--folders", metavar="DIR", help="also one folder per cluster, largest first, of links to its "
                                                      "images, most central first (never inside the data folder)")
     x.add_argument("--copy", action="store_true", help="with --folders: copies instead of links")
