@@ -22,8 +22,8 @@ def v1_config(tiny_config):
     return dataclasses.replace(tiny_config, epochs=3, report=False)
 
 
-def test_every_v1_epoch_trains_a_fresh_head_with_its_own_optimiser_without_momentum(v1_config, tmp_path,
-                                                                                    monkeypatch):
+def test_every_v1_epoch_trains_a_fresh_head_with_its_own_optimiser_without_momentum_at_the_full_lr(
+        v1_config, tmp_path, monkeypatch):
     heads, optimisers = [], []
     reset_head, sgd_init = DeepClusterNet.reset_head, SGD.__init__
 
@@ -38,7 +38,8 @@ def test_every_v1_epoch_trains_a_fresh_head_with_its_own_optimiser_without_momen
 
     monkeypatch.setattr(DeepClusterNet, "reset_head", record_head)
     monkeypatch.setattr(SGD, "__init__", record_sgd)
-    train(v1_config, tmp_path / "run", quiet=True)
+    cfg = dataclasses.replace(v1_config, lr_schedule="cosine")  # the body's lr decays; the heads' must not
+    train(cfg, tmp_path / "run", quiet=True)
 
     assert len(heads) == v1_config.epochs  # one head per clustering
     assert len({id(h) for h, _ in heads}) == v1_config.epochs
@@ -51,7 +52,7 @@ def test_every_v1_epoch_trains_a_fresh_head_with_its_own_optimiser_without_momen
     for hp in head_params:  # each head has one optimiser of its own, holding it alone, without momentum
         own = [o for o, ids in zip(optimisers, in_opt) if ids & hp]
         assert len(own) == 1 and {id(p) for g in own[0].param_groups for p in g["params"]} == hp
-        assert all(g["momentum"] == 0 for g in own[0].param_groups)
+        assert all(g["momentum"] == 0 and g["lr"] == cfg.lr for g in own[0].param_groups)
 
 
 def test_each_epoch_clusters_from_a_seed_of_its_own(v1_config, tmp_path, monkeypatch):

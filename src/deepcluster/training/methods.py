@@ -28,7 +28,7 @@ from ..features import centre_view_features, whitened_features
 from ..models import DeepClusterNet, build_model, soft_reset
 from ..sampler import pseudo_labels, uniform_over_clusters
 from ..state import RunState
-from .schedule import epoch_lr, epoch_samples, epoch_seed
+from .schedule import epoch_samples, epoch_seed
 from .sgd import SGD
 from .step import train_on_labels
 
@@ -117,9 +117,10 @@ class DeepClusterV1(Method):
         # One head per clustering; the sampling and the run's assignment are the main clustering's.
         targets = np.stack([labels] + [e[0] for e in extra], 1) if extra else labels
         head = model.reset_head([n_clusters] + [e[1] for e in extra] if extra else n_clusters)
-        # The head has its own optimiser, without momentum, since it starts from scratch every epoch.
-        head_opt = SGD(head.parameters(), lr=epoch_lr(cfg.lr, cfg.lr_schedule, cfg.epochs, epoch),
-                       weight_decay=cfg.weight_decay)
+        # The head has its own optimiser, without momentum, since it starts from scratch every epoch, and at the
+        # full lr whatever the body's schedule (as the reference's): a head trained at the decayed lr of the last
+        # epochs cannot learn its new pseudo-labels, and the loss climbs back over the end of the schedule.
+        head_opt = SGD(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sample = uniform_over_clusters(labels, epoch_samples(cfg.reassign, len(dataset)),
                                        np.random.default_rng([cfg.seed, epoch]))
         loss, _ = train_on_labels(model, optimizer, head_opt, dataset, sample, targets, cfg, epoch, device)
