@@ -11,6 +11,8 @@ import torch
 from deepcluster import Config, TensorImages
 from deepcluster.data import open_training_images
 from deepcluster.diagnose import learning_problems
+from deepcluster.evaluate.clustering import kmeans_quality
+from deepcluster.preprocess import PCAWhitening, l2_normalize
 from deepcluster.recipe import (
     MIN_STEPS_PER_CLUSTERING,
     PAPER,
@@ -21,6 +23,7 @@ from deepcluster.recipe import (
     describe,
     is_colour,
     k_for,
+    pca_dim_for,
     profile,
     reassign_for,
     resolve,
@@ -49,6 +52,20 @@ def test_k_is_ten_on_small_data_and_the_papers_over_clustering_at_imagenet_scale
     assert k_for(1_281_167) == 10000 and 10 < k_for(200_000) < 10000
 
 
+def test_a_small_folders_whitening_keeps_its_groups():
+    # Three groups in 8 of 508 directions, low-variance noise in the rest, 300 points: whitening the whole span
+    # (256 dims, as the paper's fixed 256 would) gives the noise the groups' variance and k-means finds nothing;
+    # the recipe's at most one dimension per 25 images keeps them.
+    rng = np.random.default_rng(0)
+    n, y = 300, np.arange(300) % 3
+    x = np.concatenate([(rng.normal(size=(3, 8)) * 3)[y] + rng.normal(size=(n, 8)), rng.normal(size=(n, 500)) * 0.3],
+                       axis=1) @ np.linalg.qr(rng.normal(size=(508, 508)))[0]
+    nmi = {d: kmeans_quality(l2_normalize(PCAWhitening(d).fit_transform(x)), y, seeds=1)["nmi"]
+           for d in (256, pca_dim_for(n))}
+    assert pca_dim_for(n) == 12 and nmi[12] > 0.95 and nmi[256] < 0.1
+    assert [pca_dim_for(n) for n in (40, 1000, 6400, 60000)] == [8, 40, 256, 256]
+
+
 def test_colour_is_read_from_the_pixels_not_the_storage():
     rng = np.random.default_rng(0)
     grey = torch.from_numpy(rng.integers(0, 256, (1, 16, 16), dtype=np.uint8)).repeat(3, 1, 1)
@@ -70,7 +87,7 @@ def test_profile_of_a_folder_uses_the_files_sizes_and_colours(image_folder):
 
 def test_auto_settings_follow_the_datas_size_and_colour():
     small_colour = auto_settings(DataProfile(800, 96, True))
-    assert small_colour == {"arch": "small", "sobel": False, "k": 10, "pca_dim": 256, "epochs": 20,
+    assert small_colour == {"arch": "small", "sobel": False, "k": 10, "pca_dim": 32, "epochs": 20,
                             "batch_size": 64, "reassign": 10.0, "lr": 0.01, "lr_schedule": "cosine",
                             "crop_scale": 0.25}
     fmnist = auto_settings(DataProfile(60000, 28, False))
