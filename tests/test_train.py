@@ -24,6 +24,8 @@ def test_two_epochs_write_a_complete_run(tiny_config, tmp_path):
         assert np.isfinite(r["loss"]) and r["clusters"] == 6 and 0 <= r["nmi_labels"] <= 1
         assert r["imbalance"] >= 1 and r["empty_resplit"] >= 0 and r["kmeans_objective"] > 0
     assert rows[0]["nmi_prev"] is None and 0 <= rows[1]["nmi_prev"] <= 1
+    saved = RunDir(out).saved_config()  # what the run computed in, not "auto"
+    assert saved.precision == "fp32" and saved.extract_precision in ("fp32", "bf16")
     assignment = np.load(out / "assignments.npy")
     assert assignment.shape == (36,) and len(np.unique(assignment)) == 6
     # the cluster log keeps every epoch's pseudo-labels, one byte an image for k = 6; NMI(2, 1) is the row's

@@ -23,10 +23,12 @@ def epoch_line(r: dict) -> str:
             f"time {r['time_features']:.0f}+{r['time_clustering']:.0f}+{r['time_training']:.0f} s")
 
 
-def summary_table(history: list[dict], evaluation: dict, run_dir: Path, timing: Optional[dict] = None) -> str:
+def summary_table(history: list[dict], evaluation: dict, run_dir: Path, timing: Optional[dict] = None,
+                  precisions: Optional[str] = None) -> str:
     """The closing summary. ``timing``: where this call of training spent its time (``train.Clock.record``:
-    the seconds in all and by part: data, epochs, checkpoints, the final clustering, evaluation, reports)."""
-    lines = ["", f"DeepCluster run in {run_dir}"]
+    the seconds in all and by part: data, epochs, checkpoints, the final clustering, evaluation, reports).
+    ``precisions``: what the run computed in, in words."""
+    lines = ["", f"DeepCluster run in {run_dir}"] + ([f"  computed in: {precisions}"] if precisions else [])
     if history:
         last = history[-1]
         secs = sum(r.get("time_features", 0) + r.get("time_clustering", 0) + r["time_training"] for r in history)

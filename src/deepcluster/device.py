@@ -2,6 +2,7 @@
 of a ``--precision`` setting there."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 import torch
@@ -112,6 +113,18 @@ def kept_dtype(cfg: Config, device: torch.device) -> Optional[torch.dtype]:
     clusterings; the training passes' when it is int8, whose error would show in the evaluation's figures."""
     dtype = extraction_dtype(cfg, device, 0)
     return amp_dtype(cfg.precision, device) if dtype is torch.qint8 else dtype
+
+
+PRECISION_SETTINGS = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.qint8: "int8"}
+
+
+def resolve_precisions(cfg: Config, device: torch.device, images: int) -> Config:
+    """``cfg`` with its ``precision`` and ``extract_precision`` settled for ``device`` and ``images`` training
+    images: "auto" and "training" replaced by the fp32, bf16, fp16 or int8 they stand for on this machine, so that a
+    run's ``config.yaml`` says what its figures were computed in (two CPUs can differ: int8 with VNNI or AMX, bf16
+    with AMX or AVX-512 BF16), and a run resumed elsewhere goes on as it began."""
+    return replace(cfg, precision=PRECISION_SETTINGS[amp_dtype(cfg.precision, device)],
+                   extract_precision=PRECISION_SETTINGS[extraction_dtype(cfg, device, images)])
 
 
 def precision_name(dtype: Optional[torch.dtype]) -> str:

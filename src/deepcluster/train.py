@@ -24,7 +24,14 @@ from .clusters import embed, fit_run_clustering, whitened
 from .config import Config
 from .console import epoch_line, summary_table
 from .data import ImageFolder, load_datasets, open_training_images
-from .device import check_extraction, extraction_dtype, kept_dtype, precision_name, resolve_device
+from .device import (
+    check_extraction,
+    extraction_dtype,
+    kept_dtype,
+    precision_name,
+    resolve_device,
+    resolve_precisions,
+)
 from .evaluate import ari, nmi
 from .evaluate.closing import closing_features, closing_width, evaluate_features
 from .network import make_model, restore_model
@@ -100,6 +107,7 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
         train_set, val_set = load_datasets(cfg, train=train_set)
     device = resolve_device(cfg.device)
     check_extraction(cfg, device)
+    cfg = resolve_precisions(cfg, device, len(train_set))  # config.yaml says what this machine computes in
     extract = extraction_dtype(cfg, device, len(train_set))  # from epoch 2 on
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed input sizes: let cuDNN pick its fastest kernels
     if cfg.tensorboard:
@@ -257,7 +265,10 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
                     features=None if trained is None else trained[0])
     timing = clock.record()
     run.write_json("timing.json", timing)
-    say(summary_table(history, evaluation, run.path, timing))
+    kept = kept_dtype(cfg, device)
+    precisions = f"training {cfg.precision}, clustering passes {precision_name(extract)}" + (
+        f" from epoch 2 (epoch 1, final clustering and evaluation {precision_name(kept)})" if extract != kept else "")
+    say(summary_table(history, evaluation, run.path, timing, precisions))
     return {"metrics": history, "eval": evaluation, "run_dir": str(run.path), "timing": timing}
 
 
