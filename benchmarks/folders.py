@@ -2,13 +2,26 @@
 how well a method estimates the number of groups in a folder; and the peer pipeline practitioners use for that job.
 
 Each folder is ``ROOT/NAME/CLASS/NNNN.{png,jpg}``: one subfolder per kind, named after it (used by the evaluation
-only). Sources are files that installed packages ship, nothing is downloaded: Fashion-MNIST's test split from
-Debian's ``dataset-fashion-mnist`` (grey 28 px garments), scikit-learn's 8x8 digits (upscaled to grey 32 px glyphs),
-and the pictures in scikit-image's and scikit-learn's data folders (colour and grey crops at a random place and
-scale, one picture per kind, 40-160 px, JPEG or PNG; small-scale crops of texture-like pictures) plus the 100 faces
-of scikit-image's ``lfw_subset.npy``. A folder is written under a temporary name, gets a ``.complete`` marker last
-and is then renamed, so a folder that exists is complete; it is rebuilt only if its seed differs. A folder is the
-same, byte for byte, for the same seed and package versions.
+only). Most sources are files that installed packages ship: Fashion-MNIST's test split from Debian's
+``dataset-fashion-mnist`` (grey 28 px garments), scikit-learn's 8x8 digits (upscaled to grey 32 px glyphs), and the
+pictures in scikit-image's and scikit-learn's data folders (colour and grey crops at a random place and scale, one
+picture per kind, 40-160 px, JPEG or PNG; small-scale crops of texture-like pictures) plus the 100 faces of
+scikit-image's ``lfw_subset.npy``. Two families group pictures by *what* they show, with real variation inside each
+group (``sources.py`` gets them):
+
+* ``emoji-*``: emoji by meaning (Unicode category or subcategory) as Apple, Facebook, Google and Twitter draw them,
+  from the npm packages ``emoji-datasource-{apple,facebook,google,twitter}`` 16.0.0. They are fetched once with
+  ``npm pack`` into ``OUT_ROOT/.sources`` (about 340 MB of tarballs), of which only ``emoji.json`` and the 64 px
+  PNGs used are extracted; nothing is fetched again while the tarball or the extracted folder is there. The same
+  as ``cd OUT_ROOT/.sources && npm pack emoji-datasource-google@16.0.0`` and so on.
+* ``glyphs-*``: letters (either case is one group) in the Latin text fonts of Debian's font packages, which the
+  builder installs with apt-get (as root) if one is missing, the same as ``apt-get install -y fonts-dejavu-core
+  fonts-dejavu-extra fonts-liberation2 fonts-urw-base35 fonts-noto-core fonts-freefont-ttf fonts-croscore``; the
+  ``.complete`` marker names the font files and the packages' versions.
+
+A folder is written under a temporary name, gets a ``.complete`` marker last and is then renamed, so a folder that
+exists is complete; it is rebuilt only if its seed differs. A folder is the same, byte for byte, for the same seed
+and package versions (for the glyphs: the same fonts).
 
     .venv/bin/python benchmarks/folders.py OUT_ROOT [NAME ...] [--seed 0] [--peer]
 
@@ -37,7 +50,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from sources import EMOJI_VENDORS, EMOJI_VERSION, emoji_pictures, latin_fonts
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_VENV = ROOT / ".venv-peer"
@@ -58,6 +72,15 @@ FOLDERS: dict[str, str] = {
     "mixed-20": "10 Fashion-MNIST classes and 10 digit classes, 100 each: 2,000 grey 28 and 32 px",
     "mixed-50": "10 Fashion-MNIST classes, 4 of them also turned by 90 degrees, 10 digits and the 26 kinds of "
                 "photos-26, 60 each: 3,000 images of mixed sizes and modes",
+    "emoji-3": "emoji of 3 categories (animals & nature, food & drink, travel & places), 50 distinct (emoji, vendor) "
+               "pictures each, Apple, Facebook, Google and Twitter's: 150 colour PNG on white, 48-72 px",
+    "emoji-8": "emoji of 8 categories (smileys & emotion, people & body, animals & nature, food & drink, travel & "
+               "places, activities, objects, symbols), 250 each: 2,000 colour 48-72 px",
+    "emoji-40": "emoji of the 40 largest subcategories (by pictures; no flags, no skin tones), 50 each: 2,000 "
+                "colour 48-72 px",
+    "glyphs-26": "the 26 letters, upper or lower case at random, in 106 Latin fonts of 7 Debian font packages, "
+                 "white on black, turned up to 12 degrees, some blurred, 250 each: 6,500 grey 28 px",
+    "glyphs-10": "the letters a-j as in glyphs-26, 60 each: a small folder of 600 grey 28 px",
 }
 
 FASHION = ("t-shirt-top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot")
@@ -76,6 +99,10 @@ PICTURES: dict[str, tuple[str, str]] = {
 }
 
 Make = Callable[[np.random.Generator, "int | None"], list[Image.Image]]   # (rng, n) -> n images of one kind
+
+EMOJI_CATEGORIES = ("Smileys & Emotion", "People & Body", "Animals & Nature", "Food & Drink", "Travel & Places",
+                    "Activities", "Objects", "Symbols")
+SOURCES = ".sources"                                               # OUT_ROOT/.sources: the npm tarballs, unpacked
 
 
 # ---------------------------------------------------------------------------------------------------- sources
@@ -178,9 +205,101 @@ def picture_kind(kind: str, share: tuple[float, float] = (0.2, 0.6), longer: tup
     return lambda rng, n: [crop(picture(kind), rng, share, longer) for _ in range(n)]
 
 
-def recipe(name: str) -> list[tuple[str, Make, int | None, float]]:
+def emoji_kind(pictures: list[Path]) -> Make:
+    """``n`` distinct pictures of ``pictures`` (64 px RGBA PNG), laid on white, resized to a random 48-72 px: RGB."""
+    def make(rng: np.random.Generator, n: int) -> list[Image.Image]:
+        out = []
+        for i in np.sort(rng.choice(len(pictures), n, replace=False)):
+            side = int(rng.integers(48, 73))
+            with Image.open(pictures[i]) as im:
+                im = Image.alpha_composite(Image.new("RGBA", im.size, "white"), im.convert("RGBA")).convert("RGB")
+            out.append(im.resize((side, side), Image.Resampling.LANCZOS))
+        return out
+    return make
+
+
+@functools.lru_cache(maxsize=None)
+def font(path: Path, size: int = 96) -> ImageFont.FreeTypeFont:
+    """Font file ``path`` at ``size`` px, loaded once."""
+    return ImageFont.truetype(str(path), size)
+
+
+def glyph(path: Path, char: str, angle: float, fill: float, shift: tuple[int, int], blur: float,
+          side: int = 28) -> Image.Image:
+    """``char`` in font ``path``, white on black like MNIST: drawn at 96 px, turned by ``angle`` degrees, its ink
+    resized so its longer side is ``fill`` of ``side`` and centred, moved by ``shift`` px (kept inside), blurred
+    with a Gaussian of radius ``blur`` if it is positive: grey ``side`` x ``side``."""
+    canvas = Image.new("L", (288, 288), 0)
+    ImageDraw.Draw(canvas).text((144, 144), char, fill=255, font=font(path), anchor="mm")
+    ink = canvas.crop(canvas.getbbox()).rotate(angle, Image.Resampling.BICUBIC, expand=True)
+    ink = ink.crop(ink.getbbox())
+    scale = fill * side / max(ink.size)
+    ink = ink.resize((max(1, round(ink.width * scale)), max(1, round(ink.height * scale))), Image.Resampling.LANCZOS)
+    out = Image.new("L", (side, side), 0)
+    x, y = ((side - s) // 2 + d for s, d in zip(ink.size, shift))
+    out.paste(ink, (min(max(x, 0), side - ink.width), min(max(y, 0), side - ink.height)))
+    return out.filter(ImageFilter.GaussianBlur(blur)) if blur > 0 else out
+
+
+def letter_kind(letter: str) -> Make:
+    """``n`` renderings of ``letter``, upper or lower case at random, each in a random font of ``latin_fonts``,
+    filling 60-90 % of the box, turned by up to 12 degrees either way, moved by up to 2 px, half of them blurred
+    (radius 0.3-0.8 px): grey 28x28 (see ``glyph``)."""
+    def make(rng: np.random.Generator, n: int) -> list[Image.Image]:
+        fonts = latin_fonts()[0]
+        out = []
+        for _ in range(n):
+            f, upper = int(rng.integers(len(fonts))), rng.random() < 0.5
+            angle, fill = rng.uniform(-12, 12), rng.uniform(0.6, 0.9)
+            shift = tuple(int(d) for d in rng.integers(-2, 3, size=2))
+            blur = rng.uniform(0.3, 0.8) if rng.random() < 0.5 else 0.0
+            out.append(glyph(fonts[f], letter.upper() if upper else letter, angle, fill, shift, blur))
+        return out
+    return make
+
+
+def slug(text: str) -> str:
+    """A subfolder name: "Food & Drink" -> "food-and-drink"."""
+    return "-".join(text.lower().replace("&", "and").split())
+
+
+def emoji_recipe(name: str, sources: Path) -> tuple[list[tuple[str, Make]], int]:
+    """The kinds of an emoji folder (one per category or subcategory, see ``FOLDERS``) and its images per kind."""
+    pics = emoji_pictures(Path(sources))
+    by_category, by_subcategory = {}, {}
+    for e in pics:
+        by_category.setdefault(e.category, []).append(e.path)
+        by_subcategory.setdefault(e.subcategory, []).append(e.path)
+    if name == "emoji-40":
+        largest = sorted(by_subcategory, key=lambda s: (-len(by_subcategory[s]), s))[:40]
+        return ([(slug(s), emoji_kind(by_subcategory[s])) for s in largest],
+                min(50, *(len(by_subcategory[s]) for s in largest)))
+    cats, n = {"emoji-3": (("Animals & Nature", "Food & Drink", "Travel & Places"), 50),
+               "emoji-8": (EMOJI_CATEGORIES, 250)}[name]
+    return [(slug(c), emoji_kind(by_category[c])) for c in cats], n
+
+
+def provenance(name: str) -> dict:
+    """What the ``.complete`` marker records of a folder's sources beyond installed packages: the npm packages of
+    the emoji folders, the font files and font packages of the glyph folders; nothing for the others."""
+    if name.startswith("emoji-"):
+        return {"sources": [f"emoji-datasource-{v}@{EMOJI_VERSION}" for v in EMOJI_VENDORS]}
+    if name.startswith("glyphs-"):
+        fonts, versions = latin_fonts()
+        return {"fonts": [f.name for f in fonts], "font_packages": versions}
+    return {}
+
+
+def recipe(name: str, sources: Path | None = None) -> list[tuple[str, Make, int | None, float]]:
     """The kinds of folder ``name``: ``(subfolder, make, images, jpeg_share)``; ``images`` None takes all there are;
-    ``jpeg_share``: the share saved as JPEG (quality 75-95), photographs' only, the rest PNG."""
+    ``jpeg_share``: the share saved as JPEG (quality 75-95), photographs' only, the rest PNG. ``sources``: the
+    cache of the emoji folders' npm packages (``OUT_ROOT/.sources``)."""
+    if name.startswith("emoji-"):
+        kinds, n = emoji_recipe(name, sources)
+        return [(k, m, n, 0.0) for k, m in kinds]
+    if name.startswith("glyphs-"):
+        letters = "abcdefghijklmnopqrstuvwxyz" if name == "glyphs-26" else "abcdefghij"
+        return [(f"letter-{c}", letter_kind(c), 250 if name == "glyphs-26" else 60, 0.0) for c in letters]
     fashion_all = [(FASHION[c], fashion_kind(c)) for c in range(10)]
     digits_all = [(f"digit-{d}", digit_kind(d)) for d in range(10)]
     photos_all = [(k, picture_kind(k)) for k in PICTURES] + [("face", face_kind)]
@@ -237,7 +356,7 @@ def build(name: str, root: Path, seed: int = 0) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=out.parent))
     try:
         counts = {}
-        for kind, make, n, jpeg_share in recipe(name):
+        for kind, make, n, jpeg_share in recipe(name, Path(root) / SOURCES):
             rng = np.random.default_rng([seed, zlib.crc32(name.encode()), zlib.crc32(kind.encode())])
             (tmp / kind).mkdir()
             ims = make(rng, n)
@@ -245,7 +364,7 @@ def build(name: str, root: Path, seed: int = 0) -> Path:
                 _save(im, tmp / kind / f"{i:04d}", rng, jpeg_share)
             counts[kind] = len(ims)
         (tmp / MARKER).write_text(json.dumps({"name": name, "seed": seed, "images": sum(counts.values()),
-                                              "classes": counts}, indent=1))
+                                              "classes": counts, **provenance(name)}, indent=1))
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
