@@ -10,7 +10,7 @@ import torch
 
 from deepcluster import Config, TensorImages
 from deepcluster.data import open_training_images
-from deepcluster.diagnose import learning_problems
+from deepcluster.diagnose import NMI_SPREAD, chance_loss, learning_problems
 from deepcluster.evaluate.clustering import kmeans_quality
 from deepcluster.preprocess import PCAWhitening, l2_normalize
 from deepcluster.recipe import (
@@ -94,6 +94,7 @@ def test_auto_settings_follow_the_datas_size_and_colour():
     assert fmnist["sobel"] and fmnist["reassign"] == 1 and fmnist["batch_size"] == 256 and fmnist["k"] == 10
     imagenet = auto_settings(DataProfile(1_281_167, 375, True))
     assert imagenet["arch"] == "alexnet" and imagenet["k"] == 10000 and imagenet["lr"] == 0.05
+    assert imagenet["sobel"]  # the paper's, on colour images
     # many small images stay on the small network
     assert auto_settings(DataProfile(1_000_000, 32, True))["arch"] == "small"
     assert set(small_colour) == set(RECIPE_FIELDS) == set(PAPER)
@@ -169,8 +170,36 @@ def test_knn_below_a_baseline_is_named():
     ev = {"knn": {"results": [{"features": f, "layer": layer, "top1": v} for f, layer, v in rows]}}
     (msg,) = learning_problems([], ev)
     assert "best kNN accuracy (conv5: 0.800) is below that of random-init fc (0.844)" in msg and "pixels" not in msg
-    ev["knn"]["results"][1]["top1"] = 0.85  # the trained conv5 beats them all
+    ev["knn"]["results"][1]["top1"] = 0.85  # ahead of them all, by less than a seed moves it: a tie
+    (msg,) = learning_problems([], ev)
+    assert "(conv5: 0.850) is no better than that of random-init fc (0.844)" in msg
+    ev["knn"]["results"][1]["top1"] = 0.90  # ahead by more
     assert learning_problems([], ev) == []
+
+
+def test_a_tie_with_a_baseline_is_named_as_one():
+    learned = epochs([1.0, 0.9, 0.8], [None, 0.8, 0.9])
+    (msg,) = learning_problems(learned, table(0.66, 0.63))
+    assert "cluster no better than pixels (raw)" in msg and "0.660 against 0.630" in msg
+    assert learning_problems(learned, table(0.63 + NMI_SPREAD + 0.01, 0.63)) == []
+
+
+def test_unequal_clusters_are_named():
+    rows = epochs([1.0, 0.9, 0.8], [None, 0.8, 0.9], clusters=10)
+    assert learning_problems(rows) == []
+    rows[-1]["imbalance"] = 4.2
+    (msg,) = learning_problems(rows)
+    assert "very unequal (imbalance 4.2" in msg and "--k" in msg
+
+
+def test_chance_with_several_heads_is_the_mean_of_their_ln_k():
+    # a 10-cluster head at loss 1.2 (chance ln 10 = 2.30) beside a 100-cluster one at 3.0 (chance 4.61): both
+    # learned; their mean 2.1 is far from the mean chance 3.45, but would be "chance" against ln 10 alone
+    row = {"epoch": 3, "loss": 2.1, "clusters": 10, "heads": [10, 100], "nmi_prev": 0.9}
+    assert chance_loss(row) == pytest.approx((math.log(10) + math.log(100)) / 2)
+    assert learning_problems([row]) == []
+    (msg,) = learning_problems([{**row, "loss": 3.4}])
+    assert "stayed at chance" in msg
 
 
 def test_the_supervised_baseline_is_judged_on_its_table_only():

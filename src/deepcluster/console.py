@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from .diagnose import learning_problems
+from .diagnose import UNLABELLED, learning_problems
 from .evaluate.clustering import kmeans_protocol
 from .rundir import RUN_FILES
 
@@ -52,7 +52,7 @@ def summary_table(history: list[dict], evaluation: dict, run_dir: Path, timing: 
             lines.append(f"  kNN top-1 (k = {kn['k']}, cosine; votes from {kn['database']}): " + ", ".join(
                 f"{r['features']} {r['layer']} {r['top1']:.3f}" for r in kn["results"]))
     else:
-        lines.append("  no labelled split: the closing k-means evaluation was skipped")
+        lines.append(f"  {UNLABELLED}")
     lines += [f"  warning: {problem}" for problem in learning_problems(history, evaluation)]
     lines.append("  files: " + " ".join(f for f in RUN_FILES + ("tensorboard/",) if (run_dir / f).exists()))
     return "\n".join(lines)

@@ -55,6 +55,7 @@ def test_a_run_with_over_clustering_heads_and_soft_resets_resumes_exactly(tiny_c
     assert a["assignment"].max() < 6  # the run's assignment is the main clustering's
     rows = straight["metrics"]
     assert len(rows) == 3 and all(r["clusters"] <= 6 for r in rows)
+    assert all(r["heads"] == [r["clusters"], 8, 12] for r in rows)  # the loss's chance is over every head
 
 
 def test_the_soft_reset_changes_the_run(tiny_config, tmp_path):

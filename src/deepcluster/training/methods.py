@@ -124,7 +124,10 @@ class DeepClusterV1(Method):
         sample = uniform_over_clusters(labels, epoch_samples(cfg.reassign, len(dataset)),
                                        np.random.default_rng([cfg.seed, epoch]))
         loss, _ = train_on_labels(model, optimizer, head_opt, dataset, sample, targets, cfg, epoch, device)
-        return labels, self._timed_row(epoch, loss, labels, n_clusters, health, [t0, t1, t2, time.perf_counter()])
+        row = self._timed_row(epoch, loss, labels, n_clusters, health, [t0, t1, t2, time.perf_counter()])
+        if extra:  # the loss is the mean over the heads: its chance level is the mean of their ln k
+            row["heads"] = [n_clusters] + [e[1] for e in extra]
+        return labels, row
 
 
 class DeepClusterV2(Method):
