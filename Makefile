@@ -7,6 +7,7 @@ BIN     = $(VENV)/bin
 RUN    ?= runs/fashion-mnist
 FMNIST  = /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 BROWSER = /usr/bin/chromedriver
+FONTS   = /usr/share/fonts/truetype/noto/NotoSans-Regular.ttf
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup demo test bench table1 clean
@@ -46,7 +47,12 @@ table1: setup
 	    --target-data digits || exit 1; done
 	$(BIN)/deepcluster compare $(RUN) $(RUN)-v2 $(RUN)-supervised --out docs/table1-fashion-mnist.md
 
-test: setup $(BROWSER)
+# A learning test trains on a folder of letters drawn in the Latin fonts of Debian's font packages
+# (benchmarks/folders.py); benchmarks/sources.py names them and installs those missing (as root).
+$(FONTS): | $(BIN)/.installed
+	$(BIN)/python -c "import sys; sys.path.insert(0, 'benchmarks'); import sources; sources.ensure_font_packages()"
+
+test: setup $(BROWSER) $(FONTS)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
