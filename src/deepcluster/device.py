@@ -122,7 +122,7 @@ def resolve_precisions(cfg: Config, device: torch.device, images: int) -> Config
     """``cfg`` with its ``precision`` and ``extract_precision`` settled for ``device`` and ``images`` training
     images: "auto" and "training" replaced by the fp32, bf16, fp16 or int8 they stand for on this machine, so that a
     run's ``config.yaml`` says what its figures were computed in (two CPUs can differ: int8 with VNNI or AMX, bf16
-    with AMX or AVX-512 BF16), and a run resumed elsewhere goes on as it began."""
+    with AMX or AVX-512 BF16), and the exports that read it place images in the same precision."""
     return replace(cfg, precision=PRECISION_SETTINGS[amp_dtype(cfg.precision, device)],
                    extract_precision=PRECISION_SETTINGS[extraction_dtype(cfg, device, images)])
 
