@@ -426,6 +426,17 @@ def peer_pipeline(folder: Path, method: str = "hog", min_clust: int = 2, max_clu
             "method": method}
 
 
+def train_defaults(folder: Path, out: Path, seed: int, options: list[str] = ()) -> float:
+    """``deepcluster train --data folder`` with the defaults (and ``options``), ``--seed seed``, into ``out`` (resumed
+    if it is there; a finished run is read, not trained again). Returns the command's seconds from the run's
+    ``timing.json``."""
+    if not (out / "timing.json").is_file():
+        subprocess.run([sys.executable, "-m", "deepcluster", "train", "--data", str(folder), "--out", str(out),
+                        "--seed", str(seed), "--no-report", "--eval-seeds", "1", "--resume", *options], check=True,
+                       stdout=subprocess.DEVNULL)
+    return json.loads((out / "timing.json").read_text())["seconds"]
+
+
 # ---------------------------------------------------------------------------------------------------- script
 def describe(folder: Path) -> dict:
     """Counts and formats of a built folder: images, classes, pixel sizes (min-max of the longer side), modes."""

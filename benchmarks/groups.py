@@ -35,7 +35,7 @@ import numpy as np
 from sklearn.metrics import normalized_mutual_info_score as nmi
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from folders import build, list_images, peer_pipeline  # noqa: E402
+from folders import build, list_images, peer_pipeline, train_defaults  # noqa: E402
 
 from deepcluster.clustering.number import CRITERIA, choose_k  # noqa: E402
 from deepcluster.export.groups import CRITERION, RunGroups  # noqa: E402
@@ -45,18 +45,6 @@ from deepcluster.session import open_run  # noqa: E402
 TUNING = ("fmnist-3", "digits-10", "photos-5", "mixed-20")
 HELD_OUT = ("fmnist-5", "textures-6", "photos-26", "fmnist-10-small", "mixed-50")
 MARGIN = 0.03
-
-
-def train(folder: Path, out: Path, seed: int, extra: list[str]) -> float:
-    """``deepcluster train`` with the defaults on ``folder`` (resumed if it is there); returns its seconds (0 for a
-    run that had finished)."""
-    if (out / "features.npy").is_file():
-        return 0.0
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "deepcluster", "train", "--data", str(folder), "--out", str(out),
-                    "--seed", str(seed), "--resume", "--no-report", "--eval-seeds", "1", *extra], check=True,
-                   stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
 
 
 def evaluate(run_dir: Path) -> dict:
@@ -138,7 +126,7 @@ def main() -> None:
             peer = tuple(json.loads(kept.read_text())[:2])
         for seed in a.seeds:
             run_dir = a.out_root / "runs" / f"{name}-s{seed}"
-            seconds = train(folder, run_dir, seed, a.train_args.split())
+            seconds = train_defaults(folder, run_dir, seed, a.train_args.split())
             row = rows[name, seed] = {**evaluate(run_dir), "train_s": seconds, "peer": peer}
             line = f"{name:<16} {seed:>4} {row['K']:>3} " + " ".join(
                 f"{row[m]:>6.3f}" for m in ("train", "tree@K", "km@K", "agree"))

@@ -33,16 +33,16 @@ from deepcluster.preprocess import PCAWhitening, l2_normalize  # noqa: E402
 RATIOS = (4, 10, 25, 50, 100)
 
 
-def random_features(folder: Path, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """The fc features ``(N, D)`` of the recipe's network for ``folder`` at its seeded random initialisation, the
-    labels, and the recipe's k."""
+def random_features(folder: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fc features ``(N, D)`` of the recipe's network for ``folder`` at its seeded random initialisation, and the
+    labels."""
     cfg = Config(data=str(folder), seed=seed, device="cpu", extract_precision="fp32", report=False)
     train = open_training_images(cfg)
     cfg = recipe.resolve(cfg, recipe.profile(train))
     train, _ = load_datasets(cfg, train=train)
     model = make_model(cfg, train.channels, torch.device("cpu"))
     f = centre_view_features(model, train, torch.device("cpu"), cfg.batch_size, 0, desc=None)
-    return f, np.asarray(train.targets), cfg.k
+    return f, np.asarray(train.targets)
 
 
 def inputs(f: np.ndarray) -> dict[str, np.ndarray]:
@@ -67,7 +67,7 @@ def main() -> None:
     for name in names:
         folder = build(name, a.root)
         for seed in a.seeds:
-            f, y, _ = random_features(folder, seed)
+            f, y = random_features(folder, seed)
             for key, x in inputs(f).items():
                 rows.setdefault((name, key), []).append(
                     kmeans_quality(x, y, seeds=1, seed=seed)["nmi"])
