@@ -52,6 +52,14 @@ def test_k_is_ten_on_small_data_and_the_papers_over_clustering_at_imagenet_scale
     assert k_for(1_281_167) == 10000 and 10 < k_for(200_000) < 10000
 
 
+def test_k_has_no_cliff_at_any_size():
+    # one image more never adds more than one cluster, and more images never fewer clusters
+    n = np.unique(np.geomspace(2, 5_000_000, 4000).astype(int))
+    k = np.array([k_for(int(i)) for i in n])
+    step = np.array([k_for(int(i) + 1) for i in n]) - k
+    assert (np.diff(k) >= 0).all() and step.min() >= 0 and step.max() <= 1
+
+
 def test_a_small_folders_whitening_keeps_its_groups():
     # Three groups in 8 of 508 directions, low-variance noise in the rest, 300 points: whitening the whole span
     # (256 dims, as the paper's fixed 256 would) gives the noise the groups' variance and k-means finds nothing;

@@ -68,7 +68,7 @@ class Config:
     clustering: str = _opt("kmeans, or pic: Power Iteration Clustering on a k-NN graph of the features, which "
                            "finds its own number of clusters (--k is then unused); v1 only", "kmeans")
     k: Optional[int] = _opt("number of k-means clusters (the paper: 10000 on ImageNet; recipe: 10 up to "
-                            "100,000 images, then one per 128 images)")
+                            "100,000 images, then growing linearly to 10,000 at 1.28M)")
     overcluster: str = _opt("k of extra clustering heads, comma-separated (e.g. 50,100): each epoch also clusters "
                             "the features into each of these numbers of clusters, and a head per clustering is "
                             "trained beside the main one (v1, k-means)", "")
