@@ -52,7 +52,8 @@ def scores(run: Path) -> dict:
     curve = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     loss = [r["loss"] for r in curve]
     quarter = np.array(loss[-max(3, len(loss) // 4):])
-    slope = np.polyfit(np.arange(len(quarter)), quarter, 1)[0]  # a trend, not one noisy epoch
+    # a trend, not one noisy epoch (none for a one-epoch run)
+    slope = np.polyfit(np.arange(len(quarter)), quarter, 1)[0] if len(quarter) > 1 else 0.0
     labels = [r["nmi_labels"] for r in curve]
     return {"images": ev["images"], "k": ev["k"], "nmi": rows["trained", "L2"]["nmi"], "white": white["nmi"],
             "acc": rows["trained", "L2"]["acc"],
