@@ -3,10 +3,13 @@
 network's clustering, ``transform`` / ``predict`` place any images in it."""
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClusterMixin
 
 from .clusters import embed, nearest
 from .config import Config, ConfigError
@@ -14,10 +17,16 @@ from .data import TensorImages, load_size_for
 from .data.adapt import for_network
 from .session import open_run
 
+# The training settings the estimator takes: every field of Config but the data (what ``fit`` is given) and the
+# device (the estimator's own).
+SETTINGS = {f.name: f.default for f in dataclasses.fields(Config) if f.name not in ("data", "device")}
 
-class DeepCluster:
-    """``settings`` are :class:`~deepcluster.config.Config` fields (``k``, ``epochs``, ``arch``, ...); those left
-    out are the recipe's choice, as on the command line. The run is written to ``out``.
+
+class DeepCluster(ClusterMixin, BaseEstimator):
+    """The training settings are :class:`~deepcluster.config.Config`'s fields (``k``, ``epochs``, ``arch``, ...),
+    each a parameter of its own (``get_params`` lists them all, ``clone`` copies them); those left at None are the
+    recipe's choice, as on the command line. An unknown one is refused here, at construction. The run is written
+    to ``out``.
 
     ``clusters``: the groups that ``labels_``, ``cluster_centers_`` and ``predict`` give, when not the
     training's: a number K or "auto", drawn from the run's final features by ``grouping`` "kmeans" or "tree"
@@ -27,24 +36,16 @@ class DeepCluster:
     ``metrics_`` (one dict per epoch), ``evaluation_`` (the closing evaluation), ``model_`` (the network),
     ``groups_`` (:class:`~deepcluster.export.groups.Groups`)."""
 
-    OWN = ("out", "resume", "overwrite", "device", "quiet", "clusters", "grouping")
-
     def __init__(self, out: str | Path = "runs/deepcluster", resume: bool = False, overwrite: bool = False,
                  device: str = "auto", quiet: bool = True, clusters=None, grouping: str = "kmeans", **settings):
+        unknown = sorted(set(settings) - set(SETTINGS))
+        if unknown:
+            raise ConfigError(f"DeepCluster has no setting {', '.join(map(repr, unknown))}: its settings are the "
+                              f"options of 'deepcluster train --help', with _ for - (e.g. pca_dim)")
         self.out, self.resume, self.overwrite, self.device, self.quiet = out, resume, overwrite, device, quiet
         self.clusters, self.grouping = clusters, grouping
-        self.settings = settings
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {k: getattr(self, k) for k in self.OWN} | self.settings
-
-    def set_params(self, **params) -> "DeepCluster":
-        for k, v in params.items():
-            if k in self.OWN:
-                setattr(self, k, v)
-            else:
-                self.settings[k] = v
-        return self
+        for name, default in SETTINGS.items():
+            setattr(self, name, settings.get(name, default))
 
     def fit(self, images: str | Path, y=None) -> "DeepCluster":
         """Train on ``images``: a folder of images or ``"fashion-mnist"``. ``y`` is ignored (no labels are used)."""
@@ -52,7 +53,7 @@ class DeepCluster:
 
         if not isinstance(images, (str, Path)):
             raise ConfigError(f"fit takes a folder of images or 'fashion-mnist', not {type(images).__name__}")
-        cfg = Config(data=str(images), device=self.device, **self.settings)
+        cfg = Config(data=str(images), device=self.device, **{name: getattr(self, name) for name in SETTINGS})
         summary = train(cfg, self.out, resume=self.resume, overwrite=self.overwrite, quiet=self.quiet)
         self.metrics_, self.evaluation_ = summary["metrics"], summary["eval"]
         return self._take(self.out)
@@ -110,5 +111,11 @@ class DeepCluster:
         """The nearest learned centroid of each image."""
         return nearest(self.transform(images), self.cluster_centers_)[0]
 
+
+# scikit-learn reads an estimator's parameters from its __init__'s signature: every setting is one
+_own = list(inspect.signature(DeepCluster.__init__).parameters.values())[:-1]
+DeepCluster.__init__.__signature__ = inspect.Signature(
+    _own + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+            for name, default in SETTINGS.items()])
 
 __all__ = ["DeepCluster"]

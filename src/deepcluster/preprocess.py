@@ -2,23 +2,41 @@
 from __future__ import annotations
 
 import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 
 CHUNK = 8192  # rows centred at a time
 
 
-class PCAWhitening:
+def check_rows(x, who: str, fitted=None) -> np.ndarray:
+    """``x`` as a C-contiguous float32 ``(N, d)`` array for ``who`` (an estimator's name in the messages), or one
+    clear ValueError; ``fitted``: the estimator it goes through, which must be fitted on rows of the same width."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"{who} takes a 2-D array of rows (N, d); got shape {x.shape}: reshape it, e.g. "
+                         f"x.reshape(len(x), -1)")
+    if fitted is not None:
+        check_is_fitted(fitted)
+        if x.shape[1] != fitted.n_features_in_:
+            raise ValueError(f"{who} was fitted on rows of {fitted.n_features_in_} values; these have "
+                             f"{x.shape[1]}: give it features from the same pipeline")
+    return x
+
+
+class PCAWhitening(TransformerMixin, BaseEstimator):
     """PCA to ``n_components`` dims with whitening (every kept component scaled to unit variance), as faiss's
     ``PCAMatrix(d, n, eigen_power=-0.5)`` in the paper. ``eps`` is added to the eigenvalues so that directions of
     (near) zero variance are not blown up into noise. ``whiten=False`` keeps each component's variance: a plain
-    PCA projection."""
+    PCA projection. A scikit-learn transformer (``clone``, ``Pipeline``)."""
 
     def __init__(self, n_components: int = 256, eps: float = 1e-5, whiten: bool = True):
         self.n_components, self.eps, self.whiten = n_components, eps, whiten
 
-    def fit(self, x: np.ndarray) -> "PCAWhitening":
+    def fit(self, x: np.ndarray, y=None) -> "PCAWhitening":
         """x: ``(N, D)``. Learns ``mean_ (D,)``, ``components_ (n, D)``, ``explained_variance_ (n,)`` and
-        ``projection_ (D, n)``, the matrix that maps centred rows to their (whitened) components."""
-        x = np.asarray(x, dtype=np.float32)
+        ``projection_ (D, n)``, the matrix that maps centred rows to their (whitened) components; ``y`` is
+        ignored."""
+        x = check_rows(x, "PCA-whitening")
         n = min(self.n_components, x.shape[1], max(1, x.shape[0] - 1))
         self.mean_ = x.mean(0, dtype=np.float64)
         mean32 = self.mean_.astype(np.float32)
@@ -40,17 +58,18 @@ class PCAWhitening:
         gain = 1 / np.sqrt(self.explained_variance_ + scale) if self.whiten else np.ones(n)
         self.projection_ = (self.components_ * gain[:, None]).T.astype(np.float32)
         self._mean32 = self.mean_.astype(np.float32)
+        self.n_features_in_ = x.shape[1]
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """``(N, D)`` -> ``(N, n_components)`` float32 with (about) identity covariance on the fitted data."""
-        x = np.asarray(x, dtype=np.float32)
+        x = check_rows(x, "PCA-whitening", self)
         out = np.empty((len(x), self.projection_.shape[1]), dtype=np.float32)
         for s in range(0, len(x), CHUNK):  # chunks: the only (N, .) array made is the result
             out[s:s + CHUNK] = (x[s:s + CHUNK] - self._mean32) @ self.projection_
         return out
 
-    def fit_transform(self, x: np.ndarray) -> np.ndarray:
+    def fit_transform(self, x: np.ndarray, y=None) -> np.ndarray:
         return self.fit(x).transform(x)
 
 

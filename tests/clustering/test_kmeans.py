@@ -223,3 +223,42 @@ def test_training_clustering_takes_its_restarts_from_the_config():
                  for seed in range(8)] for r in (1, 10)}
     assert min(score[10]) > 0.999
     assert min(score[1]) < 0.99
+
+
+def test_the_estimators_are_scikit_learn_estimators():
+    # clone, a Pipeline of the whitening and k-means, and the fitted checks behave as scikit-learn's own
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError
+    from sklearn.pipeline import Pipeline
+
+    from deepcluster.preprocess import PCAWhitening, l2_normalize
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 20)) * 5
+    y = np.repeat(np.arange(3), 50)
+    x = (centres[y] + rng.normal(size=(150, 20))).astype(np.float32)
+    km = KMeans(3, seed=1, init="k-means++", n_init=3)
+    copy = clone(km)
+    assert copy is not km and copy.get_params() == km.get_params() and not hasattr(copy, "labels_")
+    assert clone(PIC(n_neighbors=7)).get_params()["n_neighbors"] == 7
+    assert clone(PCAWhitening(8, whiten=False)).get_params() == {"n_components": 8, "eps": 1e-5, "whiten": False}
+
+    pipe = Pipeline([("white", PCAWhitening(2)), ("km", KMeans(3, seed=0, init="k-means++", n_init=5))]).fit(x)
+    labels = pipe.predict(x)
+    assert pipe.named_steps["km"].n_features_in_ == 2 and pipe.named_steps["white"].n_features_in_ == 20
+    assert np.array_equal(labels, pipe.named_steps["km"].labels_)
+    assert len(np.unique(labels)) == 3 and all(len(np.unique(labels[y == c])) == 1 for c in range(3))
+    # the same as the steps by hand
+    white = PCAWhitening(2).fit(x)
+    assert np.array_equal(KMeans(3, seed=0, init="k-means++", n_init=5).fit(white.transform(x)).labels_, labels)
+
+    with pytest.raises(NotFittedError):
+        KMeans(3).predict(x)
+    with pytest.raises(NotFittedError):
+        PCAWhitening(2).transform(x)
+    with pytest.raises(ValueError, match="fitted on rows of 20 values; these have 19"):
+        km.fit(x).predict(x[:, :19])
+    with pytest.raises(ValueError, match="fitted on rows of 20 values"):
+        white.transform(l2_normalize(x[:, :5]))
+    with pytest.raises(ValueError, match="2-D array"):
+        km.predict(x[0])

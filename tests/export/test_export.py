@@ -272,3 +272,20 @@ def test_the_estimator_trains_like_the_cli_and_places_images(tiny_config, image_
     assert np.array_equal(est.predict(pixels), est.labels_[:4])
     again = DeepCluster.load(tmp_path / "est", device="cpu")
     assert np.array_equal(again.labels_, est.labels_) and again.get_params()["out"] == tmp_path / "est"
+
+
+def test_the_estimators_parameters_are_every_setting_and_unknown_ones_are_refused_at_construction():
+    from sklearn.base import clone
+
+    from deepcluster import DeepCluster
+    from deepcluster.config import Config, ConfigError
+
+    est = DeepCluster(out="runs/x", k=20, lr_schedule="cosine")
+    params = est.get_params()
+    assert {f.name for f in dataclasses.fields(Config)} - {"data", "device"} <= set(params)
+    assert params["k"] == 20 and params["lr_schedule"] == "cosine" and params["epochs"] is None  # recipe's
+    again = clone(est)
+    assert again is not est and again.get_params() == params
+    assert clone(est.set_params(k=7)).k == 7
+    with pytest.raises(ConfigError, match="no setting 'kk'"):
+        DeepCluster(kk=3)

@@ -3,7 +3,9 @@ has no GPU support, as with the PyPI wheel ``faiss-cpu``)."""
 from __future__ import annotations
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
 
+from ..preprocess import check_rows
 from .health import Health
 from .index import check_device, faiss_module, flat_index, gpu_available
 from .repair import repair_empty_clusters, split_empty
@@ -132,7 +134,7 @@ def inertia(x: np.ndarray, centroids: np.ndarray, labels: np.ndarray, chunk: int
                      for s in range(0, len(x), chunk)))
 
 
-class KMeans:
+class KMeans(ClusterMixin, BaseEstimator):
     """Lloyd's k-means: up to ``n_iter`` iterations from ``seed`` (fewer once converged), no subsampling, empty
     clusters re-split by splitting a non-empty one (during the iterations, the faiss way;
     :func:`repair_empty_clusters` after the final assignment).
@@ -154,7 +156,8 @@ class KMeans:
     the assigned centroid), ``n_iter_``, ``n_resplit_`` (empty clusters re-split in all), ``objective_`` (per
     iteration), ``health_`` (:class:`~deepcluster.clustering.health.Health`: objective per point, clusters
     re-split),
-    ``backend_`` (what ran: "faiss:cpu", "faiss:cuda", "torch:cpu" or "torch:cuda:<i>").
+    ``backend_`` (what ran: "faiss:cpu", "faiss:cuda", "torch:cpu" or "torch:cuda:<i>"), ``n_features_in_``.
+    A scikit-learn estimator: ``clone``, ``get_params`` and ``Pipeline`` take it.
     """
 
     def __init__(self, n_clusters: int, n_iter: int = 20, seed: int = 0, init: str = "random", n_init: int = 1,
@@ -162,13 +165,14 @@ class KMeans:
         self.n_clusters, self.n_iter, self.seed, self.init, self.n_init = n_clusters, n_iter, seed, init, n_init
         self.device, self.verbose, self.backend = device, verbose, backend
 
-    def fit(self, x: np.ndarray) -> "KMeans":
+    def fit(self, x: np.ndarray, y=None) -> "KMeans":
+        """Cluster the rows of ``x (N, d)``; ``y`` is ignored."""
         if self.init not in INITS:
             raise ValueError(f"unknown k-means init '{self.init}': choose one of {', '.join(INITS)}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown k-means backend '{self.backend}': choose one of {', '.join(BACKENDS)}")
         check_device(self.device)
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = check_rows(x, "k-means")
         n, d = x.shape
         if self.n_clusters < 2 or self.n_clusters > n:
             raise ValueError(f"k-means needs 2 <= k <= N; got k = {self.n_clusters} for N = {n} points")
@@ -186,6 +190,7 @@ class KMeans:
         # the final assignment's distances are the objective, unless the repair moved points
         self.inertia_ = inertia(x, centroids, labels) if n_after else float(d2.sum(dtype=np.float64))
         self.health_ = Health.of(labels, self.n_resplit_, self.inertia_ / n)
+        self.n_features_in_ = d
         return self
 
     def _fit_faiss(self, x: np.ndarray, device: str):
@@ -235,12 +240,13 @@ class KMeans:
         return centroids.cpu().numpy(), labels.cpu().numpy(), d2.cpu().numpy(), objective, n_split
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Index of the nearest learned centroid for each row of ``(N, d)``."""
+        """Index of the nearest learned centroid for each row of ``(N, d)``, ``d`` the width it was fitted on."""
+        x = check_rows(x, "k-means", self)
         index = flat_index(self.cluster_centers_.shape[1], False)
         index.add(np.ascontiguousarray(self.cluster_centers_, dtype=np.float32))
-        return index.search(np.ascontiguousarray(x, dtype=np.float32), 1)[1][:, 0].astype(np.int64)
+        return index.search(x, 1)[1][:, 0].astype(np.int64)
 
-    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+    def fit_predict(self, x: np.ndarray, y=None) -> np.ndarray:
         return self.fit(x).labels_
 
 

@@ -16,7 +16,9 @@ from typing import Optional
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClusterMixin
 
+from ..preprocess import check_rows
 from .health import Health
 from .index import check_device, faiss_module, flat_index
 from .kmeans import _resolve_backend, all_finite
@@ -199,7 +201,7 @@ def move_singletons(w: sp.csr_matrix, labels: np.ndarray) -> tuple[np.ndarray, i
         moved += len(go)
 
 
-class PIC:
+class PIC(ClusterMixin, BaseEstimator):
     """Power Iteration Clustering behind the same interface as :class:`KMeans`: ``fit(x)`` returns ``self`` with
     ``labels_`` (contiguous, 0..C-1), ``n_clusters_`` (C, found, not given), ``n_singletons_moved_``,
     ``sizes_``, ``stationary_`` (the vector v), ``graph_`` (how the k-NN graph was searched: "exact:faiss-cpu",
@@ -233,8 +235,9 @@ class PIC:
             graph = "exact" if gpu or where != "cpu" or n <= APPROXIMATE_ABOVE else "ivf"
         return graph, gpu, where
 
-    def fit(self, x: np.ndarray) -> "PIC":
-        x = np.ascontiguousarray(x, dtype=np.float32)
+    def fit(self, x: np.ndarray, y=None) -> "PIC":
+        """Cluster the rows of ``x (N, d)``; ``y`` is ignored."""
+        x = check_rows(x, "PIC")
         if len(x) < 2:
             raise ValueError(f"PIC needs at least 2 points; got {len(x)}")
         if not all_finite(x):
@@ -261,7 +264,8 @@ class PIC:
         self.n_singletons_moved_ = moved
         self.stationary_ = v
         self.health_ = Health.of(self.labels_, moved, graph_recall=self.graph_recall_)
+        self.n_features_in_ = x.shape[1]
         return self
 
-    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+    def fit_predict(self, x: np.ndarray, y=None) -> np.ndarray:
         return self.fit(x).labels_
