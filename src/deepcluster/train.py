@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import time
 import warnings
-from contextlib import contextmanager
-from dataclasses import replace
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import Optional
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -37,7 +39,7 @@ from .evaluate.closing import closing_features, closing_width, evaluate_features
 from .network import make_model, restore_model
 from .rundir import FEATURES, RunDir
 from .state import CHECKPOINT, RunState
-from .training import DeepClusterV1, epoch_lr, epoch_seed, method_for
+from .training import DeepClusterV1, Method, epoch_lr, epoch_seed, method_for
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = False,
@@ -73,7 +75,7 @@ class Clock:
     epochs."""
 
     def __init__(self, started: float):
-        self.started, self.parts = started, {}
+        self.started, self.parts = started, {}  # started: when the command began
 
     @contextmanager
     def part(self, name: str):
@@ -88,18 +90,75 @@ class Clock:
         return {"seconds": total, "parts": {**self.parts, "other": total - sum(self.parts.values())}}
 
 
+@dataclass
+class Run:
+    """The run as opening it settles it, for the phases after: the settings as resolved, the images, the device,
+    the run directory and the saved state (this object owns it: each epoch's record replaces it)."""
+    cfg: Config
+    train_set: object
+    val_set: object
+    device: torch.device
+    extract: Optional[torch.dtype]  # each clustering pass's precision from epoch 2 on
+    dir: RunDir
+    state: Optional[RunState]
+    resuming: bool
+    quiet: bool
+    clock: Clock
+    writer: BackgroundWriter
+
+    @property
+    def main(self) -> bool:
+        return dist.is_main()
+
+    def say(self, *a) -> None:
+        if not self.quiet:
+            print(*a)
+
+    @property
+    def eval_set(self):
+        """The labelled split the closing evaluation scores: the validation images when labelled, else the
+        training images when labelled, else none."""
+        val, train = self.val_set, self.train_set
+        return val if val is not None and val.targets is not None else (train if train.targets is not None else None)
+
+    @property
+    def db(self):
+        """The kNN votes' labelled database: the training images when another split is scored, else None
+        (leave-one-out)."""
+        return self.train_set if self.eval_set is not self.train_set and self.train_set.targets is not None else None
+
+
+@dataclass
+class Built:
+    """The model, the method and the optimiser, and where the loop starts: its first epoch, the assignment before
+    it and the metrics rows so far (rank 0)."""
+    model: object
+    method: Method
+    optimizer: object
+    start: int
+    previous: Optional[np.ndarray]
+    history: list
+
+
 def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: bool, started: float,
            writer: BackgroundWriter) -> dict:
-    say = (lambda *a: None) if quiet else print
-    main = dist.is_main()
-    clock = Clock(started)
+    run = _open(cfg, out, resume, overwrite, quiet, Clock(started), writer)
+    built = _build(run)
+    observers = _observers(run, built) if run.main else []
+    _fit(run, built, observers)
+    return _finish(run, built, observers)
 
-    # ---- data (every check on the inputs comes before anything is written), and the settings it asks for:
-    # a resumed run keeps the settings it was trained with; what is still unset, the recipe chooses
-    run = RunDir(out)
+
+def _open(cfg: Config, out, resume: bool, overwrite: bool, quiet: bool, clock: Clock,
+          writer: BackgroundWriter) -> Run:
+    """The data (every check on the inputs comes before anything is written) and the settings it asks for (a
+    resumed run keeps the settings it was trained with; what is still unset, the recipe chooses), the device and
+    its precisions, then the run directory and its saved state: every rank gets it, less the v2 bank, which only
+    rank 0 uses."""
+    folder = RunDir(out)
     with clock.part("data"):
         train_set = open_training_images(cfg)
-        saved = dist.on_main(run.saved_config) if resume and not overwrite else None
+        saved = dist.on_main(folder.saved_config) if resume and not overwrite else None
         given = cfg = recipe.take_saved(cfg, saved) if saved is not None else cfg  # the recipe chooses the rest
         data = recipe.profile(train_set) if cfg.recipe == "auto" and recipe.left_to_recipe(cfg) else None
         cfg = recipe.resolve(cfg, data).validate().check_data(len(train_set), train_set.targets is not None,
@@ -108,202 +167,265 @@ def _train(cfg: Config, out: str | Path, resume: bool, overwrite: bool, quiet: b
     device = resolve_device(cfg.device)
     check_extraction(cfg, device)
     cfg = resolve_precisions(cfg, device, len(train_set))  # config.yaml says what this machine computes in
-    extract = extraction_dtype(cfg, device, len(train_set))  # from epoch 2 on
+    extract = extraction_dtype(cfg, device, len(train_set))
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed input sizes: let cuDNN pick its fastest kernels
     if cfg.tensorboard:
         from .visualize.tensorboard import check_tensorboard
 
         check_tensorboard()
 
-    # ---- run directory; every rank gets the saved state, less the v2 bank, which only rank 0 uses
     def open_run():  # on rank 0
-        resuming = run.open(cfg, resume, overwrite)
-        state = RunState.load(run / CHECKPOINT) if resuming and (run / CHECKPOINT).exists() else None
-        run.write_config(cfg)
+        resuming = folder.open(cfg, resume, overwrite)
+        state = RunState.load(folder / CHECKPOINT) if resuming and (folder / CHECKPOINT).exists() else None
+        folder.write_config(cfg)
         return resuming, state
 
     resuming, state = dist.on_main(open_run, share=lambda r: (r[0], r[1] and r[1].without_bank()))
-    say(f"deepcluster: {len(train_set)} images from {train_set.name}, arch {cfg.arch}"
-        f"{' + sobel' if cfg.sobel else ''}, {'PIC' if cfg.clustering == 'pic' else f'k = {cfg.k}'}, "
-        f"{cfg.epochs} epochs on {device}"
-        f"{f' x {dist.world_size()} processes' if dist.enabled() else ''}, "
-        f"{precision_name(extract)} extraction, run dir {run.path}")
-    say(cfg.to_yaml().rstrip())
-    say(recipe.describe(given, cfg, data))
+    run = Run(cfg, train_set, val_set, device, extract, folder, state, resuming, quiet, clock, writer)
+    run.say(f"deepcluster: {len(train_set)} images from {train_set.name}, arch {cfg.arch}"
+            f"{' + sobel' if cfg.sobel else ''}, {'PIC' if cfg.clustering == 'pic' else f'k = {cfg.k}'}, "
+            f"{cfg.epochs} epochs on {device}{f' x {dist.world_size()} processes' if dist.enabled() else ''}, "
+            f"{precision_name(extract)} extraction, run dir {folder.path}")
+    run.say(cfg.to_yaml().rstrip())
+    run.say(recipe.describe(given, cfg, data))
     if isinstance(train_set, ImageFolder) and cfg.cache_gb > 0:  # too large to decode once into memory
-        say(f"note: the images do not fit --cache-gb {cfg.cache_gb:g} (or half the free memory), so every pass "
-            f"decodes the files again; 'deepcluster prepare {train_set.root} DEST' once, then --data DEST, reads "
-            f"them 3-5x faster (and on a GPU decodes them there)")
+        run.say(f"note: the images do not fit --cache-gb {cfg.cache_gb:g} (or half the free memory), so every "
+                f"pass decodes the files again; 'deepcluster prepare {train_set.root} DEST' once, then --data "
+                f"DEST, reads them 3-5x faster (and on a GPU decodes them there)")
+    return run
 
-    # ---- model, method and optimiser
-    with clock.part("set-up"):
-        model = make_model(cfg, train_set.channels, device)
+
+def _build(run: Run) -> Built:
+    """The model, the method and its optimiser, from the saved state when the run resumes."""
+    cfg, state = run.cfg, run.state
+    with run.clock.part("set-up"):
+        model = make_model(cfg, run.train_set.channels, run.device)
         if state is not None:
             restore_model(model, state)
-        method = method_for(cfg, device, state)
-        optimizer = method.start(model, train_set, state)
-    start, previous, history = 1, None, []
+        method = method_for(cfg, run.device, state)
+        optimizer = method.start(model, run.train_set, state)
+    built = Built(model, method, optimizer, 1, None, [])
     if state is not None:
-        start, previous = state.epoch + 1, state.assignment
-        history = run.keep_metrics(state.epoch) if main else []
-        say(f"resuming after epoch {state.epoch}")
-    elif resuming and main:
-        history = run.keep_metrics(0)
-
-    # ---- the DeepCluster loop
-    labels_known = train_set.targets is not None
-    eval_set = val_set if val_set is not None and val_set.targets is not None else (
-        train_set if labels_known else None)
-    db = train_set if eval_set is not train_set and labels_known else None  # kNN votes: else leave-one-out
+        built.start, built.previous = state.epoch + 1, state.assignment
+        built.history = run.dir.keep_metrics(state.epoch) if run.main else []
+        run.say(f"resuming after epoch {state.epoch}")
+    elif run.resuming and run.main:
+        built.history = run.dir.keep_metrics(0)
     # The closing evaluation compares with the random network, which epoch 1 reads anyway: keep its features of
     # the training images when they are evaluated and take at most 1 GiB (one process; all fitted by the PCA).
-    if isinstance(method, DeepClusterV1) and start == 1 and not dist.enabled() and train_set in (eval_set, db):
-        per_image = model.feature_dim + closing_width(model, train_set.channels, device)
+    train_set = run.train_set
+    if isinstance(method, DeepClusterV1) and built.start == 1 and not dist.enabled() and (
+            train_set in (run.eval_set, run.db)):
+        per_image = model.feature_dim + closing_width(model, train_set.channels, run.device)
         method.keep_first = len(train_set) <= cfg.pca_sample and len(train_set) * per_image * 4 <= 2 ** 30
-    tb, reported = None, started
-    # Rank 0 writes checkpoints in the background: an epoch's, a copy, while the next epoch runs; the final one
-    # while what follows only reads the weights. An error of a write stops every rank at the next epoch's start.
-    landed = lambda: dist.on_main(writer.wait, share=lambda _: None)
-    if cfg.tensorboard and main:
-        from .visualize.tensorboard import TensorBoardLog
+    return built
 
-        tb = TensorBoardLog(run.path, first_epoch=start)
-    for epoch in tqdm(range(start, cfg.epochs + 1), desc="deepcluster", unit="epoch", initial=start - 1,
-                      total=cfg.epochs, disable=True if quiet else None):
+
+def _fit(run: Run, built: Built, observers: list) -> None:
+    """The DeepCluster loop: each epoch's lr, the method's epoch, its record (metrics and checkpoint, written by
+    rank 0 in the background while the next epoch runs), then the observers (rank 0)."""
+    cfg, clock, model, optimizer = run.cfg, run.clock, built.model, built.optimizer
+    for epoch in tqdm(range(built.start, cfg.epochs + 1), desc="deepcluster", unit="epoch",
+                      initial=built.start - 1, total=cfg.epochs, disable=True if run.quiet else None):
         lr = epoch_lr(cfg.lr, cfg.lr_schedule, cfg.epochs, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with clock.part("checkpoints"):
-            dist.on_main(writer.check, share=lambda _: None)
+        with clock.part("checkpoints"):  # an error of the last write stops every rank here
+            dist.on_main(run.writer.check, share=lambda _: None)
         with clock.part("epochs"):
-            assignment, row = method.epoch(model, optimizer, train_set, epoch)
-
+            assignment, row = built.method.epoch(model, optimizer, run.train_set, epoch)
         # rank 0 writes the epoch; an error there (a full disk) stops every rank with its line
         with clock.part("checkpoints"):
-            state = dist.on_main(partial(_record_epoch, run, cfg, method, model, optimizer, epoch, lr, row,
-                                         assignment, previous, train_set.targets if labels_known else None,
-                                         writer), share=lambda _: None)
-        if not main:
+            run.state = dist.on_main(partial(_record_epoch, run, built, epoch, lr, row, assignment),
+                                     share=lambda _: None)
+        if not run.main:
             continue
-        previous = assignment
-        history.append(row)
-        if not quiet:
-            tqdm.write(epoch_line(row))
-        with clock.part("reports"):
-            if tb is not None:
-                tb.epoch(row, train_set, assignment, cfg.seed)
-            if cfg.report and epoch < cfg.epochs and time.perf_counter() - reported >= REPORT_EVERY:
-                _report(run, cfg, history, model, train_set, assignment, device, final=False)
-                reported = time.perf_counter()
+        built.previous = assignment
+        built.history.append(row)
+        for observer in observers:
+            with clock.part(observer.part) if observer.part else nullcontext():
+                observer.epoch(epoch, row, assignment)
 
-    # ---- what the run leaves: the trained network's clustering (kept in the state), evaluation, pictures
+
+def _finish(run: Run, built: Built, observers: list) -> dict:
+    """What the run leaves: the trained network's clustering (kept in the state), the closing evaluation, the
+    results, the pictures and the summary."""
+    trained, clustering, final = _final_clustering(run, built)
+    evaluation = _evaluate(run, built, trained)
+    method, main = built.method, run.main
+
+    def write_results():
+        if built.previous is not None and method.clusters:
+            run.dir.save_array("assignments.npy", built.previous)
+        if final is not None:
+            run.dir.save_features(final)
+        if evaluation:
+            run.dir.write_json("eval.json", evaluation)
+
+    with run.clock.part("checkpoints"):
+        dist.on_main(run.writer.wait, share=lambda _: None)  # every write landed
+    dist.on_main(write_results)
+    if not main:
+        return {"metrics": built.history, "eval": evaluation, "run_dir": str(run.dir.path)}
+    with run.clock.part("reports"):
+        for observer in observers:
+            observer.close(evaluation, clustering, trained)
+    timing = run.clock.record()
+    run.dir.write_json("timing.json", timing)
+    cfg, device = run.cfg, run.device
+    kept = kept_dtype(cfg, device)
+    precisions = f"training {cfg.precision}, clustering passes {precision_name(run.extract)}" + (
+        f" from epoch 2 (epoch 1, final clustering and evaluation {precision_name(kept)})"
+        if run.extract != kept else "")
+    run.say(summary_table(built.history, evaluation, run.dir.path, timing, precisions))
+    return {"metrics": built.history, "eval": evaluation, "run_dir": str(run.dir.path), "timing": timing}
+
+
+def _final_clustering(run: Run, built: Built):
+    """The trained network's clustering of the training images, fitted as training does and kept in the state
+    (a finished run resumed keeps the one it has). Returns ``(trained, clustering, final)``: the trained network's
+    closing features of the training images when one pass serves the clustering and the evaluation (one process,
+    at most pca_sample images; else None), followed by their clustering input when the whitening was fitted here
+    on them; the clustering, and the features it clustered (rank 0; None when not computed here)."""
+    cfg, model, method, main = run.cfg, built.model, built.method, run.main
+    train_set, device = run.train_set, run.device
     clustering, final = None, None
-    need_clustering = method.clusters and dist.broadcast_object(main and state.clustering is None)
-    # One process, at most pca_sample images: one pass of the trained network over the training images serves the
-    # final clustering, the closing evaluation (fc and last conv layer) and the report's map.
-    with clock.part("final clustering"):
+    need = method.clusters and dist.broadcast_object(main and run.state.clustering is None)
+    with run.clock.part("final clustering"):
         trained = closing_features(model, train_set, cfg, device, "final features") if not dist.enabled() and (
-            len(train_set) <= cfg.pca_sample and (need_clustering or train_set in (eval_set, db))) else None
+            len(train_set) <= cfg.pca_sample and (need or train_set in (run.eval_set, run.db))) else None
         if method.clusters:
-            clustering = state.clustering if main else None  # a finished run resumed keeps the one it has
-            if need_clustering:
+            clustering = run.state.clustering if main else None
+            if need:
                 clustering, final = fit_run_clustering(model, train_set, cfg, device,
                                                        epoch_seed(cfg.seed, cfg.epochs + 1),
                                                        fc=None if trained is None else trained[0])
-            elif main and not dist.enabled() and not (run / FEATURES).exists():
+            elif main and not dist.enabled() and not (run.dir / FEATURES).exists():
                 # a run finished before runs kept their final features: the saved clustering's space, again
                 final = embed(model, train_set, clustering, device, cfg.batch_size, cfg.workers,
                               kept_dtype(cfg, device), desc="final features", alone=True)
-    if need_clustering:
+    if need:
         def keep():
-            kept = replace(state, clustering=clustering)
-            writer.submit(partial(kept.save, run / CHECKPOINT))
+            kept = replace(run.state, clustering=clustering)
+            run.writer.submit(partial(kept.save, run.dir / CHECKPOINT))
             return kept
 
-        with clock.part("checkpoints"):
-            state = dist.on_main(keep, share=lambda _: None)
+        with run.clock.part("checkpoints"):
+            run.state = dist.on_main(keep, share=lambda _: None)
+        if trained is not None and clustering.space == "whitened":
+            # the PCA-whitening the final clustering fitted on these very features: the evaluation's too
+            trained = (*trained, whitened(trained[0], clustering))
     if method.clusters and main:
-        previous = clustering.labels[0]
+        built.previous = clustering.labels[0]
+    return trained, clustering, final
 
+
+def _evaluate(run: Run, built: Built, trained) -> dict:
+    """The closing evaluation on the labelled split, reusing what this run has of the training images: the
+    trained network's features (``trained``), the random network's from epoch 1."""
+    train_set = run.train_set
     known = {("trained", train_set): trained} if trained is not None else {}
-    if trained is not None and need_clustering and clustering.space == "whitened":
-        # the PCA-whitening the final clustering fitted on these very features: the evaluation's too
-        known[("trained", train_set)] = (*trained, whitened(trained[0], clustering))
-    if getattr(method, "first_features", None) is not None:
-        known[("random-init", train_set)] = method.first_features
-        method.first_features = None
-    with clock.part("evaluation"):
-        evaluation = evaluate_features(model, cfg, eval_set, device, db, known) if eval_set is not None else {}
+    if getattr(built.method, "first_features", None) is not None:
+        known[("random-init", train_set)] = built.method.first_features
+        built.method.first_features = None
+    with run.clock.part("evaluation"):
+        return evaluate_features(built.model, run.cfg, run.eval_set, run.device, run.db, known) \
+            if run.eval_set is not None else {}
 
-    def write_results():
-        if previous is not None and method.clusters:
-            run.save_array("assignments.npy", previous)
-        if final is not None:
-            run.save_features(final)
-        if evaluation:
-            run.write_json("eval.json", evaluation)
 
-    with clock.part("checkpoints"):
-        landed()
-    dist.on_main(write_results)
-    if not main:
-        return {"metrics": history, "eval": evaluation, "run_dir": str(run.path)}
-    with clock.part("reports"):
+class Console:
+    """Each epoch's line under the progress bar."""
+    part = None
+
+    def epoch(self, epoch: int, row: dict, assignment) -> None:
+        tqdm.write(epoch_line(row))
+
+    def close(self, evaluation: dict, clustering, trained) -> None:
+        pass
+
+
+class TensorBoard:
+    """The epoch's scalars and clusters, and the closing evaluation, for TensorBoard (``--tensorboard``)."""
+    part = "reports"
+
+    def __init__(self, run: Run, first_epoch: int):
+        from .visualize.tensorboard import TensorBoardLog
+
+        self.run, self.log = run, TensorBoardLog(run.dir.path, first_epoch=first_epoch)
+
+    def epoch(self, epoch: int, row: dict, assignment) -> None:
+        self.log.epoch(row, self.run.train_set, assignment, self.run.cfg.seed)
+
+    def close(self, evaluation: dict, clustering, trained) -> None:
+        self.log.evaluation(evaluation, self.run.cfg.epochs)
+        self.log.close()
+
+
+class Pictures:
+    """The run's pictures: the HTML report, rewritten every :data:`REPORT_EVERY` seconds while training
+    (``--report``), and at the end the report or the curves alone, and the cluster grid."""
+    part = "reports"
+
+    def __init__(self, run: Run, built: Built):
+        self.run, self.built, self.reported = run, built, run.clock.started
+
+    def epoch(self, epoch: int, row: dict, assignment) -> None:
+        cfg = self.run.cfg
+        if cfg.report and epoch < cfg.epochs and time.perf_counter() - self.reported >= REPORT_EVERY:
+            _report(self.run, self.built, assignment, final=False)
+            self.reported = time.perf_counter()
+
+    def close(self, evaluation: dict, clustering, trained) -> None:
         import matplotlib.pyplot as plt
 
         from .visualize import plot_curves, save_cluster_grid
 
-        if tb is not None:
-            tb.evaluation(evaluation, cfg.epochs)
-            tb.close()
-        if not cfg.report:  # else the report writes it
-            plt.close(plot_curves(history, run / "curves.png"))
-        if previous is not None and method.clusters:
-            save_cluster_grid(train_set, previous, run / "clusters.png", seed=cfg.seed)
-        if cfg.report:
-            _report(run, cfg, history, model, train_set, previous, device, final=True, clustering=clustering,
+        run, built = self.run, self.built
+        if not run.cfg.report:  # else the report draws them
+            plt.close(plot_curves(built.history, run.dir / "curves.png"))
+        if built.previous is not None and built.method.clusters:
+            save_cluster_grid(run.train_set, built.previous, run.dir / "clusters.png", seed=run.cfg.seed)
+        if run.cfg.report:
+            _report(run, built, built.previous, final=True, clustering=clustering,
                     features=None if trained is None else trained[0])
-    timing = clock.record()
-    run.write_json("timing.json", timing)
-    kept = kept_dtype(cfg, device)
-    precisions = f"training {cfg.precision}, clustering passes {precision_name(extract)}" + (
-        f" from epoch 2 (epoch 1, final clustering and evaluation {precision_name(kept)})" if extract != kept else "")
-    say(summary_table(history, evaluation, run.path, timing, precisions))
-    return {"metrics": history, "eval": evaluation, "run_dir": str(run.path), "timing": timing}
 
 
-def _record_epoch(run: RunDir, cfg: Config, method, model, optimizer, epoch: int, lr: float, row: dict, assignment,
-                  previous, targets, writer: BackgroundWriter) -> RunState:
+def _observers(run: Run, built: Built) -> list:
+    """What follows the loop on rank 0 besides training: the console, TensorBoard, the pictures."""
+    return ([] if run.quiet else [Console()]) + (
+        [TensorBoard(run, built.start)] if run.cfg.tensorboard else []) + [Pictures(run, built)]
+
+
+def _record_epoch(run: Run, built: Built, epoch: int, lr: float, row: dict, assignment) -> RunState:
     """Complete the epoch's metrics row (NMI against the previous assignment and the labels, when known) and write
-    the epoch: its row, its clusters, then the checkpoint, a copy of the state written by ``writer`` (in the
-    background, while training goes on). Returns the state (not a copy)."""
+    the epoch: its row, its clusters, then the checkpoint, a copy of the state written by the run's writer (in the
+    background, while training goes on). On rank 0; returns the state (not a copy)."""
+    method, model, targets = built.method, built.model, run.train_set.targets
     if method.clusters:
-        row["nmi_prev"] = nmi(previous, assignment) if previous is not None else None
+        row["nmi_prev"] = nmi(built.previous, assignment) if built.previous is not None else None
     row["lr"] = lr
     if targets is not None and method.clusters:
         row["nmi_labels"] = nmi(targets, assignment)
         row["ari_labels"] = ari(targets, assignment)
     # Metrics first: a crash before the checkpoint is written makes resume redo this epoch, and it then drops the
     # row of the epoch the checkpoint does not hold.
-    run.append_metrics(row)
+    run.dir.append_metrics(row)
     if method.clusters:
-        run.save_epoch_clusters(epoch, assignment)
-    state = RunState(epoch, cfg, model.state_dict(), model.head.out_features, optimizer.state_dict(),
+        run.dir.save_epoch_clusters(epoch, assignment)
+    state = RunState(epoch, run.cfg, model.state_dict(), model.head.out_features, built.optimizer.state_dict(),
                      assignment, **method.saved())
-    writer.submit(partial(state.snapshot().save, run / CHECKPOINT))
+    run.writer.submit(partial(state.snapshot().save, run.dir / CHECKPOINT))
     return state
 
 
-def _report(run: RunDir, cfg: Config, history: list[dict], model, dataset, assignment, device, final: bool,
-            clustering=None, features=None) -> None:
+def _report(run: Run, built: Built, assignment, final: bool, clustering=None, features=None) -> None:
     """Rewrite the run's HTML report; a failure to draw it warns and never stops training."""
     from .visualize import write_report
 
     try:
-        write_report(run.path, cfg, history, model=model, dataset=dataset, assignment=assignment, final=final,
-                     device=device, clustering=clustering, features=features)
+        write_report(run.dir.path, run.cfg, built.history, model=built.model, dataset=run.train_set,
+                     assignment=assignment, final=final, device=run.device, clustering=clustering,
+                     features=features)
     except Exception as e:  # noqa: BLE001 - the pictures must never cost a run
         warnings.warn(f"the report was not written ({type(e).__name__}: {e}); rebuild it with "
-                      f"'deepcluster report {run.path}'")
-
-
+                      f"'deepcluster report {run.dir.path}'")
