@@ -38,6 +38,22 @@ def test_every_protocol_and_compare(runs, image_folder, tmp_path, capsys):
     tr = json.loads((dc / "eval" / "transfer.json").read_text())
     assert tr["target"] == "digits" and 0 <= tr["fc"] <= 1 and 0 <= tr["all"] <= 1
     assert not (dc / "eval" / "instance.json").exists()  # 'all' skips it: no --ground-truth
+
+    # the same protocols from Python: a registry of protocols, each with the options it reads; unknown ones refused
+    from dataclasses import fields
+
+    from deepcluster.config import ConfigError
+    from deepcluster.evaluate.protocols import PROTOCOLS, EvalOptions, load_for_eval, run_protocol
+
+    options = {f.name for f in fields(EvalOptions)}
+    assert all(set(p.reads) <= options and (p.needs is None or p.needs in p.reads) for p in PROTOCOLS.values())
+    saved = load_for_eval(dc, device="cpu")
+    with pytest.raises(ConfigError, match="no protocol option knn_neighbours"):
+        run_protocol("knn", saved, knn_neighbours=5)
+    with pytest.raises(ConfigError, match="unknown protocol 'knnn'"):
+        run_protocol("knnn", saved)
+    res = run_protocol("knn", saved, knn_k=3, progress=False)
+    assert res["protocol"] == "knn" and res["k"] == 3 and 0 <= res["top1"] <= 1
     rt = json.loads((dc / "eval" / "class-retrieval.json").read_text())
     assert rt["queries"] == 20 and 0 < rt["map"] <= 1 and rt["layer"] == "conv5"
     capsys.readouterr()
@@ -135,3 +151,4 @@ def test_a_checkpoint_of_another_architecture_is_refused(runs, tmp_path, capsys)
     assert main(["eval", "knn", "--checkpoint", str(tmp_path / "other.pt")] + COMMON) == 2
     err = capsys.readouterr().err
     assert "do not fit the alexnet network" in err and err.count("\n") == 1
+

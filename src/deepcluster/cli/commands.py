@@ -9,26 +9,26 @@ from ..config import ConfigError
 
 
 def run_eval(args: argparse.Namespace) -> None:
-    from ..evaluate.protocols import NEEDS, PROTOCOLS, load_for_eval, result_name, run_protocol
+    from dataclasses import fields
+
+    from ..evaluate.protocols import PROTOCOLS, EvalOptions, load_for_eval, result_name, run_protocol
     from ..rundir import RunDir
 
     if args.epochs < 1:
         raise ConfigError(f"--epochs {args.epochs}: train the probe for at least one epoch")
     names = list(dict.fromkeys(args.protocols))
     if "all" in names:
-        skipped = [p for p in PROTOCOLS if p in NEEDS and not getattr(args, NEEDS[p])]
+        skipped = [p for p, spec in PROTOCOLS.items() if spec.needs and not getattr(args, spec.needs)]
         for p in skipped:
-            print(f"{p}: skipped (needs --{NEEDS[p].replace('_', '-')})")
+            print(f"{p}: skipped (needs --{PROTOCOLS[p].needs.replace('_', '-')})")
         names = [p for p in PROTOCOLS if p not in skipped]
     setup = load_for_eval(args.run or args.checkpoint, args.data, args.val_data, args.data_root, args.random_init,
                           args.device, load_data=names != ["instance"])  # instance reads its own images only
     run = RunDir(setup.run_dir)
+    # every option of the command line is a protocol option of the same name; the k-means seeds are the run's
+    options = {f.name: getattr(args, f.name) for f in fields(EvalOptions) if f.name not in ("seeds", "progress")}
     for name in names:
-        res = run_protocol(name, setup, epochs=args.epochs, layer=args.layer, knn_k=args.knn_k,
-                           target_data=args.target_data, target_val_data=args.target_val_data,
-                           queries=args.queries, seeds=setup.cfg.eval_seeds, views=args.views, images=args.images,
-                           ground_truth=args.ground_truth, gt_protocol=args.gt_protocol,
-                           whiten_data=args.whiten_data, max_size=args.max_size)
+        res = run_protocol(name, setup, seeds=setup.cfg.eval_seeds, **options)
         run.write_json(result_name(name, args.random_init), res)
         shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items() if k != "protocol"}
         print(f"{name}: {json.dumps(shown)}")

@@ -81,12 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a run's features with the paper's protocols",
                        description="Evaluate a trained network (or its random initialisation). Results are printed "
                                    "and written to RUN_DIR/eval/PROTOCOL[-random].json.")
-    e.add_argument("protocols", nargs="+", choices=PROTOCOLS + ("all",), metavar="PROTOCOL",
-                   help="probe: linear probe on every conv layer; knn: weighted cosine kNN; cluster: k-means with the "
-                        "true number of classes; transfer: fine-tune fc layers / all layers on another labelled "
-                        "dataset; class-retrieval: R-MAC mAP, same label = relevant; copies: R-MAC copy detection "
-                        "(strong copies of database images as queries); instance: Oxford5k / Paris6k instance "
-                        "retrieval; all: every one whose inputs are given (several may be given)")
+    e.add_argument("protocols", nargs="+", choices=tuple(PROTOCOLS) + ("all",), metavar="PROTOCOL",
+                   help="; ".join(f"{name}: {p.help}" for name, p in PROTOCOLS.items())
+                   + "; all: every one whose inputs are given (several may be given)")
     _add_run_source(e)
     e.add_argument("--random-init", action="store_true", help="same network at its random initialisation")
     _add_data(e, "labelled training images (default: the run's own data)")

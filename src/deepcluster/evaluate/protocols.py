@@ -1,12 +1,14 @@
 """The paper's evaluation protocols on a trained (or randomly initialised) network, each returning a dict.
 
 ``load_for_eval`` turns a run directory or checkpoint into the network and its datasets; ``run_protocol`` runs
-one protocol by name. Both the ``deepcluster eval`` command and the Python API use them.
+one protocol of the registry :data:`PROTOCOLS` by name, with its options (:class:`EvalOptions`). Both the
+``deepcluster eval`` command and the Python API use them.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -22,8 +24,37 @@ from .probe import linear_probes
 from .retrieval import RegionWhitening, mean_average_precision, regional_max, rmac_descriptors, rmac_regions
 from .transfer import finetune, target_datasets
 
-PROTOCOLS = ("probe", "knn", "cluster", "transfer", "class-retrieval", "copies", "instance")
-NEEDS = {"transfer": "target_data", "instance": "ground_truth"}  # what 'eval all' must be given to run them
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """The protocols' options, as ``deepcluster eval`` takes them; each protocol reads its own (``Protocol.reads``)
+    and leaves the others."""
+    epochs: int = 10
+    layer: Optional[str] = None
+    knn_k: int = 20
+    target_data: Optional[str] = None
+    target_val_data: Optional[str] = None
+    queries: int = 1000
+    seeds: int = 3
+    progress: bool = True
+    views: str = "auto"
+    images: Optional[str] = None
+    ground_truth: Optional[str] = None
+    gt_protocol: str = "medium"
+    whiten_data: Optional[str] = None
+    max_size: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One evaluation protocol: ``run(saved run, options)`` gives its metrics; ``labelled``: the splits whose labels
+    it needs ("training", "test"); ``reads``: the options it uses; ``needs``: the option without which ``eval all``
+    skips it; ``help``: one line for the command line."""
+    run: Callable[[SavedRun, EvalOptions], dict]
+    labelled: tuple[str, ...]
+    reads: tuple[str, ...]
+    help: str
+    needs: Optional[str] = None
 
 
 def load_for_eval(path: str | Path, data: Optional[str] = None, val_data: Optional[str] = None,
@@ -45,64 +76,79 @@ def _need_labels(ds, protocol: str, which: str) -> None:
                           f"subfolder per class")
 
 
-def run_protocol(name: str, s: SavedRun, epochs: int = 10, layer: Optional[str] = None, knn_k: int = 20,
-                 target_data: Optional[str] = None, target_val_data: Optional[str] = None,
-                 queries: int = 1000, seeds: int = 3, progress: bool = True, views: str = "auto",
-                 images: Optional[str] = None, ground_truth: Optional[str] = None, gt_protocol: str = "medium",
-                 whiten_data: Optional[str] = None, max_size: Optional[int] = None) -> dict:
-    """Run one protocol of :data:`PROTOCOLS` on ``s``; return its metrics."""
+def run_protocol(name: str, s: SavedRun, **options) -> dict:
+    """Run the protocol ``name`` of :data:`PROTOCOLS` on ``s`` with ``options`` (:class:`EvalOptions`' fields);
+    return its metrics. An unknown protocol or option is refused with one line."""
     if name not in PROTOCOLS:
         raise ConfigError(f"unknown protocol '{name}': choose one of {', '.join(PROTOCOLS)}")
-    cfg, size, dev = s.cfg, s.image_size, s.device
-    desc = (lambda d: d) if progress else (lambda d: None)
-    out: dict = {"protocol": name, "random_init": s.random_init, "arch": cfg.arch}
-    if name in ("probe", "knn"):
-        _need_labels(s.train_set, name, "training")
-    if name in ("probe", "knn", "cluster", "class-retrieval"):
-        _need_labels(s.test_set, name, "test")
-    if name == "probe":
-        out.update(linear_probes(s.model, s.train_set, s.test_set, size, dev, epochs=epochs,
-                                 crop_scale=cfg.crop_scale, seed=cfg.seed, workers=cfg.workers,
-                                 progress=progress, batch_size=cfg.batch_size, views=views))
-        if cfg.supervised and not s.random_init:  # the ceiling a converged probe of its layers approaches
-            out["network"] = classifier_accuracy(s.model, s.test_set, size, dev, cfg.batch_size, cfg.workers)
-    elif name == "knn":
-        layer = layer or "fc"
-        check_layer(s.model, layer)
-        feats = [layer_features(s.model, ds, layer, size, dev, cfg.batch_size, cfg.workers, desc=desc(f"knn {d}"))
-                 for ds, d in ((s.train_set, "train"), (s.test_set, "test"))]
-        out.update(layer=layer, k=knn_k, temperature=0.07,
-                   top1=knn_accuracy(feats[0], s.train_set.targets, feats[1], s.test_set.targets, knn_k))
-    elif name == "cluster":
-        layer = layer or "fc"
-        check_layer(s.model, layer)
-        f = layer_features(s.model, s.test_set, layer, size, dev, cfg.batch_size, cfg.workers,
-                           desc=desc("cluster features"))
-        y = s.test_set.targets
-        out.update(layer=layer, split=s.test_set.name,
-                   **kmeans_quality(preprocess_features(f, cfg.pca_dim), y, seeds=seeds, seed=cfg.seed))
-        # Whitening to pca_dim suits DeepCluster's own large-k clustering but can hurt a k = classes one
-        # (docs/small-data.md): plain L2-normalised features are scored too.
-        out["l2"] = kmeans_quality(l2_normalize(f), y, seeds=seeds, seed=cfg.seed)
-        if s.assignment is not None and s.train_set.targets is not None and len(s.assignment) <= len(
-                s.train_set):
-            y = s.train_set.targets[:len(s.assignment)]
-            out["pseudo_labels"] = {"nmi": nmi(y, s.assignment), "ari": ari(y, s.assignment),
-                                    "clusters": int(len(np.unique(s.assignment)))}
-    elif name == "transfer":
-        train_t, test_t, facts = target_datasets(target_data, target_val_data, size, s.channels, s.mean, s.std,
-                                                 cfg.data)
-        out.update(facts, images=len(train_t), test_images=len(test_t))
-        for mode in ("fc", "all"):
-            r = finetune(s.model, train_t, test_t, size, dev, mode, epochs=epochs, crop_scale=cfg.crop_scale,
-                         seed=cfg.seed, workers=cfg.workers, progress=progress, batch_size=cfg.batch_size)
-            out[mode], out["start"] = r["top1"], r["start"]
-    elif name == "class-retrieval":
-        out.update(_retrieval(s, layer or f"conv{s.model.n_conv}", queries, progress))
-    elif name in ("copies", "instance"):
-        out.update(_instance(name, s, layer, queries, progress, images, ground_truth, gt_protocol, whiten_data,
-                             max_size))
+    unknown = sorted(set(options) - {f.name for f in fields(EvalOptions)})
+    if unknown:
+        raise ConfigError(f"no protocol option {', '.join(unknown)}: the options are "
+                          f"{', '.join(f.name for f in fields(EvalOptions))}")
+    protocol = PROTOCOLS[name]
+    for which in protocol.labelled:
+        _need_labels(s.train_set if which == "training" else s.test_set, name, which)
+    return {"protocol": name, "random_init": s.random_init, "arch": s.cfg.arch} | protocol.run(
+        s, EvalOptions(**options))
+
+
+def _desc(o: EvalOptions, text: str) -> Optional[str]:
+    return text if o.progress else None
+
+
+def _probe(s: SavedRun, o: EvalOptions) -> dict:
+    cfg = s.cfg
+    out = linear_probes(s.model, s.train_set, s.test_set, s.image_size, s.device, epochs=o.epochs,
+                        crop_scale=cfg.crop_scale, seed=cfg.seed, workers=cfg.workers, progress=o.progress,
+                        batch_size=cfg.batch_size, views=o.views)
+    if cfg.supervised and not s.random_init:  # the ceiling a converged probe of its layers approaches
+        out["network"] = classifier_accuracy(s.model, s.test_set, s.image_size, s.device, cfg.batch_size,
+                                             cfg.workers)
     return out
+
+
+def _knn(s: SavedRun, o: EvalOptions) -> dict:
+    layer = o.layer or "fc"
+    check_layer(s.model, layer)
+    feats = [layer_features(s.model, ds, layer, s.image_size, s.device, s.cfg.batch_size, s.cfg.workers,
+                            desc=_desc(o, f"knn {d}")) for ds, d in ((s.train_set, "train"), (s.test_set, "test"))]
+    return {"layer": layer, "k": o.knn_k, "temperature": 0.07,
+            "top1": knn_accuracy(feats[0], s.train_set.targets, feats[1], s.test_set.targets, o.knn_k)}
+
+
+def _cluster(s: SavedRun, o: EvalOptions) -> dict:
+    cfg, layer = s.cfg, o.layer or "fc"
+    check_layer(s.model, layer)
+    f = layer_features(s.model, s.test_set, layer, s.image_size, s.device, cfg.batch_size, cfg.workers,
+                       desc=_desc(o, "cluster features"))
+    y = s.test_set.targets
+    out = {"layer": layer, "split": s.test_set.name,
+           **kmeans_quality(preprocess_features(f, cfg.pca_dim), y, seeds=o.seeds, seed=cfg.seed)}
+    # Whitening to pca_dim suits DeepCluster's own large-k clustering but can hurt a k = classes one
+    # (docs/small-data.md): plain L2-normalised features are scored too.
+    out["l2"] = kmeans_quality(l2_normalize(f), y, seeds=o.seeds, seed=cfg.seed)
+    if s.assignment is not None and s.train_set.targets is not None and len(s.assignment) <= len(s.train_set):
+        y = s.train_set.targets[:len(s.assignment)]
+        out["pseudo_labels"] = {"nmi": nmi(y, s.assignment), "ari": ari(y, s.assignment),
+                                "clusters": int(len(np.unique(s.assignment)))}
+    return out
+
+
+def _transfer(s: SavedRun, o: EvalOptions) -> dict:
+    cfg = s.cfg
+    train_t, test_t, facts = target_datasets(o.target_data, o.target_val_data, s.image_size, s.channels, s.mean,
+                                             s.std, cfg.data)
+    out = dict(facts, images=len(train_t), test_images=len(test_t))
+    for mode in ("fc", "all"):
+        r = finetune(s.model, train_t, test_t, s.image_size, s.device, mode, epochs=o.epochs,
+                     crop_scale=cfg.crop_scale, seed=cfg.seed, workers=cfg.workers, progress=o.progress,
+                     batch_size=cfg.batch_size)
+        out[mode], out["start"] = r["top1"], r["start"]
+    return out
+
+
+def _class_retrieval(s: SavedRun, o: EvalOptions) -> dict:
+    return _retrieval(s, o.layer or f"conv{s.model.n_conv}", o.queries, o.progress)
 
 
 def _sources(ds) -> list:
@@ -116,22 +162,21 @@ def _sources(ds) -> list:
     return [Image.fromarray(a[0] if len(a) == 1 else a.transpose(1, 2, 0)) for a in x]
 
 
-def _instance(name: str, s: SavedRun, layer: Optional[str], queries: int, progress: bool, images, ground_truth,
-              gt_protocol: str, whiten_data, max_size) -> dict:
+def _instance(name: str, s: SavedRun, o: EvalOptions) -> dict:
     """Copy detection (on ``images``, default the run's test images, else its training images) or instance
     retrieval (``ground_truth`` over ``images``), R-MAC from ``layer`` at ``max_size``, the regional whitening
     fitted on ``whiten_data`` (default: 1,000 training images of the run, for copies only)."""
     from .instance import Reader, copy_detection, image_files, instance_retrieval, read_ground_truth, sample_files
 
-    layer = layer or f"conv{s.model.n_conv}"
+    layer = o.layer or f"conv{s.model.n_conv}"
     check_layer(s.model, layer)
     if layer == "fc":
         raise ConfigError(f"{name} reads a conv layer's map (R-MAC): choose --layer conv1..conv{s.model.n_conv}")
-    size = max_size or (1024 if s.image_size > 64 else 4 * s.image_size)
+    size = o.max_size or (1024 if s.image_size > 64 else 4 * s.image_size)
     reader = Reader(s.model, int(layer[4:]), size, s.channels, s.mean, s.std, s.device, s.cfg.workers or 0,
-                    progress)
-    if whiten_data:
-        whiten_from, whitened_on = sample_files(whiten_data, 1000, s.cfg.seed), str(whiten_data)
+                    o.progress)
+    if o.whiten_data:
+        whiten_from, whitened_on = sample_files(o.whiten_data, 1000, s.cfg.seed), str(o.whiten_data)
     elif name == "instance":
         raise ConfigError("instance retrieval learns its whitening on another image set: give --whiten-data FOLDER "
                           "(the paper's practice: Paris6k's images for Oxford5k, and the reverse)")
@@ -141,16 +186,17 @@ def _instance(name: str, s: SavedRun, layer: Optional[str], queries: int, progre
         whiten_from, whitened_on = [train[i] for i in sorted(pick)], f"{s.train_set.name} ({len(pick)} training images)"
     out = {"layer": layer, "whitened_on": whitened_on}
     if name == "instance":
-        if not ground_truth or not images:
+        if not o.ground_truth or not o.images:
             raise ConfigError("instance retrieval needs --ground-truth (the benchmark's text files or gnd_*.pkl) "
                               "and --images (its image folder)")
-        return out | instance_retrieval(reader, images, read_ground_truth(ground_truth, gt_protocol), whiten_from)
-    if images:
-        database, out["database"] = image_files(images), str(images)
+        return out | instance_retrieval(reader, o.images, read_ground_truth(o.ground_truth, o.gt_protocol),
+                                        whiten_from)
+    if o.images:
+        database, out["database"] = image_files(o.images), str(o.images)
     else:
         ds = s.test_set if s.test_set is not None else s.train_set
         database, out["database"] = _sources(ds), ds.name
-    return out | copy_detection(reader, database, whiten_from, queries, s.cfg.seed)
+    return out | copy_detection(reader, database, whiten_from, o.queries, s.cfg.seed)
 
 
 def _retrieval(s: SavedRun, layer: str, queries: int, progress: bool) -> dict:
@@ -181,6 +227,22 @@ def _retrieval(s: SavedRun, layer: str, queries: int, progress: bool) -> dict:
     y = s.test_set.targets[:len(desc)]
     return {"layer": layer, "queries": len(desc), "map": mean_average_precision(desc, desc, y, y, exclude_self=True),
             "chance": float(np.mean([(np.sum(y == c) - 1) / (len(y) - 1) for c in y]))}
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "probe": Protocol(_probe, ("training", "test"), ("epochs", "views"), "linear probe on every conv layer"),
+    "knn": Protocol(_knn, ("training", "test"), ("layer", "knn_k"), "weighted cosine kNN"),
+    "cluster": Protocol(_cluster, ("test",), ("layer", "seeds"), "k-means with the true number of classes"),
+    "transfer": Protocol(_transfer, (), ("target_data", "target_val_data", "epochs"),
+                         "fine-tune fc layers / all layers on another labelled dataset", needs="target_data"),
+    "class-retrieval": Protocol(_class_retrieval, ("test",), ("layer", "queries"), "R-MAC mAP, same label = relevant"),
+    "copies": Protocol(lambda s, o: _instance("copies", s, o), (), ("layer", "queries", "images", "whiten_data",
+                                                                    "max_size"),
+                       "R-MAC copy detection (strong copies of database images as queries)"),
+    "instance": Protocol(lambda s, o: _instance("instance", s, o), (),
+                         ("layer", "images", "ground_truth", "gt_protocol", "whiten_data", "max_size"),
+                         "Oxford5k / Paris6k instance retrieval", needs="ground_truth"),
+}
 
 
 def result_name(protocol: str, random_init: bool) -> str:
