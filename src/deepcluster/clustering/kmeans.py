@@ -246,9 +246,6 @@ class KMeans(ClusterMixin, BaseEstimator):
         index.add(np.ascontiguousarray(self.cluster_centers_, dtype=np.float32))
         return index.search(x, 1)[1][:, 0].astype(np.int64)
 
-    def fit_predict(self, x: np.ndarray, y=None) -> np.ndarray:
-        return self.fit(x).labels_
-
 
 def k_means(x: np.ndarray, n_clusters: int, **kwargs):
     """Function twin of :class:`KMeans`: returns ``(cluster_centers, labels, inertia)``."""

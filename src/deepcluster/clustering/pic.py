@@ -266,6 +266,3 @@ class PIC(ClusterMixin, BaseEstimator):
         self.health_ = Health.of(self.labels_, moved, graph_recall=self.graph_recall_)
         self.n_features_in_ = x.shape[1]
         return self
-
-    def fit_predict(self, x: np.ndarray, y=None) -> np.ndarray:
-        return self.fit(x).labels_
