@@ -25,11 +25,11 @@ import numpy as np
 from PIL import Image
 
 from deepcluster.cli import main as cli
-from deepcluster.clusters import embed, nearest_clusters
 from deepcluster.export.duplicates import compared_pairs, copy_pairs, copy_signatures, duplicate_groups, similar_pairs
 from deepcluster.export.table import image_names
-from deepcluster.features import centre_view_features
+from deepcluster.features import Reading, centre_view_features
 from deepcluster.session import open_run
+from deepcluster.space import embed, nearest_clusters
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,11 +109,11 @@ def main() -> None:
         print(f"deepcluster duplicates (defaults): {found} of {len(triples)} triples found, {false} other pairs, "
               f"{len(pairs)} pairs in all")
         c, labels = r.state.clustering, r.state.clustering.labels[0]
-        x = embed(r.model, r.train_set, c, r.device, r.cfg.batch_size)
+        x = embed(r.model, r.train_set, c, r.device, Reading(r.cfg.batch_size, desc=None))
         probes = nearest_clusters(x, c.centroids[0], 2)
         sig, means, aspects = copy_signatures(r.train_set)
         spaces = {"copies": None, "features: clustering": x,
-                  "features: fc": centre_view_features(r.model, r.train_set, r.device, r.cfg.batch_size)}
+                  "features: fc": centre_view_features(r.model, r.train_set, r.device, Reading(r.cfg.batch_size))}
         print("\n| by | threshold | probe | pairs compared | triples found | other pairs |")
         print("|---|---|---|---|---|---|")
         for space, feats in spaces.items():

@@ -23,7 +23,7 @@ from PIL import Image
 
 from deepcluster.cli import main as cli
 from deepcluster.data import fashion_mnist
-from deepcluster.features import centre_view_features
+from deepcluster.features import Reading, centre_view_features
 from deepcluster.session import open_run
 
 
@@ -67,7 +67,7 @@ def main() -> None:
         differ = int((placed != np.load(run / "assignments.npy")).sum())
         r = open_run(run, device="cpu", whole_data=False)  # the images decoded into memory: the network alone
         t = time.perf_counter()
-        centre_view_features(r.model, r.train_set, r.device, r.cfg.batch_size, 0, desc=None)
+        centre_view_features(r.model, r.train_set, r.device, Reading(r.cfg.batch_size, 0, desc=None))
         t_net = time.perf_counter() - t
         print(f"\n{n} images, {torch.get_num_threads()} threads; whole commands, as the user waits for them:")
         print("| command | s | images/s | time / bare extraction |")

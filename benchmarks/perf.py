@@ -50,10 +50,11 @@ from deepcluster import Config
 from deepcluster.clustering import build_clustering
 from deepcluster.data import load_datasets, make_loader, open_training_images
 from deepcluster.device import extraction_dtype, keep_freed_memory, precision_name
-from deepcluster.features import whitened_features
+from deepcluster.features import Reading
 from deepcluster.network import make_model
 from deepcluster.recipe import profile, resolve
 from deepcluster.sampler import pseudo_labels, uniform_over_clusters
+from deepcluster.space import Fitting, clustering_input
 from deepcluster.training import DeepClusterV1, epoch_samples, train_on_labels
 from deepcluster.views import train_view
 
@@ -186,8 +187,8 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
     t_dc, t_sup = statistics.median(dc), statistics.median(sup)
 
     # 3 and 4: clustering on this epoch's whitened features
-    x = whitened_features(model, data, device, np.random.default_rng(0), cfg.pca_dim, cfg.pca_sample, cfg.batch_size,
-                          cfg.workers, desc=None)
+    _, x = clustering_input(model, data, device, Reading(cfg.batch_size, cfg.workers, desc=None),
+                            Fitting("whitened", np.random.default_rng(0), cfg.pca_dim, cfg.pca_sample))
     where = "auto" if device.type == "cuda" else "cpu"
 
     def ours():

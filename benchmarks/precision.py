@@ -24,7 +24,7 @@ import torch
 from deepcluster.clustering import build_clustering
 from deepcluster.device import extraction_dtype, int8_dot_products
 from deepcluster.evaluate import nmi
-from deepcluster.features import centre_view_features
+from deepcluster.features import Reading, centre_view_features
 from deepcluster.preprocess import PCAWhitening, l2_normalize
 from deepcluster.session import open_run
 
@@ -52,7 +52,7 @@ def main() -> None:
         for p in names:
             amp = extraction_dtype(replace(cfg, extract_precision=p, precision="fp32"), run.device, len(data))
             t = time.perf_counter()
-            feats[p] = centre_view_features(model, data, run.device, cfg.batch_size, cfg.workers, amp, desc=None)
+            feats[p] = centre_view_features(model, data, run.device, Reading(cfg.batch_size, cfg.workers, amp, None))
             times[p].append(time.perf_counter() - t)
 
     def clusterings(f: np.ndarray) -> list[np.ndarray]:

@@ -11,7 +11,7 @@ memory, and the network passes an ImageNet epoch is made of.
 then the measured time / (iterations + 1) (each iteration assigns every point; the fit adds one final
 assignment), and the 20-iteration figure is 21 x that, as printed.
 
-``memory``: the clustering stage exactly as training runs it (``whitened_features``: PCA fitted on
+``memory``: the clustering stage exactly as training runs it (``clustering_input``: PCA fitted on
 ``pca_sample`` images, every other image projected as it is extracted; then k-means, pseudo-labels and the
 epoch's sample list) on N synthetic images whose "network" maps 8x8 pixels to ``--dim`` features. Prints the
 peak resident memory above the process's baseline (imports + images) for the extraction + PCA phase and for the
@@ -107,8 +107,9 @@ def _status(field: str) -> int:
 def bench_memory(args) -> None:
     from deepcluster import Config, TensorImages
     from deepcluster.clustering import build_clustering
-    from deepcluster.features import whitened_features
+    from deepcluster.features import Reading
     from deepcluster.sampler import pseudo_labels, uniform_over_clusters
+    from deepcluster.space import Fitting, clustering_input
 
     n, gb = args.n, 1e9
     images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (n, 1, 8, 8), dtype=np.uint8))
@@ -123,8 +124,8 @@ def bench_memory(args) -> None:
     base = _status("VmRSS")
     _reset_peak()
     t = time.perf_counter()
-    x = whitened_features(model, data, device, np.random.default_rng(0), cfg.pca_dim, cfg.pca_sample, cfg.batch_size,
-                          cfg.workers, desc=None)
+    _, x = clustering_input(model, data, device, Reading(cfg.batch_size, cfg.workers, desc=None),
+                            Fitting("whitened", np.random.default_rng(0), cfg.pca_dim, cfg.pca_sample))
     t_feat, peak_feat = time.perf_counter() - t, _status("VmHWM") - base
     held = _status("VmRSS") - base  # x, and whatever the allocator kept of the phase before
     _reset_peak()

@@ -26,7 +26,7 @@ from folders import FOLDERS, build  # noqa: E402
 from deepcluster import Config, recipe  # noqa: E402
 from deepcluster.data import load_datasets, open_training_images  # noqa: E402
 from deepcluster.evaluate.clustering import kmeans_quality  # noqa: E402
-from deepcluster.features import centre_view_features  # noqa: E402
+from deepcluster.features import Reading, centre_view_features  # noqa: E402
 from deepcluster.network import make_model  # noqa: E402
 from deepcluster.preprocess import PCAWhitening, l2_normalize  # noqa: E402
 
@@ -41,7 +41,7 @@ def random_features(folder: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:
     cfg = recipe.resolve(cfg, recipe.profile(train))
     train, _ = load_datasets(cfg, train=train)
     model = make_model(cfg, train.channels, torch.device("cpu"))
-    f = centre_view_features(model, train, torch.device("cpu"), cfg.batch_size, 0, desc=None)
+    f = centre_view_features(model, train, torch.device("cpu"), Reading(cfg.batch_size, 0, desc=None))
     return f, np.asarray(train.targets)
 
 

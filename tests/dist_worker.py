@@ -17,10 +17,11 @@ import torch
 from deepcluster import Config
 from deepcluster import distributed as dist
 from deepcluster.data import load_datasets
-from deepcluster.features import centre_view_features, whitened_features
+from deepcluster.features import Reading, centre_view_features
 from deepcluster.network import make_model
 from deepcluster.recipe import resolve
 from deepcluster.sampler import uniform_over_clusters
+from deepcluster.space import Fitting, clustering_input
 from deepcluster.training import DeepClusterV1
 
 
@@ -35,11 +36,11 @@ def stages(cfg: Config) -> dict:
     data, _ = load_datasets(cfg)
     device = torch.device("cpu")
     model = make_model(cfg, data.channels, device)
-    feats = centre_view_features(model, data, device, cfg.batch_size, desc=None)
-    x = whitened_features(model, data, device, np.random.default_rng([cfg.seed, 1, 1]), cfg.pca_dim, cfg.pca_sample,
-                          cfg.batch_size, desc=None)
+    feats = centre_view_features(model, data, device, Reading(cfg.batch_size, desc=None))
+    _, x = clustering_input(model, data, device, Reading(cfg.batch_size, desc=None),
+                            Fitting("whitened", np.random.default_rng([cfg.seed, 1, 1]), cfg.pca_dim, cfg.pca_sample))
     opt = torch.optim.SGD(model.body_parameters(), lr=cfg.lr, momentum=cfg.momentum)
-    labels, _ = DeepClusterV1(cfg, device).epoch(model, opt, data, 1)
+    labels = DeepClusterV1(cfg, device).epoch(model, opt, data, 1).assignment
     sample = uniform_over_clusters(labels, len(data), np.random.default_rng([cfg.seed, 1]))
     # parameters and buffers (BatchNorm statistics): every rank must extract with the same network
     weights = torch.cat([p.detach().flatten() for p in model.body_parameters()] +

@@ -12,8 +12,9 @@ from deepcluster.checkpoint import load_checkpoint
 from deepcluster.clustering import KMeans
 from deepcluster.data import load_datasets
 from deepcluster.device import amp_dtype
-from deepcluster.features import whitened_features
+from deepcluster.features import Reading
 from deepcluster.network import make_model
+from deepcluster.space import Fitting, clustering_input
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -31,7 +32,7 @@ def test_int8_extraction_on_cuda_is_refused_before_anything_is_written(tiny_conf
     assert not (tmp_path / "run").exists()
 
 
-def test_whitened_features_on_the_gpu_match_the_cpu(tiny_config, monkeypatch):
+def test_clustering_input_on_the_gpu_matches_the_cpu(tiny_config, monkeypatch):
     # cuDNN's fp32 convolutions use TF32 by default (10-bit mantissas): off, so that the comparison is of our code
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     cfg = tiny_config
@@ -40,8 +41,9 @@ def test_whitened_features_on_the_gpu_match_the_cpu(tiny_config, monkeypatch):
     got = {}
     for dev in ("cpu", "cuda"):
         device = torch.device(dev)
-        got[dev] = whitened_features(make_model(cfg, data.channels, device), data, device, np.random.default_rng(0),
-                                        cfg.pca_dim, cfg.pca_sample, cfg.batch_size)
+        fitting = Fitting("whitened", np.random.default_rng(0), cfg.pca_dim, cfg.pca_sample)
+        got[dev] = clustering_input(make_model(cfg, data.channels, device), data, device,
+                                    Reading(cfg.batch_size), fitting)[1]
     np.testing.assert_allclose(got["cuda"], got["cpu"], atol=2e-3)
 
 

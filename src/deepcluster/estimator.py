@@ -11,11 +11,12 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClusterMixin
 
-from .clusters import embed, nearest
 from .config import Config, ConfigError
 from .data import TensorImages, load_size_for
 from .data.adapt import for_network
+from .features import Reading
 from .session import open_run
+from .space import embed, nearest
 
 # The training settings the estimator takes: every field of Config but the data (what ``fit`` is given) and the
 # device (the estimator's own).
@@ -104,8 +105,8 @@ class DeepCluster(ClusterMixin, BaseEstimator):
         """``images`` (a folder, or uint8 pixels ``(N, [C,] H, W)`` at the network's load size) in the run's
         clustering space, ``(N, d)``."""
         run, cfg = self._run, self._run.cfg
-        return embed(run.model, self._dataset(images), self._clustering, run.device, cfg.batch_size, cfg.workers,
-                     run.dtype, alone=True)
+        return embed(run.model, self._dataset(images), self._clustering, run.device,
+                     Reading(cfg.batch_size, cfg.workers, run.dtype, None, alone=True))
 
     def predict(self, images) -> np.ndarray:
         """The nearest learned centroid of each image."""

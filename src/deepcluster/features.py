@@ -1,23 +1,41 @@
 """Model + images -> features in dataset order, whatever order the loader visits them in, on one process or
-many; and the clustering input (PCA-whitened, L2-normalised features) projected while extracting, so that the
-clustering stage holds ``N x pca_dim`` floats, never ``N x D``."""
+many, each batch optionally projected on the device as it is read (:mod:`deepcluster.space` projects into the
+clustering space this way); and the run's cache of the features it reads more than once."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import distributed as dist
 from .data import make_loader
 from .device import autocast
 from .models.quantized import FC_INT8_FROM, calibration_indices, int8_embed
-from .preprocess import PCAWhitening, l2_normalize
 from .views import centre_input
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How images are read through a network: ``batch_size`` at a time with ``workers`` loader processes (None:
+    the loader's choice), computing in ``amp`` (None: float32; ``torch.qint8``: the network quantised to int8),
+    under a progress bar labelled ``desc`` (None: no bar). ``alone``: this process reads every image itself and no
+    other is involved (work rank 0 alone does; else each process reads its share). ``conv_grid``: each row is
+    followed by the last conv block's activations average-pooled to this grid (the closing evaluation's)."""
+    batch_size: int = 256
+    workers: Optional[int] = 0
+    amp: Optional[torch.dtype] = None
+    desc: Optional[str] = "features"
+    alone: bool = False
+    conv_grid: Optional[int] = None
+
+    def called(self, desc: Optional[str]) -> "Reading":
+        """The same reading under another progress label."""
+        return replace(self, desc=desc)
 
 @torch.inference_mode()
 def iter_features(forward: Forward, loader, prepare: Forward, device: torch.device, desc: Optional[str] = None,
@@ -59,18 +77,18 @@ def _fill(batches, n: int, positions: Optional[np.ndarray], out: Optional[np.nda
 
 
 def dataset_features(forward: Forward, dataset, indices: np.ndarray, prepare: Forward, device: torch.device,
-                     batch_size: int, workers: int | None = 0, desc: Optional[str] = "features",
-                     amp: Optional[torch.dtype] = None, project: Optional[Forward] = None,
-                     out: Optional[np.ndarray] = None, alone: bool = False) -> Optional[np.ndarray]:
-    """Features of the dataset items ``indices`` (sorted, distinct), each process extracting its share
-    (``indices[rank::world]``). On rank 0: ``(M, D)`` with row ``j`` for item ``indices[j]``, or, given ``out``
-    ``(N, D)``, ``out`` with rows ``indices`` filled (written in place: no second copy). None on other ranks.
-    ``alone``: this process extracts every item itself and no other is involved (work rank 0 alone does)."""
+                     reading: Reading = Reading(), project: Optional[Forward] = None,
+                     out: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+    """Features of the dataset items ``indices`` (sorted, distinct), read as ``reading`` says: each process
+    extracting its share (``indices[rank::world]``) unless ``reading.alone``. On rank 0: ``(M, D)`` with row ``j``
+    for item ``indices[j]``, or, given ``out`` ``(N, D)``, ``out`` with rows ``indices`` filled (written in place:
+    no second copy). None on other ranks."""
     indices = np.asarray(indices, dtype=np.int64)
-    together = dist.enabled() and not alone
+    together = dist.enabled() and not reading.alone
     mine = indices[dist.rank()::dist.world_size()] if together else indices
-    loader = make_loader(dataset, mine, batch_size, workers, device.type == "cuda", device)
-    batches = iter_features(forward, loader, prepare, device, desc if dist.is_main() else None, amp, project)
+    loader = make_loader(dataset, mine, reading.batch_size, reading.workers, device.type == "cuda", device)
+    batches = iter_features(forward, loader, prepare, device, reading.desc if dist.is_main() else None,
+                            reading.amp, project)
     if not together:
         return _fill(batches, len(indices), None if out is not None else indices, out)
     rows = _fill(batches, len(mine), mine, None) if len(mine) else None
@@ -97,68 +115,55 @@ def centre_view_embedding(model, dataset, amp: Optional[torch.dtype] = None,
     return prep, int8_embed(model, prep(calibration), conv_grid, len(dataset) >= FC_INT8_FROM), None
 
 
-def centre_view_features(model, dataset, device: torch.device, batch_size: int = 256, workers: Optional[int] = 0,
-                         amp: Optional[torch.dtype] = None, indices: Optional[np.ndarray] = None,
-                         project: Optional[Forward] = None, out: Optional[np.ndarray] = None,
-                         desc: Optional[str] = "features", alone: bool = False, conv_grid: Optional[int] = None,
-                         embedding: Optional[Embedding] = None) -> Optional[np.ndarray]:
+def centre_view_features(model, dataset, device: torch.device, reading: Reading = Reading(),
+                         indices: Optional[np.ndarray] = None, project: Optional[Forward] = None,
+                         out: Optional[np.ndarray] = None, embedding: Optional[Embedding] = None
+                         ) -> Optional[np.ndarray]:
     """The network's fc features (``model.embed`` in eval mode) of the centre view of ``indices`` (default:
-    every image), as :func:`dataset_features` returns them; with ``conv_grid``, followed in each row by the last
-    conv block's pooled activations. ``amp``, ``conv_grid``: see :func:`centre_view_embedding`, or pass the
-    ``embedding`` it made (an int8 network is then not quantised again)."""
-    prep, forward, amp = embedding or centre_view_embedding(model, dataset, amp, conv_grid)
+    every image), as :func:`dataset_features` returns them; with ``reading.conv_grid``, followed in each row by
+    the last conv block's pooled activations. ``reading.amp``, ``reading.conv_grid``: see
+    :func:`centre_view_embedding`, or pass the ``embedding`` it made (an int8 network is then not quantised
+    again)."""
+    prep, forward, amp = embedding or centre_view_embedding(model, dataset, reading.amp, reading.conv_grid)
     indices = np.arange(len(dataset)) if indices is None else indices
-    return dataset_features(forward, dataset, indices, prep, device, batch_size, workers, desc, amp, project, out,
-                            alone)
+    return dataset_features(forward, dataset, indices, prep, device, replace(reading, amp=amp), project, out)
 
 
-def whitening_sample(n: int, pca_sample: int, rng: np.random.Generator) -> np.ndarray:
-    """The sorted indices of the images the PCA is fitted on: all ``n`` when ``pca_sample`` covers them, else
-    ``pca_sample`` drawn with ``rng``."""
-    return np.arange(n) if n <= pca_sample else np.sort(rng.choice(n, pca_sample, replace=False))
+def fc_and_conv(model, dataset, device: torch.device, reading: Reading
+                ) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """``(fc features, last conv block pooled to reading.conv_grid)`` of every image's centre view, from one pass:
+    on rank 0, None on the others."""
+    both = centre_view_features(model, dataset, device, reading)
+    return None if both is None else (both[:, :model.feature_dim], both[:, model.feature_dim:])
 
 
-def fit_whitening(model, dataset, device: torch.device, rng: np.random.Generator, pca_dim: int = 256,
-                  pca_sample: int = 65536, batch_size: int = 256, workers: Optional[int] = 0,
-                  amp: Optional[torch.dtype] = None, desc: Optional[str] = "features",
-                  embedding: Optional[Embedding] = None):
-    """The PCA-whitening of the fc features, fitted on ``pca_sample`` images drawn with ``rng`` (all of them when N
-    is not larger). Returns ``(pca (on every rank), the sample's indices, their features (rank 0 only))``."""
-    fit = whitening_sample(len(dataset), pca_sample, rng)
-    f = centre_view_features(model, dataset, device, batch_size, workers, amp, fit, desc=desc, embedding=embedding)
-    return dist.on_main(lambda: PCAWhitening(pca_dim).fit(f)), fit, f
+@dataclass
+class FeatureCache:
+    """What a run reads more than once, read once: the closing evaluation's features of a split through a network
+    (``"random-init"``, read by epoch 1's clustering pass; ``"trained"``, by the final clustering) are kept when
+    the run asked for them (:meth:`want`): ``kept[(network, split)] = (fc, last conv[, clustering input])``, what
+    :func:`fc_and_conv` returns followed by the fc features in the clustering space when it was fitted on all of
+    them. The evaluation reads ``kept``; the run drops it (:meth:`clear`) once read. ``conv_grid``: the pooling of
+    the last conv block the evaluation reads."""
+    conv_grid: Optional[int] = None
+    wanted: set = field(default_factory=set)
+    kept: dict = field(default_factory=dict)
 
+    def want(self, network: str, split) -> None:
+        self.wanted.add((network, split))
 
-def whitened_features(model, dataset, device: torch.device, rng: np.random.Generator, pca_dim: int = 256,
-                      pca_sample: int = 65536, batch_size: int = 256, workers: Optional[int] = 0,
-                      amp: Optional[torch.dtype] = None, desc: Optional[str] = "features",
-                      features: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
-    """The clustering input ``(N, pca_dim)``: fc features PCA-whitened and L2-normalised, on rank 0 (None on
-    other ranks).
+    def wants(self, network: str, split) -> bool:
+        return (network, split) in self.wanted
 
-    The PCA is fitted on ``pca_sample`` images drawn with ``rng`` (all of them when N is not larger, which is
-    then exactly the paper's pre-processing); the other images are projected on the device as they are
-    extracted. So the largest arrays are ``pca_sample x D`` while fitting (freed before the rest is extracted)
-    and ``N x pca_dim``, where keeping all ``N x D`` features would cost 21 GB on ImageNet with AlexNet.
-    ``features``: the fc features of every image when the caller has them (one process, N <= ``pca_sample``):
-    the same result, without a pass over the images."""
-    n = len(dataset)
-    if features is not None and n <= pca_sample:  # the fc features of every image, extracted by the caller
-        return l2_normalize(PCAWhitening(pca_dim).fit_transform(features))
-    # two passes (the PCA sample, then the rest): an int8 network is quantised once for both
-    embedding = centre_view_embedding(model, dataset, amp) if amp is torch.qint8 and n > pca_sample else None
-    pca, fit, f = fit_whitening(model, dataset, device, rng, pca_dim, pca_sample, batch_size, workers, amp, desc,
-                                embedding)
-    if len(fit) == n:
-        return l2_normalize(pca.transform(f)) if dist.is_main() else None
-    out = None
-    if dist.is_main():
-        out = np.empty((n, pca.components_.shape[0]), dtype=np.float32)
-        out[fit] = l2_normalize(pca.transform(f))
-    f = None  # the sample's raw features are done with: freed before the other images are extracted
-    mean = torch.from_numpy(pca.mean_.astype(np.float32)).to(device)
-    proj = torch.from_numpy(pca.projection_).to(device)
-    project = lambda z: F.normalize((z - mean) @ proj, dim=1)
-    rest = np.setdiff1d(np.arange(n), fit, assume_unique=True)
-    return centre_view_features(model, dataset, device, batch_size, workers, amp, rest, project, out, desc,
-                                embedding=embedding)
+    def read(self, network: str, model, split, device: torch.device, reading: Reading):
+        """Read ``split`` through ``model`` (the fc features and the last conv block), keep and return it."""
+        self.kept[(network, split)] = got = fc_and_conv(model, split, device, replace(reading,
+                                                                                      conv_grid=self.conv_grid))
+        return got
+
+    def add(self, network: str, split, clustering_input: np.ndarray) -> None:
+        """Keep beside ``split``'s features the clustering input they gave (fitted on all of them)."""
+        self.kept[(network, split)] = (*self.kept[(network, split)], clustering_input)
+
+    def clear(self) -> None:
+        self.kept.clear()

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -63,14 +65,29 @@ class PCAWhitening(TransformerMixin, BaseEstimator):
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """``(N, D)`` -> ``(N, n_components)`` float32 with (about) identity covariance on the fitted data."""
-        x = check_rows(x, "PCA-whitening", self)
-        out = np.empty((len(x), self.projection_.shape[1]), dtype=np.float32)
-        for s in range(0, len(x), CHUNK):  # chunks: the only (N, .) array made is the result
-            out[s:s + CHUNK] = (x[s:s + CHUNK] - self._mean32) @ self.projection_
-        return out
+        return centred_projection(check_rows(x, "PCA-whitening", self), self._mean32, self.projection_)
 
     def fit_transform(self, x: np.ndarray, y=None) -> np.ndarray:
         return self.fit(x).transform(x)
+
+
+def centred_projection(x: np.ndarray, mean: np.ndarray, projection: np.ndarray) -> np.ndarray:
+    """``(x - mean) @ projection`` for float32 rows ``(N, D)``, ``mean (D,)`` and ``projection (D, d)``, a chunk of
+    rows at a time: the only ``(N, .)`` array made is the result."""
+    out = np.empty((len(x), projection.shape[1]), dtype=np.float32)
+    for s in range(0, len(x), CHUNK):
+        out[s:s + CHUNK] = (x[s:s + CHUNK] - mean) @ projection
+    return out
+
+
+def whiten(x, mean, projection):
+    """The clustering space of DeepCluster v1, its arithmetic written once: rows ``(N, D)`` minus ``mean``, times
+    ``projection`` (a fitted :class:`PCAWhitening`'s ``mean_`` and ``projection_``), L2-normalised. Rows in memory
+    as float32 numpy arrays, or torch tensors on a device (as extraction applies it on the fly) with ``mean`` and
+    ``projection`` tensors there: the same formula, each in its own library's kernels."""
+    if isinstance(x, torch.Tensor):
+        return F.normalize((x - mean) @ projection, dim=1)
+    return l2_normalize(centred_projection(x, mean, projection))
 
 
 def _gram_eigh(xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

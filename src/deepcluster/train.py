@@ -22,7 +22,6 @@ from tqdm import tqdm
 from . import distributed as dist
 from . import recipe
 from .checkpoint import BackgroundWriter
-from .clusters import embed, fit_run_clustering, whitened
 from .config import Config
 from .console import epoch_line, summary_table
 from .data import ImageFolder, load_datasets, open_training_images
@@ -35,11 +34,13 @@ from .device import (
     resolve_precisions,
 )
 from .evaluate import ari, nmi
-from .evaluate.closing import closing_features, closing_width, evaluate_features
+from .evaluate.closing import closing_grid, closing_reading, evaluate_features
+from .features import FeatureCache
 from .network import make_model, restore_model
 from .rundir import FEATURES, RunDir
+from .space import Space, embed
 from .state import CHECKPOINT, RunState
-from .training import DeepClusterV1, Method, epoch_lr, epoch_seed, method_for
+from .training import Epoch, Method, epoch_lr, epoch_seed, method_for
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = False,
@@ -130,11 +131,12 @@ class Run:
 
 @dataclass
 class Built:
-    """The model, the method and the optimiser, and where the loop starts: its first epoch, the assignment before
-    it and the metrics rows so far (rank 0)."""
+    """The model, the method and the optimiser, the features the run reads more than once (``cache``), and where
+    the loop starts: its first epoch, the assignment before it and the metrics rows so far (rank 0)."""
     model: object
     method: Method
     optimizer: object
+    cache: FeatureCache
     start: int
     previous: Optional[np.ndarray]
     history: list
@@ -196,28 +198,30 @@ def _open(cfg: Config, out, resume: bool, overwrite: bool, quiet: bool, clock: C
 
 
 def _build(run: Run) -> Built:
-    """The model, the method and its optimiser, from the saved state when the run resumes."""
-    cfg, state = run.cfg, run.state
+    """The model, the method and its optimiser, from the saved state when the run resumes, and the run's feature
+    cache."""
+    cfg, state, train_set = run.cfg, run.state, run.train_set
     with run.clock.part("set-up"):
-        model = make_model(cfg, run.train_set.channels, run.device)
+        model = make_model(cfg, train_set.channels, run.device)
         if state is not None:
             restore_model(model, state)
-        method = method_for(cfg, run.device, state)
-        optimizer = method.start(model, run.train_set, state)
-    built = Built(model, method, optimizer, 1, None, [])
+        grid, conv_width = closing_grid(model, train_set.channels, run.device)
+        cache = FeatureCache(grid)
+        method = method_for(cfg, run.device, state, cache)
+        optimizer = method.start(model, train_set, state)
+    built = Built(model, method, optimizer, cache, 1, None, [])
     if state is not None:
         built.start, built.previous = state.epoch + 1, state.assignment
         built.history = run.dir.keep_metrics(state.epoch) if run.main else []
         run.say(f"resuming after epoch {state.epoch}")
     elif run.resuming and run.main:
         built.history = run.dir.keep_metrics(0)
-    # The closing evaluation compares with the random network, which epoch 1 reads anyway: keep its features of
-    # the training images when they are evaluated and take at most 1 GiB (one process; all fitted by the PCA).
-    train_set = run.train_set
-    if isinstance(method, DeepClusterV1) and built.start == 1 and not dist.enabled() and (
-            train_set in (run.eval_set, run.db)):
-        per_image = model.feature_dim + closing_width(model, train_set.channels, run.device)
-        method.keep_first = len(train_set) <= cfg.pca_sample and len(train_set) * per_image * 4 <= 2 ** 30
+    # The closing evaluation compares with the random network, which epoch 1 may read anyway (v1 does): keep its
+    # features of the training images when they are evaluated and take at most 1 GiB (one process; all fitted by
+    # the PCA).
+    if built.start == 1 and not dist.enabled() and train_set in (run.eval_set, run.db) and (
+            len(train_set) <= cfg.pca_sample and len(train_set) * (model.feature_dim + conv_width) * 4 <= 2 ** 30):
+        cache.want("random-init", train_set)
     return built
 
 
@@ -233,30 +237,30 @@ def _fit(run: Run, built: Built, observers: list) -> None:
         with clock.part("checkpoints"):  # an error of the last write stops every rank here
             dist.on_main(run.writer.check, share=lambda _: None)
         with clock.part("epochs"):
-            assignment, row = built.method.epoch(model, optimizer, run.train_set, epoch)
+            done = built.method.epoch(model, optimizer, run.train_set, epoch)
         # rank 0 writes the epoch; an error there (a full disk) stops every rank with its line
         with clock.part("checkpoints"):
-            run.state = dist.on_main(partial(_record_epoch, run, built, epoch, lr, row, assignment),
-                                     share=lambda _: None)
+            run.state = dist.on_main(partial(_record_epoch, run, built, epoch, lr, done), share=lambda _: None)
         if not run.main:
             continue
-        built.previous = assignment
-        built.history.append(row)
+        built.previous = done.assignment
+        built.history.append(done.row)
         for observer in observers:
             with clock.part(observer.part) if observer.part else nullcontext():
-                observer.epoch(epoch, row, assignment)
+                observer.epoch(epoch, done.row, done.assignment)
 
 
 def _finish(run: Run, built: Built, observers: list) -> dict:
     """What the run leaves: the trained network's clustering (kept in the state), the closing evaluation, the
     results, the pictures and the summary."""
-    trained, clustering, final = _final_clustering(run, built)
-    evaluation = _evaluate(run, built, trained)
-    method, main = built.method, run.main
+    clustering, final = _final_clustering(run, built)
+    trained = built.cache.kept.get(("trained", run.train_set))
+    evaluation = _evaluate(run, built)
+    main = run.main
 
     def write_results():
-        if built.previous is not None and method.clusters:
-            run.dir.save_array("assignments.npy", built.previous)
+        if clustering is not None:
+            run.dir.save_array("assignments.npy", clustering.labels[0])
         if final is not None:
             run.dir.save_features(final)
         if evaluation:
@@ -283,54 +287,52 @@ def _finish(run: Run, built: Built, observers: list) -> dict:
 
 def _final_clustering(run: Run, built: Built):
     """The trained network's clustering of the training images, fitted as training does and kept in the state
-    (a finished run resumed keeps the one it has). Returns ``(trained, clustering, final)``: the trained network's
-    closing features of the training images when one pass serves the clustering and the evaluation (one process,
-    at most pca_sample images; else None), followed by their clustering input when the whitening was fitted here
-    on them; the clustering, and the features it clustered (rank 0; None when not computed here)."""
-    cfg, model, method, main = run.cfg, built.model, built.method, run.main
+    (a finished run resumed keeps the one it has). Returns ``(clustering, final)``: the clustering (rank 0; None
+    for a method that learns no clusters) and the features it clustered (None when not computed here). When one
+    pass serves the clustering and the evaluation (one process, at most pca_sample images), the trained network's
+    closing features of the training images are kept in the run's cache, followed by their clustering input when
+    the whitening was fitted here on them."""
+    cfg, model, main, cache = run.cfg, built.model, run.main, built.cache
     train_set, device = run.train_set, run.device
-    clustering, final = None, None
-    need = method.clusters and dist.broadcast_object(main and run.state.clustering is None)
+    need = dist.broadcast_object(main and run.state.clustering is None)
+    clustering, final = run.state.clustering if main else None, None
     with run.clock.part("final clustering"):
-        trained = closing_features(model, train_set, cfg, device, "final features") if not dist.enabled() and (
-            len(train_set) <= cfg.pca_sample and (need or train_set in (run.eval_set, run.db))) else None
-        if method.clusters:
-            clustering = run.state.clustering if main else None
-            if need:
-                clustering, final = fit_run_clustering(model, train_set, cfg, device,
-                                                       epoch_seed(cfg.seed, cfg.epochs + 1),
-                                                       fc=None if trained is None else trained[0])
-            elif main and not dist.enabled() and not (run.dir / FEATURES).exists():
-                # a run finished before runs kept their final features: the saved clustering's space, again
-                final = embed(model, train_set, clustering, device, cfg.batch_size, cfg.workers,
-                              kept_dtype(cfg, device), desc="final features", alone=True)
+        if not dist.enabled() and len(train_set) <= cfg.pca_sample and (
+                need or train_set in (run.eval_set, run.db)):
+            cache.read("trained", model, train_set, device, closing_reading(cfg, device, "final features"))
+        trained = cache.kept.get(("trained", train_set))
+        if need:
+            clustering, final = built.method.final_clustering(model, train_set, epoch_seed(cfg.seed, cfg.epochs + 1),
+                                                              None if trained is None else trained[0])
+        elif clustering is not None and main and not dist.enabled() and not (run.dir / FEATURES).exists():
+            # a run finished before runs kept their final features: the saved clustering's space, again
+            final = embed(model, train_set, clustering, device,
+                          replace(closing_reading(cfg, device, "final features"), alone=True))
     if need:
         def keep():
-            kept = replace(run.state, clustering=clustering)
-            run.writer.submit(partial(kept.save, run.dir / CHECKPOINT))
+            kept = replace(run.state, clustering=clustering) if clustering is not None else run.state
+            if clustering is not None:
+                run.writer.submit(partial(kept.save, run.dir / CHECKPOINT))
             return kept
 
         with run.clock.part("checkpoints"):
             run.state = dist.on_main(keep, share=lambda _: None)
-        if trained is not None and clustering.space == "whitened":
+        if trained is not None and clustering is not None and clustering.space == "whitened":
             # the PCA-whitening the final clustering fitted on these very features: the evaluation's too
-            trained = (*trained, whitened(trained[0], clustering))
-    if method.clusters and main:
+            cache.add("trained", train_set, Space.of(clustering).rows(trained[0]))
+    if clustering is not None:
         built.previous = clustering.labels[0]
-    return trained, clustering, final
+    return clustering, final
 
 
-def _evaluate(run: Run, built: Built, trained) -> dict:
-    """The closing evaluation on the labelled split, reusing what this run has of the training images: the
-    trained network's features (``trained``), the random network's from epoch 1."""
-    train_set = run.train_set
-    known = {("trained", train_set): trained} if trained is not None else {}
-    if getattr(built.method, "first_features", None) is not None:
-        known[("random-init", train_set)] = built.method.first_features
-        built.method.first_features = None
+def _evaluate(run: Run, built: Built) -> dict:
+    """The closing evaluation on the labelled split, reusing what the run's cache holds of the training images:
+    the trained network's features, the random network's from epoch 1."""
     with run.clock.part("evaluation"):
-        return evaluate_features(built.model, run.cfg, run.eval_set, run.device, run.db, known) \
+        evaluation = evaluate_features(built.model, run.cfg, run.eval_set, run.device, run.db, built.cache.kept) \
             if run.eval_set is not None else {}
+    built.cache.clear()
+    return evaluation
 
 
 class Console:
@@ -383,8 +385,8 @@ class Pictures:
         run, built = self.run, self.built
         if not run.cfg.report:  # else the report draws them
             plt.close(plot_curves(built.history, run.dir / "curves.png"))
-        if built.previous is not None and built.method.clusters:
-            save_cluster_grid(run.train_set, built.previous, run.dir / "clusters.png", seed=run.cfg.seed)
+        if clustering is not None:
+            save_cluster_grid(run.train_set, clustering.labels[0], run.dir / "clusters.png", seed=run.cfg.seed)
         if run.cfg.report:
             _report(run, built, built.previous, final=True, clustering=clustering,
                     features=None if trained is None else trained[0])
@@ -396,24 +398,25 @@ def _observers(run: Run, built: Built) -> list:
         [TensorBoard(run, built.start)] if run.cfg.tensorboard else []) + [Pictures(run, built)]
 
 
-def _record_epoch(run: Run, built: Built, epoch: int, lr: float, row: dict, assignment) -> RunState:
-    """Complete the epoch's metrics row (NMI against the previous assignment and the labels, when known) and write
-    the epoch: its row, its clusters, then the checkpoint, a copy of the state written by the run's writer (in the
-    background, while training goes on). On rank 0; returns the state (not a copy)."""
-    method, model, targets = built.method, built.model, run.train_set.targets
-    if method.clusters:
+def _record_epoch(run: Run, built: Built, epoch: int, lr: float, done: Epoch) -> RunState:
+    """Complete the epoch's metrics row (NMI of its clusters against the previous epoch's and the labels, when
+    known) and write the epoch: its row, its clusters, then the checkpoint, a copy of the state written by the
+    run's writer (in the background, while training goes on). On rank 0; returns the state (not a copy)."""
+    row, assignment, targets = done.row, done.assignment, run.train_set.targets
+    if assignment is not None:
         row["nmi_prev"] = nmi(built.previous, assignment) if built.previous is not None else None
     row["lr"] = lr
-    if targets is not None and method.clusters:
+    if targets is not None and assignment is not None:
         row["nmi_labels"] = nmi(targets, assignment)
         row["ari_labels"] = ari(targets, assignment)
     # Metrics first: a crash before the checkpoint is written makes resume redo this epoch, and it then drops the
     # row of the epoch the checkpoint does not hold.
     run.dir.append_metrics(row)
-    if method.clusters:
+    if assignment is not None:
         run.dir.save_epoch_clusters(epoch, assignment)
+    model = built.model
     state = RunState(epoch, run.cfg, model.state_dict(), model.head.out_features, built.optimizer.state_dict(),
-                     assignment, **method.saved())
+                     assignment, **built.method.saved())
     run.writer.submit(partial(state.snapshot().save, run.dir / CHECKPOINT))
     return state
 

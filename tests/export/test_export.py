@@ -13,9 +13,10 @@ from PIL import Image
 
 from deepcluster import device, train
 from deepcluster.cli import main
-from deepcluster.clusters import embed
 from deepcluster.device import kept_dtype, named_dtype, precision_name
+from deepcluster.features import Reading
 from deepcluster.session import open_run
+from deepcluster.space import embed
 from deepcluster.state import RunState
 
 
@@ -40,7 +41,7 @@ def test_the_run_keeps_the_trained_networks_clustering(finished):
     # precision the run extracted them in (bf16 where this CPU multiplies it, else fp32), which it records
     run = open_run(finished, device="cpu", whole_data=False)
     assert c.precision == precision_name(kept_dtype(run.cfg, run.device))
-    x = embed(run.model, run.train_set, c, run.device, run.cfg.batch_size, amp=run.dtype)
+    x = embed(run.model, run.train_set, c, run.device, Reading(run.cfg.batch_size, amp=run.dtype, desc=None))
     d2 = ((x[:, None, :].astype(np.float64) - c.centroids[0][None]) ** 2).sum(-1)
     assert np.array_equal(d2.argmin(1), c.labels[0])
     np.testing.assert_allclose(np.sqrt(d2.min(1)), c.distances[0], rtol=1e-5, atol=1e-6)
@@ -131,7 +132,7 @@ def test_embed_streams_the_features_with_their_names(finished, image_folder, tmp
     run = open_run(finished, device="cpu", whole_data=False, cache=False)
     assert f.shape == (36, run.model.feature_dim) and len(names) == 36
     assert [n["image"] for n in names] == [str(p.relative_to(image_folder)) for p in run.train_set.files]
-    same = centre_view_features(run.model, run.train_set, run.device, amp=run.dtype, desc=None)
+    same = centre_view_features(run.model, run.train_set, run.device, Reading(amp=run.dtype, desc=None))
     np.testing.assert_allclose(f, same, rtol=1e-2, atol=1e-5)  # in the run's clustering's precision (bf16: 3 digits)
     assert main(["embed", str(finished), "--data", str(image_folder), "--out", str(tmp_path / "w.npy"),
                  "--space", "clustering", "--device", "cpu"]) == 0

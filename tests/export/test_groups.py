@@ -12,9 +12,10 @@ from PIL import Image
 
 from deepcluster import Config, DeepCluster, train
 from deepcluster.cli import main
-from deepcluster.clusters import embed
+from deepcluster.features import Reading
 from deepcluster.recipe import resolve
 from deepcluster.session import open_run
+from deepcluster.space import embed
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_the_run_keeps_its_final_features_the_space_its_clusters_live_in(finishe
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1, atol=1e-5)  # whitened, L2-normalised
     d2 = ((x[:, None].astype(np.float64) - c.centroids[0][None]) ** 2).sum(-1)
     assert np.array_equal(d2.argmin(1), c.labels[0])
-    again = embed(run.model, run.train_set, c, run.device, run.cfg.batch_size, amp=run.dtype)
+    again = embed(run.model, run.train_set, c, run.device, Reading(run.cfg.batch_size, amp=run.dtype, desc=None))
     np.testing.assert_allclose(again, x, atol=1e-5)
 
 

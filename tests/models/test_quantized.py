@@ -12,10 +12,11 @@ from deepcluster.clustering import KMeans
 from deepcluster.config import ConfigError
 from deepcluster.device import INT8_FROM, check_extraction, extraction_dtype, kept_dtype, resolve_precisions
 from deepcluster.evaluate import nmi
-from deepcluster.features import centre_view_features, whitened_features
+from deepcluster.features import Reading, centre_view_features
 from deepcluster.models import build_model
 from deepcluster.models.quantized import calibration_indices, int8_embed
 from deepcluster.preprocess import PCAWhitening, l2_normalize
+from deepcluster.space import Fitting, clustering_input
 
 CPU = torch.device("cpu")
 
@@ -76,8 +77,8 @@ def test_the_int8_clustering_is_the_fp32_one(three_kinds, monkeypatch, fc_int8_f
     for seed in range(4):  # random networks: one network's k-means can sit on a boundary, so several
         torch.manual_seed(seed)
         model = build_model("small", 3, 32)
-        f32 = centre_view_features(model, three_kinds, CPU, batch_size=32, desc=None)
-        i8 = centre_view_features(model, three_kinds, CPU, batch_size=32, amp=torch.qint8, desc=None)
+        f32 = centre_view_features(model, three_kinds, CPU, Reading(32, desc=None))
+        i8 = centre_view_features(model, three_kinds, CPU, Reading(32, amp=torch.qint8, desc=None))
         assert not np.array_equal(f32, i8)
         labels = [KMeans(3, n_iter=20, seed=0).fit(l2_normalize(PCAWhitening(16).fit_transform(f))).labels_
                   for f in (f32, i8)]
@@ -97,11 +98,11 @@ def test_an_epoch_quantises_once_though_it_extracts_in_two_passes(three_kinds, m
     monkeypatch.setattr(features, "int8_embed", lambda *a, **kw: made.append(1) or int8_embed(*a, **kw))
     # more images than the PCA sample: the sample is extracted first, then the rest projected as it comes
     rng = lambda: np.random.default_rng(0)
-    x = whitened_features(model, three_kinds, CPU, rng(), pca_dim=8, pca_sample=100, batch_size=32,
-                          amp=torch.qint8, desc=None)
+    _, x = clustering_input(model, three_kinds, CPU, Reading(32, amp=torch.qint8, desc=None),
+                            Fitting("whitened", rng(), pca_dim=8, pca_sample=100))
     assert len(made) == 1
     # the same clustering input as from the int8 features of every image, whitened on the same sample
-    f = centre_view_features(model, three_kinds, CPU, batch_size=32, amp=torch.qint8, desc=None)
+    f = centre_view_features(model, three_kinds, CPU, Reading(32, amp=torch.qint8, desc=None))
     fit = np.sort(rng().choice(150, 100, replace=False))
     expect = l2_normalize(PCAWhitening(8).fit(f[fit]).transform(f))
     np.testing.assert_allclose(x, expect, atol=1e-4)

@@ -11,7 +11,7 @@ import torch
 from deepcluster import train
 from deepcluster.clustering import KMeans
 from deepcluster.data import load_datasets
-from deepcluster.features import centre_view_features
+from deepcluster.features import Reading, centre_view_features
 from deepcluster.models import DeepClusterNet, build_model
 from deepcluster.training.sgd import SGD
 from deepcluster.views import center_view
@@ -77,7 +77,7 @@ def test_the_clustered_features_are_the_eval_mode_pre_relu_fc_output(tiny_config
     with torch.no_grad():  # BatchNorm statistics away from their initial 0 / 1, so that folding them matters
         for _ in range(3):
             model.embed(torch.randn(16, data.channels, 32, 32) * 2 + 0.5)
-    got = centre_view_features(model, data, torch.device("cpu"), desc=None)
+    got = centre_view_features(model, data, torch.device("cpu"), Reading(desc=None))
     assert not model.training
     x = center_view(torch.stack([data[i][0] for i in range(len(data))]), 32, data.mean, data.std)
     with torch.no_grad():

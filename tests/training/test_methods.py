@@ -45,7 +45,7 @@ def test_v2_centre_bank_is_the_centre_view_projection_of_the_previous_weights(ti
     the projection of the centre view by epoch 1's weights; resume stays exact."""
     from deepcluster.data import load_datasets
     from deepcluster.device import extraction_dtype
-    from deepcluster.features import centre_view_features
+    from deepcluster.features import Reading, centre_view_features
     from deepcluster.network import make_model, restore_model
     from deepcluster.state import RunState
 
@@ -58,8 +58,8 @@ def test_v2_centre_bank_is_the_centre_view_projection_of_the_previous_weights(ti
     restore_model(model, RunState.load(tmp_path / "one"))
     with torch.no_grad():
         cpu = torch.device("cpu")  # epoch 2's pass is in the run's extraction precision (int8 on some CPUs)
-        feats = torch.from_numpy(centre_view_features(model, data, cpu, amp=extraction_dtype(cfg, cpu, len(data)),
-                                                      desc=None))
+        feats = torch.from_numpy(centre_view_features(
+            model, data, cpu, Reading(amp=extraction_dtype(cfg, cpu, len(data)), desc=None)))
         expected = model.head.project(torch.relu(feats))
     assert torch.allclose(a["bank"], expected, atol=1e-5)
     # epoch 1's bank came from the initial weights, and training did not overwrite it with crop/dropout noise

@@ -34,3 +34,11 @@ class Health:
             return {"kmeans_objective": self.objective, "empty_resplit": self.repaired}
         row = {"clusters_found": self.clusters, "singletons_moved": self.repaired, "singletons_left": self.singletons}
         return row if self.graph_recall is None else {**row, "knn_recall": self.graph_recall}
+
+
+def imbalance_factor(labels: np.ndarray, k: int | None = None) -> float:
+    """``k * sum(n_i^2) / N^2`` over cluster sizes ``n_i`` (faiss's measure): 1 for equal sizes, k when one
+    cluster holds everything."""
+    counts = np.bincount(np.asarray(labels), minlength=k or 0).astype(np.float64)
+    k = len(counts) if k is None else k
+    return float(k * (counts ** 2).sum() / counts.sum() ** 2)

@@ -2,6 +2,7 @@
 initialisation and the pixels, all measured in the same run on the same images."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 import numpy as np
@@ -12,7 +13,7 @@ from .. import distributed as dist
 from ..config import Config
 from ..data import make_loader
 from ..device import kept_dtype
-from ..features import centre_view_features, extract_features
+from ..features import Reading, extract_features, fc_and_conv
 from ..models import DeepClusterNet
 from ..network import make_model
 from ..preprocess import PCAWhitening, l2_normalize, preprocess_features
@@ -40,9 +41,16 @@ def _last_conv(model: DeepClusterNet, channels: int, device) -> tuple[int, int]:
     return grid, shapes[-1][0] * grid * grid
 
 
-def closing_width(model: DeepClusterNet, channels: int, device) -> int:
-    """Floats per image of the last conv layer in :func:`closing_features` (the fc features come besides)."""
-    return _last_conv(model, channels, device)[1]
+def closing_grid(model: DeepClusterNet, channels: int, device) -> tuple[int, int]:
+    """``(pooling grid, floats per image)`` of the last conv layer in :func:`closing_features` (the fc features
+    come besides)."""
+    return _last_conv(model, channels, device)
+
+
+def closing_reading(cfg: Config, device: torch.device, desc: Optional[str] = None) -> Reading:
+    """How the closing evaluation reads images: the run's batch size and workers, in the precision of everything
+    it evaluates."""
+    return Reading(cfg.batch_size, cfg.workers, kept_dtype(cfg, device), desc)
 
 
 def closing_features(model: DeepClusterNet, dataset, cfg: Config, device: torch.device,
@@ -50,9 +58,7 @@ def closing_features(model: DeepClusterNet, dataset, cfg: Config, device: torch.
     """``(fc features, last conv layer pooled as for the linear probes)`` of every image's centre view, both from
     one pass (under torchrun each process extracts its share): on rank 0, None on the others."""
     grid = _last_conv(model, dataset.channels, device)[0]
-    both = centre_view_features(model, dataset, device, cfg.batch_size, cfg.workers, kept_dtype(cfg, device),
-                                desc=desc, conv_grid=grid)
-    return None if both is None else (both[:, :model.feature_dim], both[:, model.feature_dim:])
+    return fc_and_conv(model, dataset, device, replace(closing_reading(cfg, device, desc), conv_grid=grid))
 
 
 def _features(net, dataset, given: dict, cfg: Config, device, desc: str):

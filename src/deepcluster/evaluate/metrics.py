@@ -1,7 +1,10 @@
-"""Scores of a clustering: NMI, ARI, accuracy under the best one-to-one matching, and cluster-size balance."""
+"""Scores of a clustering: NMI, ARI, accuracy under the best one-to-one matching, and cluster-size balance
+(:func:`~deepcluster.clustering.health.imbalance_factor`, which each epoch's clustering reports too)."""
 from __future__ import annotations
 
 import numpy as np
+
+from ..clustering.health import imbalance_factor  # noqa: F401 - a score of a clustering, here with the others
 
 # NMI and ARI are computed here from the sparse contingency table, by their definitions (Vinh, Epps and Bailey,
 # JMLR 2010, arithmetic-mean normalisation; Hubert and Arabie, 1985), with scikit-learn's conventions for the
@@ -65,14 +68,6 @@ def hungarian_accuracy(labels: np.ndarray, clusters: np.ndarray) -> float:
 
     rows, cols = linear_sum_assignment(table, maximize=True)
     return float(table[rows, cols].sum() / len(labels))
-
-
-def imbalance_factor(labels: np.ndarray, k: int | None = None) -> float:
-    """``k * sum(n_i^2) / N^2`` over cluster sizes ``n_i`` (faiss's measure): 1 for equal sizes, k when one
-    cluster holds everything."""
-    counts = np.bincount(np.asarray(labels), minlength=k or 0).astype(np.float64)
-    k = len(counts) if k is None else k
-    return float(k * (counts ** 2).sum() / counts.sum() ** 2)
 
 
 def clustering_scores(labels: np.ndarray, clusters: np.ndarray) -> dict:

@@ -7,11 +7,12 @@ from typing import Optional
 
 import numpy as np
 
-from ..clusters import embed, nearest
 from ..config import ConfigError
 from ..data import fashion_mnist, load_size_for, open_folder
 from ..data.adapt import for_network
+from ..features import Reading
 from ..session import SavedRun, open_run
+from ..space import embed, nearest
 from .table import cluster_rows, image_names, refuse_existing, requested_groups, write_rows
 
 
@@ -56,8 +57,8 @@ def assign_images(run_dir: str | Path, data: str, out: Optional[str | Path] = No
     groups = requested_groups(run, clusters, grouping)
     c = groups.clustering
     ds, note = open_images(run, data, data_root)
-    x = embed(run.model, ds, c, run.device, run.cfg.batch_size, run.cfg.workers,
-              run.dtype, desc="assign" if progress else None, alone=True)
+    x = embed(run.model, ds, c, run.device, Reading(run.cfg.batch_size, run.cfg.workers, run.dtype,
+                                                    "assign" if progress else None, alone=True))
     placed = [nearest(x, cen) for cen in c.centroids]
     labels, distances = [p[0] for p in placed], [p[1] for p in placed]
     rows = cluster_rows(image_names(ds), c, ds.targets, ds.classes, labels, distances)

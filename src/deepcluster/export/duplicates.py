@@ -28,13 +28,13 @@ from scipy.sparse.csgraph import connected_components
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..clusters import embed, nearest_clusters
 from ..config import ConfigError
 from ..data.adapt import LUMA
 from ..data.folder import read_rgb
-from ..features import centre_view_features
+from ..features import Reading, centre_view_features
 from ..preprocess import l2_normalize
 from ..session import open_run
+from ..space import embed, nearest_clusters
 from .table import image_names, refuse_existing, requested_groups, write_rows
 
 KINDS = ("copies", "features")
@@ -178,16 +178,16 @@ def find_duplicates(run_dir: str | Path, threshold: Optional[float] = None, out:
     amp = run.dtype
     space, x = space or "clustering", None
     if probe > 1 or (by, space) == ("features", "clustering"):
-        x = embed(run.model, ds, c, run.device, cfg.batch_size, cfg.workers, amp,
-                  desc="features" if progress else None, alone=True)
+        x = embed(run.model, ds, c, run.device, Reading(cfg.batch_size, cfg.workers, amp,
+                                                        "features" if progress else None, alone=True))
     probes = None if probe == 1 else nearest_clusters(x, c.centroids[0], probe)
     if by == "copies":
         sig, means, aspects = copy_signatures(ds, cfg.workers, "thumbnails" if progress else None)
         i, j, s = copy_pairs(sig, means, aspects, labels, threshold, probes)
     else:
         if space == "fc":
-            x = centre_view_features(run.model, ds, run.device, cfg.batch_size, cfg.workers, amp,
-                                     desc="fc features" if progress else None, alone=True)
+            x = centre_view_features(run.model, ds, run.device, Reading(
+                cfg.batch_size, cfg.workers, amp, "fc features" if progress else None, alone=True))
         i, j, s = similar_pairs(x, labels, threshold, probes)
     names = image_names(ds)
     write_rows([{"image_a": names[a], "image_b": names[b], "similarity": round(float(v), 6),

@@ -10,11 +10,11 @@ from typing import Optional
 import numpy as np
 import torch.nn.functional as F
 
-from ..clusters import projector
 from ..config import ConfigError
 from ..evaluate.layers import check_layer, conv_grids, conv_shapes, pool, probe_dims_default
-from ..features import dataset_features
+from ..features import Reading, dataset_features
 from ..session import open_run
+from ..space import Space
 from ..views import centre_input
 from .assign import open_images
 from .table import image_names, refuse_existing, run_clustering
@@ -56,14 +56,14 @@ def embed_images(run_dir: str | Path, data: str, out: str | Path, layer: str = "
         project = lambda f: F.normalize(f, dim=1)
     elif space == "clustering":
         c = run_clustering(run)
-        project = projector(model, c, dev)
+        project = Space.of(c).on(model, dev)
         dim = len(c.centroids[0][0])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.npy")
     rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(ds), dim))
+    reading = Reading(run.cfg.batch_size, run.cfg.workers, run.dtype, "embed" if progress else None, alone=True)
     dataset_features(forward, ds, np.arange(len(ds)), centre_input(model.image_size, ds.mean, ds.std), dev,
-                     run.cfg.batch_size, run.cfg.workers, "embed" if progress else None,
-                     run.dtype, project, rows, alone=True)
+                     reading, project, rows)
     rows.flush()
     del rows
     names_tmp = names_out.with_name(f".{names_out.name}.tmp{os.getpid()}")

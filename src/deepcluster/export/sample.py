@@ -8,9 +8,10 @@ from typing import Optional
 
 import numpy as np
 
-from ..clusters import embed
 from ..config import ConfigError
+from ..features import Reading
 from ..session import open_run
+from ..space import embed
 from .table import image_names, ranks, refuse_existing, requested_groups, write_rows
 
 
@@ -50,8 +51,8 @@ def sample_representatives(run_dir: str | Path, per_cluster: int = 5, spread: in
     x = None
     if spread:
         cfg = run.cfg
-        x = embed(run.model, ds, c, run.device, cfg.batch_size, cfg.workers, run.dtype,
-                  desc="spread sample" if progress else None, alone=True)
+        x = embed(run.model, ds, c, run.device, Reading(cfg.batch_size, cfg.workers, run.dtype,
+                                                        "spread sample" if progress else None, alone=True))
     names, rows, picks = image_names(ds), [], {}
     for k in np.unique(labels):
         members = np.flatnonzero(labels == k)

@@ -6,41 +6,47 @@
   prototypes of a persistent head; the bank is this object's state, refreshed by the training pass.
 - :class:`Supervised`: the same network, views and sampling on the true labels, the baseline of the tables.
 
-Each ``epoch`` returns ``(assignment (N,), metrics row)``. Under torchrun every process calls it alike; rank 0
-alone clusters and holds the bank.
+Each ``epoch`` answers with an :class:`Epoch` (the clusters it learned, the metrics row) and each method with its
+``final_clustering``, the trained network's clusters kept with the run (none for the supervised baseline). Under
+torchrun every process calls them alike; rank 0 alone clusters and holds the bank.
 """
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .. import distributed as dist
-from ..clustering import build_clustering
+from ..clustering.health import imbalance_factor
 from ..config import Config
 from ..device import extraction_dtype, kept_dtype
-from ..evaluate.closing import closing_features
-from ..evaluate.metrics import imbalance_factor
-from ..features import centre_view_features, whitened_features
+from ..features import FeatureCache, Reading
 from ..models import DeepClusterNet, build_model, soft_reset
 from ..sampler import pseudo_labels, uniform_over_clusters
-from ..state import RunState
+from ..space import Fitting, Space, clustering_input, embed, final_clustering, fit_clusters
+from ..state import RunClustering, RunState
 from .schedule import epoch_samples, epoch_seed
 from .sgd import SGD
 from .step import train_on_labels
 
 
-class Method:
-    """What every method shares: the config, the device, and the optimiser it trains the network with."""
+class Epoch(NamedTuple):
+    """What an epoch answers: ``assignment``, the cluster of every image it trained on (None when it learned no
+    clusters: the supervised baseline), and its metrics ``row``."""
+    assignment: Optional[np.ndarray]
+    row: dict
 
-    clusters = True  # learns pseudo-labels (their NMI against the labels and the previous epoch is logged)
+
+class Method:
+    """What every method shares: the config, the device, the optimiser it trains the network with, and the run's
+    feature cache (what it asks to keep of the images read on the way)."""
+
     persistent_head = False  # its head is trained with the body, by the body's optimiser
 
-    def __init__(self, cfg: Config, device: torch.device):
-        self.cfg, self.device = cfg, device
+    def __init__(self, cfg: Config, device: torch.device, cache: Optional[FeatureCache] = None):
+        self.cfg, self.device, self.cache = cfg, device, cache or FeatureCache()
 
     def extraction(self, epoch: int, images: int) -> Optional[torch.dtype]:
         """The precision of epoch ``epoch``'s extraction pass (torch.qint8: the network quantised to int8). Epoch
@@ -68,26 +74,28 @@ class Method:
         """What of this method's state a checkpoint keeps (beyond the network and the optimiser)."""
         return {}
 
+    def final_clustering(self, model: DeepClusterNet, dataset, seed: int, features: Optional[np.ndarray] = None
+                         ) -> tuple[Optional[RunClustering], Optional[np.ndarray]]:
+        """The trained network's clustering of ``dataset``, fitted as the epochs fit theirs (see
+        :func:`~deepcluster.space.final_clustering`): ``(clustering, its input)`` on rank 0."""
+        return final_clustering(model, dataset, self.cfg, self.device, seed, features)
+
     def _timed_row(self, epoch: int, loss: float, labels: np.ndarray, k: int, health: dict, times: list) -> dict:
         return {"epoch": epoch, "loss": loss, "clusters": k, **health, "imbalance": imbalance_factor(labels, k),
                 "time_features": times[1] - times[0], "time_clustering": times[2] - times[1],
                 "time_training": times[3] - times[2]}
 
-    def _clustering(self, epoch: int, k: Optional[int] = None, offset: int = 0):
-        return build_clustering(self.cfg, epoch_seed(self.cfg.seed, epoch) + offset,
-                                "auto" if self.device.type == "cuda" else "cpu", k)
+    def _reading(self, epoch: int, n: int, desc: str) -> Reading:
+        return Reading(self.cfg.batch_size, self.cfg.workers, self.extraction(epoch, n), desc)
 
 
 class DeepClusterV1(Method):
-    """``keep_first``: epoch 1 reads the random network's fc and last conv layer in its one extraction pass
-    (:func:`~deepcluster.evaluate.closing.closing_features`) and keeps them, with the clustering input they gave
-    (PCA-whitened on all of them, L2-normalised), as ``first_features``: the closing evaluation's random-init
-    baselines on the training images, not computed again (one process, N <= pca_sample; the run's caller
-    decides)."""
+    """Epoch 1 reads the random network's fc and last conv layer in its one extraction pass when the run's cache
+    wants them (the closing evaluation's random-init baselines on the training images, one process, N <=
+    pca_sample) and keeps them there, with the clustering input they gave (PCA-whitened on all of them,
+    L2-normalised)."""
 
-    keep_first, first_features = False, None
-
-    def epoch(self, model: DeepClusterNet, optimizer, dataset, epoch: int) -> tuple[np.ndarray, dict]:
+    def epoch(self, model: DeepClusterNet, optimizer, dataset, epoch: int) -> Epoch:
         cfg, device = self.cfg, self.device
         # The global generator (head initialisation, dropout) restarts from (seed, epoch): resume-exact.
         torch.manual_seed(epoch_seed(cfg.seed, epoch))
@@ -95,21 +103,18 @@ class DeepClusterV1(Method):
         if cfg.reset_every and epoch > 1 and (epoch - 1) % cfg.reset_every == 0:
             fresh = build_model(cfg.arch, dataset.channels, model.image_size, cfg.sobel)
             soft_reset(model, fresh, cfg.reset_alpha, model.late_parameters())
-        desc = f"epoch {epoch} features"
-        if epoch == 1 and self.keep_first:
-            self.first_features = closing_features(model, dataset, cfg, device, desc)
-        x = whitened_features(model, dataset, device, np.random.default_rng([cfg.seed, epoch, 1]),
-                              pca_dim=cfg.pca_dim, pca_sample=cfg.pca_sample, batch_size=cfg.batch_size,
-                              workers=cfg.workers, amp=self.extraction(epoch, len(dataset)), desc=desc,
-                              features=self.first_features[0] if epoch == 1 and self.keep_first else None)
-        if epoch == 1 and self.keep_first:  # the evaluation's random-init PCA-whitened baseline, too
-            self.first_features = (*self.first_features, x)
+        reading = self._reading(epoch, len(dataset), f"epoch {epoch} features")
+        keep = epoch == 1 and self.cache.wants("random-init", dataset)
+        first = self.cache.read("random-init", model, dataset, device, reading) if keep else None
+        fitting = Fitting("whitened", np.random.default_rng([cfg.seed, epoch, 1]), cfg.pca_dim, cfg.pca_sample)
+        _, x = clustering_input(model, dataset, device, reading, fitting, first[0] if keep else None)
+        if keep:  # the evaluation's random-init PCA-whitened baseline, too
+            self.cache.add("random-init", dataset, x)
         t1 = time.perf_counter()
 
         def cluster():  # on rank 0, which alone holds x: the main clustering, then one per over-clustering head
-            clus = self._clustering(epoch).fit(x)
-            extra = [pseudo_labels(self._clustering(epoch, k, i + 1).fit(x).labels_)
-                     for i, k in enumerate(cfg.overcluster_ks)]
+            clus, *more = fit_clusters(x, cfg, epoch_seed(cfg.seed, epoch), device, [None] + cfg.overcluster_ks)
+            extra = [pseudo_labels(c.labels_) for c in more]
             return (*pseudo_labels(clus.labels_), clus.health_.metrics(), extra)
 
         labels, n_clusters, health, extra = dist.on_main(cluster)
@@ -127,7 +132,7 @@ class DeepClusterV1(Method):
         row = self._timed_row(epoch, loss, labels, n_clusters, health, [t0, t1, t2, time.perf_counter()])
         if extra:  # the loss is the mean over the heads: its chance level is the mean of their ln k
             row["heads"] = [n_clusters] + [e[1] for e in extra]
-        return labels, row
+        return Epoch(labels, row)
 
 
 class DeepClusterV2(Method):
@@ -136,8 +141,9 @@ class DeepClusterV2(Method):
 
     persistent_head = True
 
-    def __init__(self, cfg: Config, device: torch.device, bank: Optional[torch.Tensor] = None):
-        super().__init__(cfg, device)
+    def __init__(self, cfg: Config, device: torch.device, bank: Optional[torch.Tensor] = None,
+                 cache: Optional[FeatureCache] = None):
+        super().__init__(cfg, device, cache)
         self.bank = bank
 
     def fresh_head(self, model: DeepClusterNet, dataset) -> None:
@@ -146,19 +152,18 @@ class DeepClusterV2(Method):
     def saved(self) -> dict:
         return {"bank": self.bank} if self.bank is not None else {}
 
-    def epoch(self, model: DeepClusterNet, optimizer, dataset, epoch: int) -> tuple[np.ndarray, dict]:
+    def epoch(self, model: DeepClusterNet, optimizer, dataset, epoch: int) -> Epoch:
         cfg, device = self.cfg, self.device
         torch.manual_seed(epoch_seed(cfg.seed, epoch))
         t0 = time.perf_counter()
         if dist.broadcast_object(self.bank is None or cfg.bank == "centre"):  # rank 0 alone knows
-            bank = centre_view_features(model, dataset, device, batch_size=cfg.batch_size, workers=cfg.workers,
-                                        amp=self.extraction(epoch, len(dataset)),
-                                        project=lambda f: model.head.project(F.relu(f)), desc=f"epoch {epoch} bank")
+            bank = embed(model, dataset, Space("projection"), device,
+                         self._reading(epoch, len(dataset), f"epoch {epoch} bank"))
             self.bank = torch.from_numpy(bank) if bank is not None else None
         t1 = time.perf_counter()
 
         def cluster():  # on rank 0, which alone holds the bank
-            km = self._clustering(epoch).fit(self.bank.numpy())
+            km, = fit_clusters(self.bank.numpy(), cfg, epoch_seed(cfg.seed, epoch), device, [None])
             return km.labels_, km.cluster_centers_, km.health_.metrics()
 
         labels, centroids, health = dist.on_main(cluster)
@@ -172,30 +177,34 @@ class DeepClusterV2(Method):
         if refresh:  # this epoch's projections become the next epoch's bank, row by dataset index
             idx, z = kept
             dist.gather_rows(z, idx, n, out=self.bank.numpy() if self.bank is not None else None)
-        return labels, self._timed_row(epoch, loss, labels, cfg.k, health, [t0, t1, t2, time.perf_counter()])
+        return Epoch(labels, self._timed_row(epoch, loss, labels, cfg.k, health, [t0, t1, t2, time.perf_counter()]))
 
 
 class Supervised(Method):
-    clusters = False
+    """The baseline: the epochs train on the true labels; no clusters are learned, none kept."""
     persistent_head = True
 
     def fresh_head(self, model: DeepClusterNet, dataset) -> None:
         model.reset_head(int(dataset.targets.max()) + 1)
 
-    def epoch(self, model: DeepClusterNet, optimizer, dataset, epoch: int) -> tuple[np.ndarray, dict]:
+    def final_clustering(self, model, dataset, seed, features=None) -> tuple[None, None]:
+        return None, None
+
+    def epoch(self, model: DeepClusterNet, optimizer, dataset, epoch: int) -> Epoch:
         cfg = self.cfg
         torch.manual_seed(epoch_seed(cfg.seed, epoch))
         t0 = time.perf_counter()
         sample = uniform_over_clusters(dataset.targets, epoch_samples(cfg.reassign, len(dataset)),
                                        np.random.default_rng([cfg.seed, epoch]))
         loss, _ = train_on_labels(model, optimizer, None, dataset, sample, dataset.targets, cfg, epoch, self.device)
-        return dataset.targets, {"epoch": epoch, "loss": loss, "time_training": time.perf_counter() - t0}
+        return Epoch(None, {"epoch": epoch, "loss": loss, "time_training": time.perf_counter() - t0})
 
 
-def method_for(cfg: Config, device: torch.device, state: Optional[RunState] = None) -> Method:
-    """The method ``cfg`` trains with, carrying on from ``state`` when the run resumes."""
+def method_for(cfg: Config, device: torch.device, state: Optional[RunState] = None,
+               cache: Optional[FeatureCache] = None) -> Method:
+    """The method ``cfg`` trains with, carrying on from ``state`` when the run resumes; ``cache``: the run's."""
     if cfg.supervised:
-        return Supervised(cfg, device)
+        return Supervised(cfg, device, cache)
     if cfg.method == "v2":
-        return DeepClusterV2(cfg, device, state.bank if state is not None else None)
-    return DeepClusterV1(cfg, device)
+        return DeepClusterV2(cfg, device, state.bank if state is not None else None, cache)
+    return DeepClusterV1(cfg, device, cache)

@@ -80,14 +80,14 @@ def feature_sample(model, dataset, cfg: Config, device, n: int, features: Option
                    ) -> tuple[np.ndarray, np.ndarray]:
     """``(indices, L2-normalised fc features)`` of a fixed random sample of ``n`` images (centre view), taken
     from ``features`` (the fc features of every image) when given."""
-    from ..features import centre_view_features
+    from ..features import Reading, centre_view_features
     from ..preprocess import l2_normalize
 
     idx = np.sort(np.random.default_rng(cfg.seed).choice(len(dataset), min(n, len(dataset)), replace=False))
     if features is not None:
         return idx, l2_normalize(features[idx])
-    return idx, l2_normalize(centre_view_features(model, dataset, device, cfg.batch_size, indices=idx, desc=None,
-                                                  alone=True))  # drawn by rank 0 alone
+    return idx, l2_normalize(centre_view_features(model, dataset, device, Reading(cfg.batch_size, desc=None,
+                                                                                  alone=True), idx))  # rank 0 alone
 
 
 def duplicate_sample(pairs_csv: Path, dataset, n: int = 12) -> str:
@@ -216,7 +216,9 @@ def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model
         sec["stability"] = ('<p class="note">Needs the pseudo-labels of two epochs (<code>clusters/</code>; '
                             'supervised runs and runs trained before the cluster log have none).</p>')
 
-    no_assign = '<p class="note">No clustering yet: it appears after the first epoch.</p>'
+    no_assign = ('<p class="note">A supervised run learns no clusters: its features are judged by the closing '
+                 'evaluation.</p>' if cfg.supervised else
+                 '<p class="note">No clustering yet: it appears after the first epoch.</p>')
     if assignment is None:
         for s in ("sizes", "clusters", "browser", "confusion"):
             sec[s] = no_assign
