@@ -28,7 +28,7 @@ from deepcluster.cli import main as cli
 from deepcluster.export.duplicates import compared_pairs, copy_pairs, copy_signatures, duplicate_groups, similar_pairs
 from deepcluster.export.table import image_names
 from deepcluster.features import Reading, centre_view_features
-from deepcluster.session import open_run
+from deepcluster.session import Images, open_run
 from deepcluster.space import embed, nearest_clusters
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +101,7 @@ def main() -> None:
         t_dup = time.perf_counter() - t
         with open(run / "duplicates.csv", newline="") as f:
             pairs = [(r["image_a"], r["image_b"]) for r in csv.DictReader(f)]
-        r = open_run(run, device="cpu", whole_data=False, cache=False)
+        r = open_run(run, device="cpu", images=Images(whole=False, cache=False))
         names = [str(n) for n in image_names(r.train_set)]
         found, false = score(pairs, names, triples)
         print(f"\n{len(names)} images ({args.data}), {len(triples)} planted triples (exact copy + resized JPEG "

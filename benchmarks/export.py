@@ -24,7 +24,7 @@ from PIL import Image
 from deepcluster.cli import main as cli
 from deepcluster.data import fashion_mnist
 from deepcluster.features import Reading, centre_view_features
-from deepcluster.session import open_run
+from deepcluster.session import Images, open_run
 
 
 def write_folder(root: Path, n: int) -> None:
@@ -65,7 +65,7 @@ def main() -> None:
         with open(work / "assigned.csv", newline="") as f:
             placed = np.array([int(row["cluster"]) for row in csv.DictReader(f)])
         differ = int((placed != np.load(run / "assignments.npy")).sum())
-        r = open_run(run, device="cpu", whole_data=False)  # the images decoded into memory: the network alone
+        r = open_run(run, device="cpu", images=Images(whole=False))  # the images decoded into memory: the network alone
         t = time.perf_counter()
         centre_view_features(r.model, r.train_set, r.device, Reading(r.cfg.batch_size, 0, desc=None))
         t_net = time.perf_counter() - t

@@ -170,7 +170,7 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
         # as many training samples as the DeepCluster epoch draws (--reassign passes over the images)
         m, rng = epoch_samples(cfg.reassign, n), np.random.default_rng(r)
         order = np.concatenate([rng.permutation(n) for _ in range(-(-m // n))])[:m]
-        train_on_labels(model, opt, head_opt, data, order, data.targets, cfg, r + 1, device)
+        train_on_labels(model, [opt, head_opt], data, order, data.targets, cfg, r + 1)
 
     for r in range(-1, rounds):
         # epochs from 2 on, which extract in the epochs' precision (epoch 1 never in int8: Method.extraction)

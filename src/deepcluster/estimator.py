@@ -15,7 +15,7 @@ from .config import Config, ConfigError
 from .data import TensorImages, load_size_for
 from .data.adapt import for_network
 from .features import Reading
-from .session import open_run
+from .session import Images, open_run
 from .space import embed, nearest
 
 # The training settings the estimator takes: every field of Config but the data (what ``fit`` is given) and the
@@ -69,13 +69,13 @@ class DeepCluster(ClusterMixin, BaseEstimator):
 
     def _take(self, run_dir) -> "DeepCluster":
         from .export.groups import parse_clusters
-        from .export.table import requested_groups
+        from .export.table import Shown, requested_groups
 
         clusters = parse_clusters(None if self.clusters is None else str(self.clusters))
         if clusters is None and self.grouping != "kmeans":
             raise ConfigError(f"grouping='{self.grouping}' draws the groups of clusters=: give clusters=K or 'auto'")
-        self._run = open_run(run_dir, device=self.device, load_data=False)
-        self.groups_ = requested_groups(self._run, clusters, self.grouping)
+        self._run = open_run(run_dir, self.device, Images(load=False))
+        self.groups_ = requested_groups(self._run, Shown(clusters, self.grouping))
         self._clustering = self.groups_.clustering
         self.run_dir_, self.model_ = self._run.run_dir, self._run.model
         self.labels_, self.cluster_centers_ = self._clustering.labels[0], self._clustering.centroids[0]

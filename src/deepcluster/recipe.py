@@ -17,9 +17,8 @@ import numpy as np
 
 from .config import Config
 
-# The settings a recipe fills when the user leaves them unset.
-RECIPE_FIELDS = ("arch", "sobel", "k", "pca_dim", "epochs", "batch_size", "reassign", "lr", "lr_schedule",
-                 "crop_scale")
+# The settings a recipe fills when the user leaves them unset (their metadata says so).
+RECIPE_FIELDS = Config.settings(recipe=True)
 
 # The reference implementation's settings (facebookresearch/deepcluster, its README's ImageNet command).
 PAPER = {"arch": "alexnet", "sobel": True, "k": 10000, "pca_dim": 256, "epochs": 200, "batch_size": 256,
@@ -91,6 +90,21 @@ def pca_dim_for(n: int) -> int:
     features of nine folders of 300-3,000 images, k-means found almost nothing in 256 whitened dimensions (mean NMI
     0.23 against 0.62 L2-normalised) and as much as L2 from N / 25 on (``benchmarks/whitening.py``)."""
     return int(min(256, max(8, n // 25)))
+
+
+# The auto recipe's rules in words, for the command line's help: keep them beside the rules they describe.
+RULES = {
+    "arch": "small; alexnet for ImageNet-like folders (over 100,000 images of 128 px or more)",
+    "sobel": "on for grey images and ImageNet-like folders, off when the colours carry information",
+    "k": "10 up to 100,000 images (at most one per two images), then a straight line to 10,000 at 1.28M",
+    "pca_dim": "one per 25 images, from 8 to 256",
+    "epochs": "20; 200 for ImageNet-like folders",
+    "batch_size": "256 from 3,072 images on, else the largest power of two up to N / 12, at least 32",
+    "reassign": f"1, or enough passes for {MIN_STEPS_PER_CLUSTERING} steps between two clusterings",
+    "lr": "0.01; 0.05 for ImageNet-like folders",
+    "lr_schedule": "cosine; constant for ImageNet-like folders",
+    "crop_scale": "0.25; 0.08 for ImageNet-like folders",
+}
 
 
 def auto_settings(p: DataProfile) -> dict:

@@ -5,6 +5,7 @@ time and trimmed on resume to the epochs the checkpoint holds.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -13,14 +14,12 @@ from typing import Callable
 
 from .config import Config, ConfigError, DeepClusterError
 
-# Settings that may change when a run is resumed: they do not change what is computed, only how or how far.
-RESUMABLE_CHANGES = ("recipe", "epochs", "device", "workers", "cache_gb", "decode", "precision", "extract_precision",
-                     "eval_seeds", "data_root", "report", "strict", "tensorboard")
-# settings a supervised run never reads
-CLUSTERING_ONLY = ("k", "pca_dim", "kmeans_iters", "kmeans_restarts", "method", "proj_dim", "temperature", "bank",
-                   "clustering", "pic_neighbors", "pic_sigma", "pic_alpha", "pic_iters", "pic_singletons", "pic_graph")
-# What the settings added since a run was written were then: such a run resumes as it was trained.
-LEGACY_SETTINGS = {"reassign": 1.0, "pic_graph": "exact", "extract_precision": "training"}
+# The resume rules, from the settings' metadata (deepcluster.config._opt): what may change when a run is resumed
+# (how or how far it computes, not what), what a supervised run never reads, and what the settings added since a run
+# was written were then (such a run resumes as it was trained).
+RESUMABLE_CHANGES = Config.settings(resumable=True)
+CLUSTERING_ONLY = Config.settings(clustering_only=True)
+LEGACY_SETTINGS = {f.name: f.metadata["legacy"] for f in dataclasses.fields(Config) if f.metadata["legacy"] is not None}
 EPOCH_CLUSTERS = "clusters"  # the cluster log: clusters/epoch-0001.npy, ... (each epoch's pseudo-labels)
 FEATURES = "features.npy"  # the trained network's features of every training image, in the clustering space
 GROUPS = "groups"  # other numbers of groups drawn from FEATURES (deepcluster.export.groups), kept for next time

@@ -52,19 +52,26 @@ class SavedRun:
         return None if s is None or self.random_init or s.config.supervised else s.assignment
 
 
-def open_run(path: str | Path, data: Optional[str] = None, val_data: Optional[str] = None,
-             data_root: Optional[str] = None, device: str = "auto", random_init: bool = False,
-             whole_data: bool = True, cache: bool = True, need_checkpoint: bool = True,
-             load_data: bool = True) -> SavedRun:
-    """A run directory or a checkpoint file, opened on ``device``.
+@dataclass(frozen=True)
+class Images:
+    """The images a saved run opens with: the run's own unless ``data`` / ``val_data`` / ``data_root`` say
+    otherwise (``data`` alone drops the run's held-out split); ``whole``: every image, else the run's
+    ``--subset`` (the images its assignment numbers); ``cache``: decoded into memory when they fit; ``load``
+    False: none (what placing other images needs, without scanning the run's own)."""
+    data: Optional[str] = None
+    val_data: Optional[str] = None
+    data_root: Optional[str] = None
+    whole: bool = True
+    cache: bool = True
+    load: bool = True
 
-    The datasets are the run's own unless ``data`` / ``val_data`` / ``data_root`` say otherwise (``data`` alone
-    drops the run's held-out split); ``whole_data`` evaluates on every image, else the run's ``--subset`` is kept
-    (the images its assignment numbers). ``random_init`` builds the same architecture and seed untrained. Without
-    ``need_checkpoint`` a run directory that has only its ``config.yaml`` so far opens with no network. Without
-    ``load_data`` the datasets are not opened (None): what placing other images needs, without scanning the
-    run's own."""
-    path = Path(path)
+
+def open_run(path: str | Path, device: str = "auto", images: Images = Images(), random_init: bool = False,
+             need_checkpoint: bool = True) -> SavedRun:
+    """A run directory or a checkpoint file, opened on ``device`` with ``images`` (by default every image of the
+    run's own data). ``random_init`` builds the same architecture and seed untrained. Without
+    ``need_checkpoint`` a run directory that has only its ``config.yaml`` so far opens with no network."""
+    path, data, val_data, data_root = Path(path), images.data, images.val_data, images.data_root
     ckpt = checkpoint_path(path)
     if ckpt.is_file() or need_checkpoint:
         state = RunState.load(ckpt)
@@ -77,10 +84,10 @@ def open_run(path: str | Path, data: Optional[str] = None, val_data: Optional[st
     over = {k: v for k, v in (("data", data), ("val_data", val_data), ("data_root", data_root)) if v is not None}
     if data is not None and val_data is None:
         over["val_data"] = None
-    if whole_data:
+    if images.whole:
         over["subset"] = None
     cfg = replace(cfg, device=device, **over).validate()
-    train_set, test_set = load_datasets(cfg, cache=cache) if load_data else (None, None)
+    train_set, test_set = load_datasets(cfg, cache=images.cache) if images.load else (None, None)
     channels, mean, std = image_format(cfg.data)
     if train_set is not None:
         channels, mean, std = train_set.channels, train_set.mean, train_set.std

@@ -423,12 +423,12 @@ def _record_epoch(run: Run, built: Built, epoch: int, lr: float, done: Epoch) ->
 
 def _report(run: Run, built: Built, assignment, final: bool, clustering=None, features=None) -> None:
     """Rewrite the run's HTML report; a failure to draw it warns and never stops training."""
-    from .visualize import write_report
+    from .visualize.report import Drawn, write_report
 
     try:
-        write_report(run.dir.path, run.cfg, built.history, model=built.model, dataset=run.train_set,
-                     assignment=assignment, final=final, device=run.device, clustering=clustering,
-                     features=features)
+        write_report(run.dir.path, run.cfg, built.history, Drawn(built.model, run.train_set, assignment, final,
+                                                                 run.device, clustering=clustering,
+                                                                 features=features))
     except Exception as e:  # noqa: BLE001 - the pictures must never cost a run
         warnings.warn(f"the report was not written ({type(e).__name__}: {e}); rebuild it with "
                       f"'deepcluster report {run.dir.path}'")

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from deepcluster import TensorImages
+from deepcluster.evaluate.fit import FitOptions
 from deepcluster.evaluate.layers import layer_features, pool_grid
 from deepcluster.evaluate.probe import assert_backbone_unchanged, linear_probes, snapshot
 from deepcluster.models import build_model
@@ -21,8 +22,8 @@ def test_probe_on_separable_data_reaches_100_percent_and_leaves_the_backbone_alo
     torch.manual_seed(0)
     model = build_model("small", 1, 28, sobel=False)
     before = snapshot(model)
-    res = linear_probes(model, brightness_classes(512, 0), brightness_classes(256, 1), 28, "cpu", epochs=3,
-                        lr=0.05, batch_size=64, crop_scale=0.5, progress=False, views=views)
+    res = linear_probes(model, brightness_classes(512, 0), brightness_classes(256, 1), 28, "cpu",
+                        FitOptions(3, lr=0.05, batch_size=64, crop_scale=0.5, progress=False), views=views)
     assert res["conv1"] >= 0.98 and res["views"] == views
     assert {f"conv{i}" for i in range(1, 6)} <= set(res["dims"])
     if views == "centre":  # the pixel floor and the fit on the training images come with it
@@ -41,16 +42,16 @@ def test_centre_probe_trains_on_the_training_images_only():
     probe on its own training images (or fitting on the test ones) would read near 100 %."""
     torch.manual_seed(0)
     model = build_model("small", 1, 28, sobel=False)
-    res = linear_probes(model, label_noise_classes(512, 0), label_noise_classes(512, 5), 28, "cpu", epochs=30,
-                        lr=0.05, batch_size=64, progress=False, views="centre")
+    res = linear_probes(model, label_noise_classes(512, 0), label_noise_classes(512, 5), 28, "cpu",
+                        FitOptions(30, lr=0.05, batch_size=64, progress=False), views="centre")
     assert res["train"]["conv1"] > 0.9  # 2,048 dims memorise 512 labels
     assert 0.35 < res["conv1"] < 0.65
 
 
 def test_auto_views_hold_small_data_in_memory():
     model = build_model("small", 1, 28, sobel=False)
-    res = linear_probes(model, brightness_classes(64, 0), brightness_classes(32, 1), 28, "cpu", epochs=1,
-                        progress=False)
+    res = linear_probes(model, brightness_classes(64, 0), brightness_classes(32, 1), 28, "cpu",
+                        FitOptions(1, progress=False))
     assert res["views"] == "centre"
 
 

@@ -15,7 +15,7 @@ from deepcluster import device, train
 from deepcluster.cli import main
 from deepcluster.device import kept_dtype, named_dtype, precision_name
 from deepcluster.features import Reading
-from deepcluster.session import open_run
+from deepcluster.session import Images, open_run
 from deepcluster.space import embed
 from deepcluster.state import RunState
 
@@ -39,7 +39,7 @@ def test_the_run_keeps_the_trained_networks_clustering(finished):
     assert np.array_equal(np.load(finished / "assignments.npy"), c.labels[0])
     # the saved labels are the trained network's features' nearest centroids, recomputed here from scratch in the
     # precision the run extracted them in (bf16 where this CPU multiplies it, else fp32), which it records
-    run = open_run(finished, device="cpu", whole_data=False)
+    run = open_run(finished, device="cpu", images=Images(whole=False))
     assert c.precision == precision_name(kept_dtype(run.cfg, run.device))
     x = embed(run.model, run.train_set, c, run.device, Reading(run.cfg.batch_size, amp=run.dtype, desc=None))
     d2 = ((x[:, None, :].astype(np.float64) - c.centroids[0][None]) ** 2).sum(-1)
@@ -97,7 +97,7 @@ def test_assign_gives_the_training_images_their_clusters_back(finished, image_fo
     # the precision the run's clustering was extracted in, not in what this machine would pick for a new run
     for hardware in (True, False):
         monkeypatch.setattr(device, "bf16_products", lambda h=hardware: h)
-        assert open_run(finished, device="cpu", load_data=False).dtype is recorded
+        assert open_run(finished, device="cpu", images=Images(load=False)).dtype is recorded
         out = tmp_path / f"{hardware}.csv"
         assert main(["assign", str(finished), "--data", str(image_folder), "--out", str(out), "--device", "cpu"]) == 0
         rows = read_csv(out)
@@ -129,7 +129,7 @@ def test_embed_streams_the_features_with_their_names(finished, image_folder, tmp
     assert main(["embed", str(finished), "--data", str(image_folder), "--out", str(out), "--device", "cpu"]) == 0
     f = np.load(out, mmap_mode="r")
     names = read_csv(tmp_path / "f.csv")
-    run = open_run(finished, device="cpu", whole_data=False, cache=False)
+    run = open_run(finished, device="cpu", images=Images(whole=False, cache=False))
     assert f.shape == (36, run.model.feature_dim) and len(names) == 36
     assert [n["image"] for n in names] == [str(p.relative_to(image_folder)) for p in run.train_set.files]
     same = centre_view_features(run.model, run.train_set, run.device, Reading(amp=run.dtype, desc=None))

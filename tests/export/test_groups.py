@@ -14,7 +14,7 @@ from deepcluster import Config, DeepCluster, train
 from deepcluster.cli import main
 from deepcluster.features import Reading
 from deepcluster.recipe import resolve
-from deepcluster.session import open_run
+from deepcluster.session import Images, open_run
 from deepcluster.space import embed
 
 
@@ -48,7 +48,7 @@ def snapshot(run) -> dict:
 
 def test_the_run_keeps_its_final_features_the_space_its_clusters_live_in(finished):
     x = np.load(finished / "features.npy")
-    run = open_run(finished, device="cpu", whole_data=False)
+    run = open_run(finished, device="cpu", images=Images(whole=False))
     c = run.state.clustering
     assert x.shape == (36, 16)
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1, atol=1e-5)  # whitened, L2-normalised
@@ -129,7 +129,7 @@ def test_a_run_without_final_features_says_how_to_get_them(finished, tmp_path, c
     err = capsys.readouterr().err
     assert "no final features" in err and "--resume" in err and snapshot(run) == before
     # resuming the finished run writes them, and then the groups can be drawn
-    cfg = open_run(run, device="cpu", load_data=False).cfg
+    cfg = open_run(run, device="cpu", images=Images(load=False)).cfg
     train(dataclasses.replace(cfg), run, resume=True, quiet=True)
     np.testing.assert_allclose(np.load(run / "features.npy"), np.load(finished / "features.npy"), atol=1e-5)
     assert main(["export", str(run), "--clusters", "4"]) == 0

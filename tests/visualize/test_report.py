@@ -14,7 +14,7 @@ from deepcluster import Config, TensorImages, train
 from deepcluster.cli import main
 from deepcluster.models import build_model
 from deepcluster.visualize import write_report
-from deepcluster.visualize.report import SECTIONS
+from deepcluster.visualize.report import SECTIONS, Drawn
 
 pytestmark = pytest.mark.heavy  # opens the pages in a real browser
 
@@ -115,8 +115,7 @@ def test_one_and_two_channel_images_through_the_api(tensor_images, tmp_path, bro
         model = build_model("small", channels, 28, sobel=False)
         assignment = np.arange(len(ds)) % 3
         history = [{"epoch": 1, "loss": 1.0, "nmi_labels": 0.2, "clusters": 3, "imbalance": 1.0}]
-        page = write_report(tmp_path / f"c{channels}", cfg, history, model=model, dataset=ds,
-                            assignment=assignment, final=False)
+        page = write_report(tmp_path / f"c{channels}", cfg, history, Drawn(model, ds, assignment, final=False))
         assert_page_sound(browser, page, tmp_path / f"shot{channels}.png", min_images=8)
 
 
@@ -125,7 +124,7 @@ def test_the_cluster_browser_shows_every_cluster_with_its_central_images(tiny_co
 
     from deepcluster.data import ImageFolder
     from deepcluster.state import RunState
-    from deepcluster.visualize.browser import write_cluster_browser
+    from deepcluster.visualize.browser import Pages, write_cluster_browser
 
     out = tmp_path / "run"
     train(dataclasses.replace(tiny_config, k=9), out, quiet=True)
@@ -136,7 +135,7 @@ def test_the_cluster_browser_shows_every_cluster_with_its_central_images(tiny_co
     labels, dist = c.labels[0], c.distances[0]
     # paginated: 2 clusters a page, every cluster on one page, largest first, most central images first
     data = ImageFolder(tiny_config.data, 32)
-    pages = write_cluster_browser(tmp_path / "b", data, labels, dist, "test", per_page=2, per_cluster=3)
+    pages = write_cluster_browser(tmp_path / "b", data, labels, dist, "test", layout=Pages(per_page=2, per_cluster=3))
     sizes = np.bincount(labels)
     assert len(pages) == -(-int((sizes > 0).sum()) // 2)
     seen = []

@@ -8,8 +8,11 @@ from PIL import Image
 
 from deepcluster import train
 from deepcluster.cli import main
+from deepcluster.data.adapt import Format
+from deepcluster.features import Reading
 from deepcluster.models import build_model
 from deepcluster.visualize import first_layer_kernels, gradient_ascent, pick_clusters, top_images, tsne_map
+from deepcluster.visualize.filters import Ascent
 from deepcluster.visualize.grids import to_rgb
 
 
@@ -46,7 +49,7 @@ def test_gradient_ascent_finds_images_each_filter_prefers():
     torch.manual_seed(0)
     model = build_model("small", 1, 28, sobel=True).eval()
     filters = [0, 5, 9, 17]
-    imgs = gradient_ascent(model, 2, filters, 28, 1, (0.5,), (0.5,), steps=60, seed=1)
+    imgs = gradient_ascent(model, 2, filters, 28, Format(1, (0.5,), (0.5,)), Ascent(60, seed=1))
     assert imgs.dtype == torch.uint8 and imgs.shape == (4, 1, 28, 28)
     x = (imgs.float() / 255 - 0.5) / 0.5
     with torch.no_grad():
@@ -58,7 +61,7 @@ def test_gradient_ascent_finds_images_each_filter_prefers():
 def test_top_images_are_the_most_activating(tensor_images):
     torch.manual_seed(0)
     model = build_model("small", 1, 28, sobel=False).eval()
-    best, acts = top_images(model, tensor_images, 3, [1, 4, 7], 28, n=5, batch_size=16)
+    best, acts = top_images(model, tensor_images, 3, [1, 4, 7], 28, n=5, reading=Reading(16))
     x = (tensor_images.images.float() / 255 - 0.5) / 0.5
     with torch.no_grad():
         a = model.conv_outputs(x, upto=3)[-1][:, [1, 4, 7]].mean((2, 3)).numpy()

@@ -38,8 +38,10 @@ def run_visualize(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from ..evaluate.protocols import load_for_eval
+    from ..features import Reading
     from ..rundir import atomic_write
     from ..visualize import gradient_ascent, image_rows, sample_filters, tile_grid, top_images
+    from ..visualize.filters import Ascent
 
     setup = load_for_eval(args.run or args.checkpoint, args.data, None, args.data_root, device=args.device)
     model, ds = setup.model, setup.train_set
@@ -52,14 +54,14 @@ def run_visualize(args: argparse.Namespace) -> None:
         size = args.size or setup.image_size
         if size < 8:
             raise ConfigError(f"--size {size} is too small: use at least 8 pixels")
-        images = gradient_ascent(model, args.layer, filters, size, ds.channels, ds.mean, ds.std, steps=args.steps,
-                                 seed=args.seed, device=setup.device)
+        images = gradient_ascent(model, args.layer, filters, size, ds, Ascent(args.steps, seed=args.seed),
+                                 setup.device)
         grid = tile_grid(images, [f"#{f}" for f in filters], cols=8, cell=max(64, size))
     else:
         if args.top < 1:
             raise ConfigError(f"--top {args.top}: show at least one image per filter")
-        best, acts = top_images(model, ds, args.layer, filters, setup.image_size, n=args.top,
-                                batch_size=setup.cfg.batch_size, device=setup.device)
+        best, acts = top_images(model, ds, args.layer, filters, setup.image_size, args.top,
+                                Reading(setup.cfg.batch_size), setup.device)
         rows = [[ds[int(i)][0] for i in row] for row in best]
         grid = image_rows(rows, [f"conv{args.layer} #{f}\ntop {a[0]:.2f}" for f, a in zip(filters, acts)],
                           cell=64, label_w=110)
@@ -84,13 +86,27 @@ def run_import_original(args: argparse.Namespace) -> None:
           f"{state.head_classes} clusters -> {out}")
 
 
-def _groups(args: argparse.Namespace) -> dict:
-    """The group request of a command's --clusters / --grouping, checked."""
+def _groups(args: argparse.Namespace):
+    """The groups a command shows, from its --clusters / --grouping, checked."""
     from ..export.groups import parse_clusters
+    from ..export.table import Shown
 
     if args.grouping != "kmeans" and args.clusters is None:
         raise ConfigError(f"--grouping {args.grouping} draws the groups of --clusters: give --clusters K or auto too")
-    return {"clusters": parse_clusters(args.clusters), "grouping": args.grouping}
+    return Shown(parse_clusters(args.clusters), args.grouping)
+
+
+def _source(args: argparse.Namespace):
+    """The run and images of an export command's --run / --data / --data-root / --device."""
+    from ..export.table import Source
+
+    return Source(args.run, args.data, args.data_root, getattr(args, "device", "auto"))
+
+
+def _output(args: argparse.Namespace):
+    from ..export.table import Output
+
+    return Output(args.out, args.overwrite)
 
 
 def _say_groups(done: dict) -> None:
@@ -113,8 +129,8 @@ def run_export(args: argparse.Namespace) -> None:
         from ..export.groups import parse_levels
         from ..export.table import export_clusters
 
-        done = export_clusters(args.run, args.out, None, args.folders, args.copy, args.overwrite, args.data,
-                               args.data_root, levels=parse_levels(args.levels), **_groups(args))
+        done = export_clusters(_source(args), _output(args), None, args.folders, args.copy, _groups(args),
+                               parse_levels(args.levels))
         _say_groups(done)
         print(f"{done['images']} images in {done['clusters']} clusters -> {done['table']}")
         if "folders" in done:
@@ -126,8 +142,7 @@ def run_export(args: argparse.Namespace) -> None:
     if args.command == "assign":
         from ..export.assign import assign_images
 
-        done = assign_images(args.run, args.data, args.out, args.overwrite, args.device, args.data_root,
-                             **_groups(args))
+        done = assign_images(_source(args), _output(args), _groups(args))
         _say_groups(done)
         if done["note"]:
             print(done["note"])
@@ -136,8 +151,7 @@ def run_export(args: argparse.Namespace) -> None:
     else:
         from ..export.embed import embed_images
 
-        done = embed_images(args.run, args.data, args.out, args.layer, args.space, args.overwrite, args.device,
-                            args.data_root)
+        done = embed_images(_source(args), _output(args), args.layer, args.space)
         if done["note"]:
             print(done["note"])
         print(f"{done['images']} x {done['dim']} features ({done['layer']}, {done['space']}) -> {done['features']}, "
@@ -161,7 +175,9 @@ def run_report(args: argparse.Namespace) -> None:
 
     if args.map_images < 0:
         raise ConfigError(f"--map-images {args.map_images} must be >= 0")
-    print(build_report(args.run, args.data, args.data_root, args.device, args.map_images, **_groups(args)))
+    shown = _groups(args)
+    print(build_report(args.run, args.data, args.data_root, args.device, args.map_images, shown.clusters,
+                       shown.grouping))
 
 
 def run_compare(args: argparse.Namespace) -> None:
@@ -177,8 +193,8 @@ def run_compare(args: argparse.Namespace) -> None:
 def run_duplicates(args: argparse.Namespace) -> None:
     from ..export.duplicates import find_duplicates
 
-    done = find_duplicates(args.run, args.threshold, args.out, args.by, args.space, args.probe, args.overwrite,
-                           args.device, args.data, args.data_root, **_groups(args))
+    done = find_duplicates(_source(args), args.threshold, args.by, args.space, args.probe, _output(args),
+                           _groups(args))
     _say_groups(done)
     print(f"{done['pairs']} pairs of {done['by']} at similarity >= {done['threshold']} in {done['groups']} groups "
           f"({done['images_in_groups']} images; {done['compared']} pairs compared of {done['all_pairs']}) -> "
@@ -188,8 +204,8 @@ def run_duplicates(args: argparse.Namespace) -> None:
 def run_sample(args: argparse.Namespace) -> None:
     from ..export.sample import sample_representatives
 
-    done = sample_representatives(args.run, args.per_cluster, args.spread, args.out, args.folders, args.copy,
-                                  args.overwrite, args.device, args.data, args.data_root, **_groups(args))
+    done = sample_representatives(_source(args), args.per_cluster, args.spread, _output(args), args.folders,
+                                  args.copy, _groups(args))
     _say_groups(done)
     print(f"{done['images']} representatives of {done['clusters']} clusters -> {done['table']}")
     if "folders" in done:

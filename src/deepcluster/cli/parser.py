@@ -9,10 +9,16 @@ from ..config import Config
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
+    """Every Config field an option, its help from its metadata (and, for one the recipe chooses, the recipe's rule
+    and the paper's value)."""
+    from ..recipe import PAPER, RULES
+
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         typ = f.type.replace("Optional[", "").rstrip("]")
-        help_ = f.metadata.get("help", "") + (f" (default: {f.default})" if f.default is not None else "")
+        help_ = f.metadata["help"] + (f" (default: {f.default})" if f.default is not None else "")
+        if f.metadata["recipe"]:
+            help_ += f" (default: the recipe's; auto: {RULES[f.name]}; paper: {PAPER[f.name]})"
         if typ == "bool":
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
         else:
@@ -52,6 +58,26 @@ def build_parser() -> argparse.ArgumentParser:
                     "on the network's features and training the network to predict the clusters.")
     parser.add_argument("--version", action="version", version=f"deepcluster {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _prepare_command(sub)
+    _train_command(sub)
+    _eval_command(sub)
+    r = _report_command(sub)
+    _visualize_commands(sub)
+    _import_and_compare_commands(sub)
+    x, a, m = _table_commands(sub)
+    d, s_ = _search_commands(sub)
+    for p_ in (x, a, m, d, s_):
+        p_.add_argument("--overwrite", action="store_true", help="replace the outputs if they exist")
+    for p_ in (x, a, d, s_, r):
+        _add_groups(p_)
+    x.add_argument("--levels", metavar="K,K,...",
+                   help="also each image's group in the tree cut at each of these numbers of groups (columns "
+                        "level_K), e.g. 5,20,100: groups that nest, coarse to fine")
+    return parser
+
+
+def _prepare_command(sub) -> None:
+    """prepare SRC DEST."""
     pr = sub.add_parser("prepare", help="write an image folder once into shards that load several times faster",
                         description="Decode every image of SRC once, square it at the load size of --image-size "
                                     "networks (shorter side 256 for 224) and store it as a JPEG in shards of DEST; "
@@ -66,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--workers", type=int, help="decoding processes (default: one per core)")
     pr.add_argument("--strict", action="store_true", help="unreadable files are an error instead of skipped")
 
+
+def _train_command(sub) -> None:
+    """train: every Config field an option."""
     t = sub.add_parser("train", help="train a network with DeepCluster and write a run directory",
                        description="Train with DeepCluster. Settings come from the defaults, then --config, "
                                    "then the options given here.")
@@ -76,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="replace the run in RUN_DIR")
     _add_config_options(t)
 
+
+def _eval_command(sub) -> None:
+    """eval PROTOCOL... : the protocols of the registry and their options."""
     from ..evaluate.protocols import PROTOCOLS
 
     e = sub.add_parser("eval", help="evaluate a run's features with the paper's protocols",
@@ -116,13 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "network)")
     _add_device(e)
 
-    r = sub.add_parser("report", help="(re)write RUN_DIR/report/index.html, the run's page of pictures and tables",
-                       description="Write the run report: one self-contained HTML page (opens offline) with the "
-                                   "config, curves, cluster sizes and images, clusters against labels, a t-SNE "
-                                   "map, first-layer filters and the evaluation tables. Training writes it too.")
-    _add_run(r)
-    r.add_argument("--map-images", type=int, default=1000, help="images in the t-SNE map (default 1000)")
 
+def _visualize_commands(sub) -> None:
+    """visualize filters | top-images."""
     v = sub.add_parser("visualize", help="pictures of what filters respond to, as grid PNGs")
     vsub = v.add_subparsers(dest="what", required=True, metavar="WHAT")
     vf = vsub.add_parser("filters", help="images made by gradient ascent to excite a sample of a layer's filters",
@@ -144,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     vt.add_argument("--filters", type=int, default=12, help="filters drawn at random (default 12)")
     vt.add_argument("--top", type=int, default=9, help="images per filter (default 9, as in the paper)")
 
+
+def _import_and_compare_commands(sub) -> None:
+    """import-original and compare."""
     i = sub.add_parser("import-original", help="convert a checkpoint of the reference implementation into ours",
                        description="Convert a checkpoint of the reference DeepCluster code (facebookresearch/"
                                    "deepcluster: AlexNet or VGG-16, with or without Sobel) into a deepcluster "
@@ -158,6 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("runs", nargs="+", metavar="RUN_DIR")
     c.add_argument("--out", metavar="FILE.md", help="also write the table to this file")
 
+
+def _report_command(sub) -> argparse.ArgumentParser:
+    """report RUN_DIR."""
+    r = sub.add_parser("report", help="(re)write RUN_DIR/report/index.html, the run's page of pictures and tables",
+                       description="Write the run report: one self-contained HTML page (opens offline) with the "
+                                   "config, curves, cluster sizes and images, clusters against labels, a t-SNE "
+                                   "map, first-layer filters and the evaluation tables. Training writes it too.")
+    _add_run(r)
+    r.add_argument("--map-images", type=int, default=1000, help="images in the t-SNE map (default 1000)")
+    return r
+
+
+def _table_commands(sub) -> tuple:
+    """export, assign and embed."""
     x = sub.add_parser("export", help="the run's clusters by file: a table, and optionally a folder per cluster",
                        description="One row per training image: its path relative to the data folder (its index "
                                    "for the built-in dataset), cluster, distance to the centroid, rank in its "
@@ -188,7 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--space", default="raw", choices=("raw", "l2", "clustering"),
                    help="raw, l2 (rows normalised) or clustering (the run's: PCA-whitened + L2 for v1)")
     _add_device(m)
+    return x, a, m
 
+
+def _search_commands(sub) -> tuple:
+    """duplicates and sample."""
     d = sub.add_parser("duplicates", help="duplicate training images: copies of one picture, or close features",
                        description="Pairs of training images that are copies of one picture at another size or "
                                    "encoding (--by copies: whole-image 8 x 8 grey thumbnails whose correlation is "
@@ -217,14 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     s_.add_argument("--out", metavar="FILE", help="the table (default RUN_DIR/representatives.csv)")
     s_.add_argument("--folders", metavar="DIR", help="also one folder per cluster of its representatives")
     s_.add_argument("--copy", action="store_true", help="with --folders: copies instead of links")
-    for p_ in (x, a, m, d, s_):
-        p_.add_argument("--overwrite", action="store_true", help="replace the outputs if they exist")
-    for p_ in (x, a, d, s_, r):
-        _add_groups(p_)
-    x.add_argument("--levels", metavar="K,K,...",
-                   help="also each image's group in the tree cut at each of these numbers of groups (columns "
-                        "level_K), e.g. 5,20,100: groups that nest, coarse to fine")
-    return parser
+    return d, s_
 
 
 def _add_groups(p: argparse.ArgumentParser) -> None:

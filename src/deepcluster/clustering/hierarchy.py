@@ -63,8 +63,13 @@ observations, so that its dendrogram draws it), heights non-decreasing.
             merges.append((keep, gone, math.sqrt(max(h2, 0.0)), leaves[keep]))
         else:
             chain.append(b)
-    # sort by height, then name each merge's clusters as scipy does: through the leaves that represent them
-    merges.sort(key=lambda m: m[2])
+    return _as_linkage(merges, L)
+
+
+def _as_linkage(merges: list, L: int) -> np.ndarray:
+    """The chain's merges ``(leaf kept, leaf gone, height, leaves under)`` as scipy's linkage matrix: sorted by
+    height, each merge's clusters named as scipy names them, through the leaves that represent them."""
+    merges = sorted(merges, key=lambda m: m[2])
     cluster_of = np.arange(L)  # union-find over the leaf slots, and the cluster id of each root
     parent = np.arange(L)
 

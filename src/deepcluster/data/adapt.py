@@ -1,12 +1,20 @@
 """Images made into what a trained network takes: its number of channels and its normalisation."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
 LUMA = (299, 587, 114)  # ITU-R 601-2, the weights of PIL's convert("L")
+
+
+class Format(NamedTuple):
+    """What a network reads: images of ``channels`` channels, normalised by ``mean`` and ``std`` (a dataset's
+    ``channels``, ``mean`` and ``std`` say the same)."""
+    channels: int
+    mean: tuple
+    std: tuple
 
 
 def to_channels(images: torch.Tensor, channels: int) -> torch.Tensor:

@@ -268,26 +268,32 @@ def prepare(src: str | Path, dest: str | Path, image_size: int = 224, quality: i
     bar = tqdm(total=n, initial=n - sum(count(s) for s in todo), unit="image", desc="preparing",
                disable=True if not progress else None)
     for s in todo:
-        items = range(s * SHARD, min(n, (s + 1) * SHARD))
-        loader = DataLoader(enc, batch_size=64, sampler=list(items), num_workers=workers, collate_fn=_as_list)
-        lengths, name = [], dest / _shard_name(s)
-        try:  # the data first, then its index: a shard whose index exists is whole
-            with open(f"{name}.bin.tmp", "wb") as f:
-                for batch in loader:
-                    f.write(b"".join(batch))
-                    lengths += [len(b) for b in batch]
-                    bar.update(len(batch))
-            os.replace(f"{name}.bin.tmp", f"{name}.bin")
-            np.save(f"{name}.idx.tmp.npy", np.asarray(lengths, dtype=np.int32))
-            os.replace(f"{name}.idx.tmp.npy", f"{name}.idx.npy")
-        except OSError as e:  # disk full, quota, permissions
-            raise ConfigError(f"could not write {name}.bin ({e.strerror or e}); the shards written so far are kept: "
-                              f"free disk space, then run the same 'deepcluster prepare' again (it resumes)") from None
+        loader = DataLoader(enc, batch_size=64, sampler=list(range(s * SHARD, min(n, (s + 1) * SHARD))),
+                            num_workers=workers, collate_fn=_as_list)
+        _write_shard(dest / _shard_name(s), loader, bar)
     bar.close()
     _write_json(dest / MANIFEST, {**plan, "shards": shards})
     (dest / PARTIAL).unlink()
     return {"images": n, "shards": shards, "done_before": shards - len(todo), "load_size": load_size, "dest": str(dest),
             "bytes": sum((dest / f"{_shard_name(s)}.bin").stat().st_size for s in range(shards)), "already": False}
+
+
+def _write_shard(name: Path, loader, bar) -> None:
+    """Write the encoded images ``loader`` gives as the shard ``name``: the data first, then its index, each
+    renamed into place (a shard whose index exists is whole)."""
+    lengths = []
+    try:
+        with open(f"{name}.bin.tmp", "wb") as f:
+            for batch in loader:
+                f.write(b"".join(batch))
+                lengths += [len(b) for b in batch]
+                bar.update(len(batch))
+        os.replace(f"{name}.bin.tmp", f"{name}.bin")
+        np.save(f"{name}.idx.tmp.npy", np.asarray(lengths, dtype=np.int32))
+        os.replace(f"{name}.idx.tmp.npy", f"{name}.idx.npy")
+    except OSError as e:  # disk full, quota, permissions
+        raise ConfigError(f"could not write {name}.bin ({e.strerror or e}); the shards written so far are kept: "
+                          f"free disk space, then run the same 'deepcluster prepare' again (it resumes)") from None
 
 
 def _write_json(path: Path, obj) -> None:

@@ -3,6 +3,7 @@ evaluation's optimiser, its training loop over augmented views, and the top-1 of
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
@@ -14,6 +15,20 @@ from ..features import extract_features
 from ..views import centre_input, train_view
 
 
+@dataclass(frozen=True)
+class FitOptions:
+    """How an evaluation fits on labels: ``epochs`` passes at ``lr`` (cosine-decayed to 0), ``batch_size`` images a
+    step, augmented views cropping at least ``crop_scale`` of the image, seeded with ``seed``, ``workers`` loader
+    processes, a progress bar when ``progress``."""
+    epochs: int = 10
+    lr: float = 0.01
+    batch_size: int = 256
+    crop_scale: float = 0.08
+    seed: int = 0
+    workers: Optional[int] = 0
+    progress: bool = True
+
+
 def sgd_cosine(params, lr: float, steps: int):
     """The evaluation's optimiser: SGD (momentum 0.9, weight decay 1e-4) with the lr cosine-decayed to 0 over
     ``steps`` steps. Returns ``(optimizer, scheduler)``; step both every batch."""
@@ -22,21 +37,21 @@ def sgd_cosine(params, lr: float, steps: int):
 
 
 def fit_on_views(batch_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], params, train_set,
-                 image_size: int, device: torch.device, epochs: int = 10, lr: float = 0.01, batch_size: int = 256,
-                 crop_scale: float = 0.08, seed: int = 0, workers: Optional[int] = 0, progress: bool = True,
-                 desc: str = "fit", before_epoch: Optional[Callable[[], None]] = None) -> None:
-    """Minimise ``batch_loss(x, y)`` over ``params``: ``epochs`` passes over ``train_set``, each in a new random
-    order (seeded), every batch seen in its augmented view (random crop of at least ``crop_scale``, flip;
-    channels-last) against its labels, with :func:`sgd_cosine` stepped every batch. ``before_epoch`` runs at the
-    start of each pass (to set train / eval modes)."""
-    opt, sched = sgd_cosine(params, lr, epochs * math.ceil(len(train_set) / batch_size))
+                 image_size: int, device: torch.device, how: FitOptions = FitOptions(), desc: str = "fit",
+                 before_epoch: Optional[Callable[[], None]] = None) -> None:
+    """Minimise ``batch_loss(x, y)`` over ``params`` as ``how`` says: ``how.epochs`` passes over ``train_set``,
+    each in a new random order (seeded), every batch seen in its augmented view (random crop of at least
+    ``how.crop_scale``, flip; channels-last) against its labels, with :func:`sgd_cosine` stepped every batch.
+    ``before_epoch`` runs at the start of each pass (to set train / eval modes)."""
+    opt, sched = sgd_cosine(params, how.lr, how.epochs * math.ceil(len(train_set) / how.batch_size))
     y_train = torch.as_tensor(train_set.targets, device=device)
-    gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
-    for _ in tqdm(range(epochs), desc=desc, unit="epoch", disable=None if progress else True, leave=False):
+    gen, rng = torch.Generator().manual_seed(how.seed), np.random.default_rng(how.seed)
+    for _ in tqdm(range(how.epochs), desc=desc, unit="epoch", disable=None if how.progress else True, leave=False):
         if before_epoch is not None:
             before_epoch()
-        for images, idx in make_loader(train_set, rng.permutation(len(train_set)), batch_size, workers):
-            x = train_view(images.to(device), image_size, train_set.mean, train_set.std, crop_scale, generator=gen)
+        for images, idx in make_loader(train_set, rng.permutation(len(train_set)), how.batch_size, how.workers):
+            x = train_view(images.to(device), image_size, train_set.mean, train_set.std, how.crop_scale,
+                           generator=gen)
             loss = batch_loss(x.contiguous(memory_format=torch.channels_last), y_train[idx.to(device)])
             opt.zero_grad(set_to_none=True)
             loss.backward()

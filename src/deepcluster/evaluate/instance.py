@@ -207,10 +207,10 @@ def descriptors(regional: list[np.ndarray], whitening: RegionWhitening) -> np.nd
 class Reader:
     """What both protocols share: the network, its layer, the resolution and the images' format."""
 
-    def __init__(self, model, layer: int, max_size: int, channels: int, mean, std, device, workers: int = 0,
-                 progress: bool = True):
+    def __init__(self, model, layer: int, max_size: int, images, device, workers: int = 0, progress: bool = True):
+        """``images``: what the network reads (:class:`~deepcluster.data.adapt.Format`, or a dataset)."""
         self.model, self.layer, self.max_size, self.device, self.workers = model, layer, max_size, device, workers
-        self.channels, self.mean, self.std, self.progress = channels, mean, std, progress
+        self.channels, self.mean, self.std, self.progress = images.channels, images.mean, images.std, progress
 
     def regional(self, sources: list, boxes: Optional[list] = None, desc: str = "") -> list[np.ndarray]:
         images = WholeImages(sources, self.max_size, self.channels, self.mean, self.std, boxes)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ..config import ConfigError
 from ..data import make_loader
-from ..features import extract_features
+from ..features import Reading, extract_features
 from ..views import centre_input
 
 
@@ -55,10 +55,11 @@ def conv_grids(shapes: list[tuple[int, int, int]], target_dims: int) -> list[int
     return [pool_grid(c, min(h, w), target_dims) for c, h, w in shapes]
 
 
-def layer_features(model, dataset, layer: str, image_size: int, device, batch_size: int = 256,
-                   workers: int | None = 0, target_dims: int | None = None, desc: str | None = None) -> np.ndarray:
+def layer_features(model, dataset, layer: str, image_size: int, device, reading: Reading = Reading(desc=None),
+                   target_dims: int | None = None) -> np.ndarray:
     """``(N, D)`` features of one layer (``conv<i>`` pooled by :func:`pool_grid`, or ``fc``, the fc output before
-    its last ReLU) for the centre view of every image, in dataset order."""
+    its last ReLU) for the centre view of every image, in dataset order, read in float32 with ``reading``'s batch
+    size, workers and progress label."""
     check_layer(model, layer)
     model.eval()
     if layer == "fc":
@@ -69,5 +70,5 @@ def layer_features(model, dataset, layer: str, image_size: int, device, batch_si
         grid = conv_grids(shapes, target_dims or probe_dims_default(image_size))[i - 1]
         forward = lambda x: pool(model.conv_outputs(x, upto=i)[-1], grid)
     prep = centre_input(image_size, dataset.mean, dataset.std)
-    loader = make_loader(dataset, range(len(dataset)), batch_size, workers)
-    return extract_features(forward, loader, len(dataset), prep, torch.device(device), desc)
+    loader = make_loader(dataset, range(len(dataset)), reading.batch_size, reading.workers)
+    return extract_features(forward, loader, len(dataset), prep, torch.device(device), reading.desc)

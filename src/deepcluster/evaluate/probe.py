@@ -18,6 +18,7 @@ included, is checked unchanged afterwards.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from tqdm import tqdm
 from ..data import make_loader
 from ..features import extract_features, iter_features
 from ..views import centre_input
-from .fit import fit_on_views, sgd_cosine
+from .fit import FitOptions, fit_on_views, sgd_cosine
 from .layers import conv_grids, conv_shapes, pool, pool_grid, probe_dims_default
 
 VIEWS = ("auto", "centre", "augmented")
@@ -47,10 +48,16 @@ def assert_backbone_unchanged(before: dict, model: nn.Module) -> None:
         raise RuntimeError(f"the frozen backbone changed during the probe ({', '.join(changed[:3])}...)")
 
 
-def linear_probes(model, train_set, test_set, image_size: int, device, epochs: int = 10, lr: float = 0.01,
-                  batch_size: int = 256, crop_scale: float = 0.08, target_dims: int | None = None,
-                  seed: int = 0, workers: int | None = 0, progress: bool = True, views: str = "auto") -> dict:
-    """Train one linear classifier per conv layer on ``train_set`` labels; return
+class _Heads(NamedTuple):
+    """The probes' heads: each conv layer's pooling grid and its pooled width, the number of classes."""
+    grids: list
+    dims: list
+    n_classes: int
+
+
+def linear_probes(model, train_set, test_set, image_size: int, device, how: FitOptions = FitOptions(),
+                  target_dims: int | None = None, views: str = "auto") -> dict:
+    """Train one linear classifier per conv layer on ``train_set`` labels, as ``how`` says; return
     ``{"conv1": top-1 on test_set, ..., "dims": {"conv1": D1, ...}, "epochs": epochs, "views": ...}``, with
     ``"pixels"`` and the training images' top-1 (``"train"``) too for centre views."""
     if views not in VIEWS:
@@ -67,24 +74,24 @@ def linear_probes(model, train_set, test_set, image_size: int, device, epochs: i
         views = "centre" if len(train_set) * (sum(dims) + pixel_dims) * 4 <= CENTRE_VIEW_BYTES else "augmented"
     before = snapshot(model)
     model.eval()  # BatchNorm uses (and keeps) its running statistics
-    args = (model, train_set, test_set, image_size, device, grids, dims, n_classes, epochs, lr, batch_size, seed,
-            workers, progress)
-    out = _centre_probes(*args, pixel_grid) if views == "centre" else _augmented_probes(*args, crop_scale)
+    args = (model, train_set, test_set, image_size, device, _Heads(grids, dims, n_classes), how)
+    out = _centre_probes(*args, pixel_grid) if views == "centre" else _augmented_probes(*args)
     assert_backbone_unchanged(before, model)
     out["dims"] = {f"conv{i + 1}": d for i, d in enumerate(dims)} | out.get("dims", {})
-    out["epochs"], out["views"] = epochs, views
+    out["epochs"], out["views"] = how.epochs, views
     return out
 
 
-def _centre_probes(model, train_set, test_set, image_size, device, grids, dims, n_classes, epochs, lr, batch_size,
-                   seed, workers, progress, pixel_grid) -> dict:
+def _centre_probes(model, train_set, test_set, image_size, device, heads: _Heads, how: FitOptions,
+                   pixel_grid: int) -> dict:
+    (grids, dims, n_classes), batch_size, progress = heads, how.batch_size, how.progress
     names = ["pixels"] + [f"conv{i + 1}" for i in range(len(grids))]
 
     def forward(x):  # the pooled pixels, then every conv layer's pooled map, side by side
         return torch.cat([pool(x, pixel_grid)] + [pool(a, g) for a, g in zip(model.conv_outputs(x), grids)], 1)
 
     def centre_features(ds, split):
-        loader = make_loader(ds, range(len(ds)), batch_size, workers)
+        loader = make_loader(ds, range(len(ds)), batch_size, how.workers)
         rows = extract_features(forward, loader, len(ds), centre_input(image_size, ds.mean, ds.std), device,
                                 f"probe features ({split})" if progress else None)
         return torch.from_numpy(rows).to(device)
@@ -94,12 +101,12 @@ def _centre_probes(model, train_set, test_set, image_size, device, grids, dims, 
     x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
     y_train, y_test = (torch.as_tensor(ds.targets, dtype=torch.int64, device=device) for ds in (train_set, test_set))
     sizes = [train_set.channels * pixel_grid ** 2] + dims
-    torch.manual_seed(seed)
+    torch.manual_seed(how.seed)
     heads = nn.ModuleList(nn.Linear(d, n_classes) for d in sizes).to(device)
-    opt, sched = sgd_cosine(heads.parameters(), lr, epochs * math.ceil(len(x_train) / batch_size))
-    gen = torch.Generator().manual_seed(seed)
+    opt, sched = sgd_cosine(heads.parameters(), how.lr, how.epochs * math.ceil(len(x_train) / batch_size))
+    gen = torch.Generator().manual_seed(how.seed)
     logits = lambda x: [h(part) for h, part in zip(heads, x.split(sizes, 1))]
-    for _ in tqdm(range(epochs), desc="linear probes", unit="epoch", disable=None if progress else True,
+    for _ in tqdm(range(how.epochs), desc="linear probes", unit="epoch", disable=None if progress else True,
                   leave=False):
         for idx in torch.randperm(len(x_train), generator=gen).to(device).split(batch_size):
             loss = sum(F.cross_entropy(z, y_train[idx]) for z in logits(x_train[idx]))
@@ -119,9 +126,9 @@ def _centre_probes(model, train_set, test_set, image_size, device, grids, dims, 
     return top1(x_test, y_test) | {"train": top1(x_train, y_train), "dims": {"pixels": sizes[0]}}
 
 
-def _augmented_probes(model, train_set, test_set, image_size, device, grids, dims, n_classes, epochs, lr,
-                      batch_size, seed, workers, progress, crop_scale) -> dict:
-    torch.manual_seed(seed)
+def _augmented_probes(model, train_set, test_set, image_size, device, heads: _Heads, how: FitOptions) -> dict:
+    (grids, dims, n_classes) = heads
+    torch.manual_seed(how.seed)
     heads = nn.ModuleList(nn.Linear(d, n_classes) for d in dims).to(device)
 
     def acts(x):  # every conv layer's pooled map, side by side
@@ -130,9 +137,9 @@ def _augmented_probes(model, train_set, test_set, image_size, device, grids, dim
 
     logits = lambda x: [h(part) for h, part in zip(heads, x.split(dims, 1))]
     fit_on_views(lambda x, y: sum(F.cross_entropy(z, y) for z in logits(acts(x))), heads.parameters(), train_set,
-                 image_size, device, epochs, lr, batch_size, crop_scale, seed, workers, progress, "linear probes")
+                 image_size, device, how, "linear probes")
     correct = np.zeros(len(heads))
-    loader = make_loader(test_set, range(len(test_set)), batch_size, workers)
+    loader = make_loader(test_set, range(len(test_set)), how.batch_size, how.workers)
     prep = centre_input(image_size, test_set.mean, test_set.std)
     for idx, f in iter_features(acts, loader, prep, device):  # streamed: no (N, sum of dims) array
         y = test_set.targets[idx]

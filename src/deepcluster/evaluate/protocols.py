@@ -13,10 +13,12 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..config import ConfigError
+from ..data.adapt import Format
+from ..features import Reading
 from ..preprocess import l2_normalize, preprocess_features
-from ..session import SavedRun, open_run
+from ..session import Images, SavedRun, open_run
 from .clustering import kmeans_quality
-from .fit import classifier_accuracy
+from .fit import FitOptions, classifier_accuracy
 from .knn import knn_accuracy
 from .layers import check_layer, conv_shapes, layer_features
 from .metrics import ari, nmi
@@ -64,7 +66,7 @@ def load_for_eval(path: str | Path, data: Optional[str] = None, val_data: Option
     on: every image of the run's own data, unless ``data``/``val_data`` name others. ``random_init`` keeps the
     architecture and seed but not the learned weights: the "random" row of the tables. Without ``load_data`` no
     dataset is opened (a protocol that reads images of its own)."""
-    return open_run(path, data, val_data, data_root, device, random_init, load_data=load_data)
+    return open_run(path, device, Images(data, val_data, data_root, load=load_data), random_init)
 
 
 def _need_labels(ds, protocol: str, which: str) -> None:
@@ -96,11 +98,21 @@ def _desc(o: EvalOptions, text: str) -> Optional[str]:
     return text if o.progress else None
 
 
+def _reading(s: SavedRun, o: EvalOptions, desc: str) -> Reading:
+    """How a protocol reads images: the run's batch size and workers, float32."""
+    return Reading(s.cfg.batch_size, s.cfg.workers, desc=_desc(o, desc))
+
+
+def _fitting(s: SavedRun, o: EvalOptions) -> FitOptions:
+    """How a protocol fits on labels: ``o.epochs`` at the default lr, the run's batch size, crops, seed, workers."""
+    cfg = s.cfg
+    return FitOptions(o.epochs, batch_size=cfg.batch_size, crop_scale=cfg.crop_scale, seed=cfg.seed,
+                      workers=cfg.workers, progress=o.progress)
+
+
 def _probe(s: SavedRun, o: EvalOptions) -> dict:
     cfg = s.cfg
-    out = linear_probes(s.model, s.train_set, s.test_set, s.image_size, s.device, epochs=o.epochs,
-                        crop_scale=cfg.crop_scale, seed=cfg.seed, workers=cfg.workers, progress=o.progress,
-                        batch_size=cfg.batch_size, views=o.views)
+    out = linear_probes(s.model, s.train_set, s.test_set, s.image_size, s.device, _fitting(s, o), views=o.views)
     if cfg.supervised and not s.random_init:  # the ceiling a converged probe of its layers approaches
         out["network"] = classifier_accuracy(s.model, s.test_set, s.image_size, s.device, cfg.batch_size,
                                              cfg.workers)
@@ -110,8 +122,8 @@ def _probe(s: SavedRun, o: EvalOptions) -> dict:
 def _knn(s: SavedRun, o: EvalOptions) -> dict:
     layer = o.layer or "fc"
     check_layer(s.model, layer)
-    feats = [layer_features(s.model, ds, layer, s.image_size, s.device, s.cfg.batch_size, s.cfg.workers,
-                            desc=_desc(o, f"knn {d}")) for ds, d in ((s.train_set, "train"), (s.test_set, "test"))]
+    feats = [layer_features(s.model, ds, layer, s.image_size, s.device, _reading(s, o, f"knn {d}"))
+             for ds, d in ((s.train_set, "train"), (s.test_set, "test"))]
     return {"layer": layer, "k": o.knn_k, "temperature": 0.07,
             "top1": knn_accuracy(feats[0], s.train_set.targets, feats[1], s.test_set.targets, o.knn_k)}
 
@@ -119,8 +131,7 @@ def _knn(s: SavedRun, o: EvalOptions) -> dict:
 def _cluster(s: SavedRun, o: EvalOptions) -> dict:
     cfg, layer = s.cfg, o.layer or "fc"
     check_layer(s.model, layer)
-    f = layer_features(s.model, s.test_set, layer, s.image_size, s.device, cfg.batch_size, cfg.workers,
-                       desc=_desc(o, "cluster features"))
+    f = layer_features(s.model, s.test_set, layer, s.image_size, s.device, _reading(s, o, "cluster features"))
     y = s.test_set.targets
     out = {"layer": layer, "split": s.test_set.name,
            **kmeans_quality(preprocess_features(f, cfg.pca_dim), y, seeds=o.seeds, seed=cfg.seed)}
@@ -140,9 +151,7 @@ def _transfer(s: SavedRun, o: EvalOptions) -> dict:
                                              s.std, cfg.data)
     out = dict(facts, images=len(train_t), test_images=len(test_t))
     for mode in ("fc", "all"):
-        r = finetune(s.model, train_t, test_t, s.image_size, s.device, mode, epochs=o.epochs,
-                     crop_scale=cfg.crop_scale, seed=cfg.seed, workers=cfg.workers, progress=o.progress,
-                     batch_size=cfg.batch_size)
+        r = finetune(s.model, train_t, test_t, s.image_size, s.device, mode, _fitting(s, o))
         out[mode], out["start"] = r["top1"], r["start"]
     return out
 
@@ -173,7 +182,7 @@ def _instance(name: str, s: SavedRun, o: EvalOptions) -> dict:
     if layer == "fc":
         raise ConfigError(f"{name} reads a conv layer's map (R-MAC): choose --layer conv1..conv{s.model.n_conv}")
     size = o.max_size or (1024 if s.image_size > 64 else 4 * s.image_size)
-    reader = Reader(s.model, int(layer[4:]), size, s.channels, s.mean, s.std, s.device, s.cfg.workers or 0,
+    reader = Reader(s.model, int(layer[4:]), size, Format(s.channels, s.mean, s.std), s.device, s.cfg.workers or 0,
                     o.progress)
     if o.whiten_data:
         whiten_from, whitened_on = sample_files(o.whiten_data, 1000, s.cfg.seed), str(o.whiten_data)

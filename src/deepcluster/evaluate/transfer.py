@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..config import ConfigError
 from ..data import ImageFolder, TensorImages, load_size_for, open_folder
 from ..data.adapt import for_network
-from .fit import classifier_accuracy, fit_on_views
+from .fit import FitOptions, classifier_accuracy, fit_on_views
 
 MODES = ("fc", "all")
 DIGITS_TRAIN = 1347  # scikit-learn's digits: the first 1,347 for training, the last 450 for testing
@@ -71,14 +71,14 @@ def _every_fifth(ds: ImageFolder) -> tuple[ImageFolder, ImageFolder]:
     return ds.take(i for i in range(len(ds)) if i % 5), ds.take(range(0, len(ds), 5))
 
 
-def finetune(model, train_set, test_set, image_size: int, device, mode: str = "fc", epochs: int = 10,
-             lr: float = 0.01, batch_size: int = 256, crop_scale: float = 0.08, seed: int = 0,
-             workers: int | None = 0, progress: bool = True) -> dict:
-    """Fine-tune a copy of ``model`` on ``train_set``'s labels; return ``{"top1": its top-1 on test_set,
-    "start": the same network's top-1 with its fresh head, before any step}``."""
+def finetune(model, train_set, test_set, image_size: int, device, mode: str = "fc",
+             how: FitOptions = FitOptions()) -> dict:
+    """Fine-tune a copy of ``model`` on ``train_set``'s labels as ``how`` says; return ``{"top1": its top-1 on
+    test_set, "start": the same network's top-1 with its fresh head, before any step}``."""
     assert mode in MODES
     device = torch.device(device)
-    torch.manual_seed(seed)
+    batch_size, workers = how.batch_size, how.workers
+    torch.manual_seed(how.seed)
     m = copy.deepcopy(model).to(device)
     n_classes = int(max(train_set.targets.max(), test_set.targets.max())) + 1
     m.reset_head(n_classes)
@@ -97,6 +97,5 @@ def finetune(model, train_set, test_set, image_size: int, device, mode: str = "f
             return F.cross_entropy(m.head(F.relu(m.classifier(body))), y)
         return F.cross_entropy(m(x), y)
 
-    fit_on_views(loss, params, train_set, image_size, device, epochs, lr, batch_size, crop_scale, seed, workers,
-                 progress, f"transfer ({mode})", modes)
+    fit_on_views(loss, params, train_set, image_size, device, how, f"transfer ({mode})", modes)
     return {"top1": classifier_accuracy(m, test_set, image_size, device, batch_size, workers), "start": start}

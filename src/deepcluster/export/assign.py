@@ -2,7 +2,6 @@
 space, and its nearest centroid; the distance says how well it fits."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -11,9 +10,9 @@ from ..config import ConfigError
 from ..data import fashion_mnist, load_size_for, open_folder
 from ..data.adapt import for_network
 from ..features import Reading
-from ..session import SavedRun, open_run
+from ..session import Images, SavedRun, open_run
 from ..space import embed, nearest
-from .table import cluster_rows, image_names, refuse_existing, requested_groups, write_rows
+from .table import Output, Shown, Source, cluster_rows, image_names, refuse_existing, requested_groups, write_rows
 
 
 def open_images(run: SavedRun, data: str, data_root: Optional[str] = None):
@@ -46,15 +45,17 @@ def fit_quantiles(clustering, labels: np.ndarray, distances: np.ndarray, head: i
     return q
 
 
-def assign_images(run_dir: str | Path, data: str, out: Optional[str | Path] = None, overwrite: bool = False,
-                  device: str = "auto", data_root: Optional[str] = None, progress: bool = True,
-                  clusters=None, grouping: str = "kmeans") -> dict:
-    """Place the images of ``data`` in the clusters of the run: a table like ``export``'s (``cluster``,
-    ``distance``, ``rank`` among these images, the learned ``cluster_size``) with a ``fit`` column (see
-    :func:`fit_quantiles`), written to ``out`` (default ``RUN_DIR/assigned.csv``)."""
-    run = open_run(run_dir, device=device, load_data=False)
-    out = refuse_existing(out or run.run_dir / "assigned.csv", overwrite)
-    groups = requested_groups(run, clusters, grouping)
+def assign_images(source: Source, output: Output = Output(), shown: Shown = Shown()) -> dict:
+    """Place the images of ``source.data`` in the clusters of the run (``shown``: or in other groups drawn from
+    them): a table like ``export``'s (``cluster``, ``distance``, ``rank`` among these images, the learned
+    ``cluster_size``) with a ``fit`` column (see :func:`fit_quantiles`), written to ``output.out`` (default
+    ``RUN_DIR/assigned.csv``)."""
+    data, data_root, progress = source.data, source.data_root, output.progress
+    if data is None:
+        raise ConfigError("assign places new images: give them (--data FOLDER)")
+    run = open_run(source.run_dir, source.device, Images(load=False))
+    out = refuse_existing(output.out or run.run_dir / "assigned.csv", output.overwrite)
+    groups = requested_groups(run, shown)
     c = groups.clustering
     ds, note = open_images(run, data, data_root)
     x = embed(run.model, ds, c, run.device, Reading(run.cfg.batch_size, run.cfg.workers, run.dtype,

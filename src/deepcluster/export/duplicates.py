@@ -33,9 +33,9 @@ from ..data.adapt import LUMA
 from ..data.folder import read_rgb
 from ..features import Reading, centre_view_features
 from ..preprocess import l2_normalize
-from ..session import open_run
+from ..session import Images, open_run
 from ..space import embed, nearest_clusters
-from .table import image_names, refuse_existing, requested_groups, write_rows
+from .table import Output, Shown, Source, image_names, refuse_existing, requested_groups, write_rows
 
 KINDS = ("copies", "features")
 SPACES = ("fc", "clustering")
@@ -150,16 +150,15 @@ def duplicate_groups(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return groups
 
 
-def find_duplicates(run_dir: str | Path, threshold: Optional[float] = None, out: Optional[str | Path] = None,
-                    by: str = "copies", space: Optional[str] = None, probe: int = 2, overwrite: bool = False,
-                    device: str = "auto", data: Optional[str] = None, data_root: Optional[str] = None,
-                    progress: bool = True, clusters=None, grouping: str = "kmeans") -> dict:
+def find_duplicates(source: Source | str | Path, threshold: Optional[float] = None, by: str = "copies",
+                    space: Optional[str] = None, probe: int = 2, output: Output = Output(),
+                    shown: Shown = Shown()) -> dict:
     """Write the pairs (``RUN_DIR/duplicates.csv``: image_a, image_b, similarity, cluster) and the groups
     (``...-groups.csv``: group, image) of a run's training images. ``by``: "copies" (whole-image signatures,
     default threshold 0.98) or "features" (default 0.9) in ``space``: "clustering" (the run's: PCA-whitened + L2
     for v1; the default) or "fc" (L2-normalised: after training these are nearly collinear within a cluster, so
     far more pairs pass). ``probe``: the nearest clusters each image is compared in (1: its own only);
-    ``clusters`` / ``grouping``: other groups to search within than the training's (:func:`requested_groups`)."""
+    ``shown``: other groups to search within than the training's (:func:`requested_groups`)."""
     if by not in KINDS:
         raise ConfigError(f"unknown kind of duplicates '{by}': choose one of {', '.join(KINDS)}")
     threshold = THRESHOLD[by] if threshold is None else threshold
@@ -169,10 +168,12 @@ def find_duplicates(run_dir: str | Path, threshold: Optional[float] = None, out:
         raise ConfigError(f"--space {space}: the space of --by features, one of {', '.join(SPACES)}")
     if probe < 1:
         raise ConfigError(f"--probe {probe}: the number of nearest clusters to search, 1 or more")
-    run = open_run(run_dir, data, data_root=data_root, device=device, whole_data=False, cache=False)
-    out = refuse_existing(out or run.run_dir / "duplicates.csv", overwrite)
+    source, overwrite, progress = Source.of(source), output.overwrite, output.progress
+    run = open_run(source.run_dir, source.device, Images(source.data, data_root=source.data_root, whole=False,
+                                                         cache=False))
+    out = refuse_existing(output.out or run.run_dir / "duplicates.csv", overwrite)
     groups_out = refuse_existing(out.with_name(out.stem + "-groups" + out.suffix), overwrite)
-    chosen = requested_groups(run, clusters, grouping)
+    chosen = requested_groups(run, shown)
     c = chosen.clustering
     ds, cfg, labels = run.train_set, run.cfg, c.labels[0]
     amp = run.dtype

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch.nn.functional as F
@@ -13,23 +12,25 @@ import torch.nn.functional as F
 from ..config import ConfigError
 from ..evaluate.layers import check_layer, conv_grids, conv_shapes, pool, probe_dims_default
 from ..features import Reading, dataset_features
-from ..session import open_run
+from ..session import Images, open_run
 from ..space import Space
 from ..views import centre_input
 from .assign import open_images
-from .table import image_names, refuse_existing, run_clustering
+from .table import Output, Source, image_names, refuse_existing, run_clustering
 
 SPACES = ("raw", "l2", "clustering")
 
 
-def embed_images(run_dir: str | Path, data: str, out: str | Path, layer: str = "fc", space: str = "raw",
-                 overwrite: bool = False, device: str = "auto", data_root: Optional[str] = None,
-                 progress: bool = True) -> dict:
-    """Write the features of ``data``'s images to ``out`` (``.npy``, float32 ``(N, D)``, row i = image i of the
-    names file ``out`` with ``.csv``). ``layer``: ``fc`` (the output the run clusters) or ``conv<i>``
+def embed_images(source: Source, output: Output, layer: str = "fc", space: str = "raw") -> dict:
+    """Write the features of ``source.data``'s images to ``output.out`` (``.npy``, float32 ``(N, D)``, row i =
+    image i of the names file ``out`` with ``.csv``). ``layer``: ``fc`` (the output the run clusters) or ``conv<i>``
     (average-pooled as for the linear probes); ``space``: ``raw``, ``l2`` (rows L2-normalised) or ``clustering``
     (fc only: the run's clustering space, PCA-whitened + L2 for v1, the projections for v2)."""
-    out = Path(out)
+    data, data_root, progress, overwrite = source.data, source.data_root, output.progress, output.overwrite
+    if data is None or output.out is None:
+        raise ConfigError("embed writes the features of given images to a file: give both (--data FOLDER --out "
+                          "FILE.npy)")
+    out = Path(output.out)
     if out.suffix != ".npy":
         raise ConfigError(f"{out}: the features are written as a .npy file; name it FILE.npy")
     if space not in SPACES:
@@ -37,7 +38,7 @@ def embed_images(run_dir: str | Path, data: str, out: str | Path, layer: str = "
     names_out = out.with_suffix(".csv")
     for p in (out, names_out):
         refuse_existing(p, overwrite)
-    run = open_run(run_dir, device=device, load_data=False)
+    run = open_run(source.run_dir, source.device, Images(load=False))
     model, dev = run.model, run.device
     check_layer(model, layer)
     if space == "clustering" and layer != "fc":

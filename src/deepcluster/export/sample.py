@@ -10,9 +10,9 @@ import numpy as np
 
 from ..config import ConfigError
 from ..features import Reading
-from ..session import open_run
+from ..session import Images, open_run
 from ..space import embed
-from .table import image_names, ranks, refuse_existing, requested_groups, write_rows
+from .table import Output, Shown, Source, image_names, ranks, refuse_existing, requested_groups, write_rows
 
 
 def farthest_points(x: np.ndarray, start: int, n: int) -> list[int]:
@@ -26,11 +26,9 @@ def farthest_points(x: np.ndarray, start: int, n: int) -> list[int]:
     return picked
 
 
-def sample_representatives(run_dir: str | Path, per_cluster: int = 5, spread: int = 0,
-                           out: Optional[str | Path] = None, folders: Optional[str | Path] = None,
-                           copy: bool = False, overwrite: bool = False, device: str = "auto",
-                           data: Optional[str] = None, data_root: Optional[str] = None,
-                           progress: bool = True, clusters=None, grouping: str = "kmeans") -> dict:
+def sample_representatives(source: Source | str | Path, per_cluster: int = 5, spread: int = 0,
+                           output: Output = Output(), folders: Optional[str | Path] = None, copy: bool = False,
+                           shown: Shown = Shown()) -> dict:
     """Write ``RUN_DIR/representatives.csv`` (image, cluster, kind "central" | "spread", pick, distance,
     cluster_size): the ``per_cluster`` images nearest each centroid, and ``spread`` more per cluster by farthest
     points in the clustering space; with ``folders``, one folder per cluster of them."""
@@ -39,12 +37,14 @@ def sample_representatives(run_dir: str | Path, per_cluster: int = 5, spread: in
     if per_cluster < 1 or spread < 0:
         raise ConfigError(f"--per-cluster {per_cluster} / --spread {spread}: at least one central image per "
                           f"cluster, and no negative spread")
-    run = open_run(run_dir, data, data_root=data_root, device=device, whole_data=False, cache=False)
-    out = refuse_existing(out or run.run_dir / "representatives.csv", overwrite)
+    source, overwrite, progress = Source.of(source), output.overwrite, output.progress
+    run = open_run(source.run_dir, source.device, Images(source.data, data_root=source.data_root, whole=False,
+                                                         cache=False))
+    out = refuse_existing(output.out or run.run_dir / "representatives.csv", overwrite)
     ds = run.train_set
     if folders is not None:
         check_folders_out(folders, overwrite, ds)
-    groups = requested_groups(run, clusters, grouping)
+    groups = requested_groups(run, shown)
     c = groups.clustering
     labels, dist = c.labels[0], c.distances[0]
     rank, size = ranks(labels, dist)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -11,10 +12,42 @@ import numpy as np
 
 from ..config import ConfigError
 from ..rundir import atomic_write
-from ..session import SavedRun, open_run
+from ..session import Images, SavedRun, open_run
 from ..state import RunClustering
 
 FORMATS = ("csv", "jsonl")
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a command reads: the run in ``run_dir``, and ``data`` (for the commands on the training images: where
+    they are now, when moved; for ``assign`` and ``embed``: the images to place), ``data_root`` (the folder a
+    relative ``data`` is under), on ``device``. Any command takes a run directory's path in its place."""
+    run_dir: str | Path
+    data: Optional[str] = None
+    data_root: Optional[str] = None
+    device: str = "auto"
+
+    @classmethod
+    def of(cls, run: "Source | str | Path") -> "Source":
+        return run if isinstance(run, cls) else cls(run)
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where a command writes: ``out`` (None: its default file in the run directory), replacing what is there only
+    when ``overwrite``; with progress bars when ``progress`` (and a terminal)."""
+    out: Optional[str | Path] = None
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Shown:
+    """Which groups a command shows: the training's own clustering (``clusters`` None), or ``clusters`` groups (a
+    number, or "auto") drawn by ``grouping`` ("kmeans" or "tree", :mod:`~deepcluster.export.groups`)."""
+    clusters: object = None
+    grouping: str = "kmeans"
 
 
 def image_names(dataset) -> list:
@@ -40,17 +73,17 @@ def run_clustering(run: SavedRun) -> RunClustering:
     return c
 
 
-def requested_groups(run: SavedRun, clusters=None, grouping: str = "kmeans"):
-    """The groups a command shows: the run's own clustering (every head) when ``clusters`` is None, else those
-    of :meth:`~deepcluster.export.groups.RunGroups.groups` (a number, or "auto"), as a
+def requested_groups(run: SavedRun, shown: Shown = Shown()):
+    """The groups a command shows: the run's own clustering (every head) when ``shown.clusters`` is None, else
+    those of :meth:`~deepcluster.export.groups.RunGroups.groups` (a number, or "auto"), as a
     :class:`~deepcluster.export.groups.Groups`."""
     from .groups import Groups, RunGroups
 
     c = run_clustering(run)
-    if clusters is None:
+    if shown.clusters is None:
         k = len(c.centroids[0])
         return Groups(k, "training", f"the training's own clustering (k = {k})", c)
-    return RunGroups(run.run_dir, c, run.cfg.k, run.cfg.seed).groups(clusters, grouping)
+    return RunGroups(run.run_dir, c, run.cfg.k, run.cfg.seed).groups(shown.clusters, shown.grouping)
 
 
 def ranks(labels: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -121,24 +154,24 @@ def table_name(clusters=None, grouping: str = "kmeans", fmt: Optional[str] = Non
     return f"clusters{tag}.{fmt or 'csv'}"
 
 
-def export_clusters(run_dir: str | Path, out: Optional[str | Path] = None, fmt: Optional[str] = None,
-                    folders: Optional[str | Path] = None, copy: bool = False, overwrite: bool = False,
-                    data: Optional[str] = None, data_root: Optional[str] = None, clusters=None,
-                    grouping: str = "kmeans", levels: Sequence[int] = ()) -> dict:
+def export_clusters(source: Source | str | Path, output: Output = Output(), fmt: Optional[str] = None,
+                    folders: Optional[str | Path] = None, copy: bool = False, shown: Shown = Shown(),
+                    levels: Sequence[int] = ()) -> dict:
     """Write the table of a run's training images (default ``RUN_DIR/clusters.csv``, or :func:`table_name`'s for
     other groups) and, with ``folders``, one folder per cluster
-    (:func:`~deepcluster.export.folders.write_cluster_folders`). ``clusters``: a number of groups or "auto"
-    drawn by k-means or the tree (``grouping``) (:mod:`~deepcluster.export.groups`), instead of the training's clusters;
-    ``levels``: each image's group in the tree cut at each of these numbers too (columns ``level_K``). Checks
-    everything before writing anything. Returns a summary: ``shown`` says which groups the table holds and how
-    they were drawn, ``choice`` is the curve of ``auto``."""
+    (:func:`~deepcluster.export.folders.write_cluster_folders`), on the CPU. ``shown``: the groups, the
+    training's clusters or others drawn from them; ``levels``: each image's group in the tree cut at each of
+    these numbers too (columns ``level_K``). Checks everything before writing anything. Returns a summary:
+    ``shown`` says which groups the table holds and how they were drawn, ``choice`` is the curve of ``auto``."""
     from ..clustering.hierarchy import leaf_count
     from .folders import check_folders_out, write_cluster_folders
     from .groups import RunGroups
 
-    run = open_run(run_dir, data, data_root=data_root, device="cpu", whole_data=False, cache=False)
+    source = Source.of(source)
+    run = open_run(source.run_dir, "cpu", Images(source.data, data_root=source.data_root, whole=False, cache=False))
     c = run_clustering(run)
-    out = refuse_existing(out or run.run_dir / table_name(clusters, grouping, fmt), overwrite)
+    overwrite = output.overwrite
+    out = refuse_existing(output.out or run.run_dir / table_name(shown.clusters, shown.grouping, fmt), overwrite)
     ds = run.train_set
     if folders is not None:
         check_folders_out(folders, overwrite, ds)
@@ -148,7 +181,7 @@ def export_clusters(run_dir: str | Path, out: Optional[str | Path] = None, fmt: 
         if not 2 <= levels[0] <= levels[-1] <= most:
             raise ConfigError(f"--levels {','.join(map(str, levels))}: the tree of {run.run_dir} cuts into 2 to "
                               f"{most} groups")
-    groups = requested_groups(run, clusters, grouping)
+    groups = requested_groups(run, shown)
     rows = cluster_rows(image_names(ds), groups.clustering, ds.targets, ds.classes)
     if levels:
         tree = RunGroups(run.run_dir, c, run.cfg.k, run.cfg.seed).tree()

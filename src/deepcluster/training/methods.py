@@ -128,7 +128,7 @@ class DeepClusterV1(Method):
         head_opt = SGD(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sample = uniform_over_clusters(labels, epoch_samples(cfg.reassign, len(dataset)),
                                        np.random.default_rng([cfg.seed, epoch]))
-        loss, _ = train_on_labels(model, optimizer, head_opt, dataset, sample, targets, cfg, epoch, device)
+        loss, _ = train_on_labels(model, [optimizer, head_opt], dataset, sample, targets, cfg, epoch)
         row = self._timed_row(epoch, loss, labels, n_clusters, health, [t0, t1, t2, time.perf_counter()])
         if extra:  # the loss is the mean over the heads: its chance level is the mean of their ln k
             row["heads"] = [n_clusters] + [e[1] for e in extra]
@@ -172,8 +172,7 @@ class DeepClusterV2(Method):
         rng, n, m = np.random.default_rng([cfg.seed, epoch]), len(dataset), epoch_samples(cfg.reassign, len(dataset))
         order = np.concatenate([rng.permutation(n) for _ in range(-(-m // n))])[:m]  # every image once per pass
         refresh = cfg.bank == "train"
-        loss, kept = train_on_labels(model, optimizer, None, dataset, order, labels, cfg, epoch, device,
-                                     keep_projections=refresh)
+        loss, kept = train_on_labels(model, [optimizer], dataset, order, labels, cfg, epoch, keep_projections=refresh)
         if refresh:  # this epoch's projections become the next epoch's bank, row by dataset index
             idx, z = kept
             dist.gather_rows(z, idx, n, out=self.bank.numpy() if self.bank is not None else None)
@@ -196,7 +195,7 @@ class Supervised(Method):
         t0 = time.perf_counter()
         sample = uniform_over_clusters(dataset.targets, epoch_samples(cfg.reassign, len(dataset)),
                                        np.random.default_rng([cfg.seed, epoch]))
-        loss, _ = train_on_labels(model, optimizer, None, dataset, sample, dataset.targets, cfg, epoch, self.device)
+        loss, _ = train_on_labels(model, [optimizer], dataset, sample, dataset.targets, cfg, epoch)
         return Epoch(None, {"epoch": epoch, "loss": loss, "time_training": time.perf_counter() - t0})
 
 

@@ -14,16 +14,17 @@ from ..device import amp_dtype, autocast
 from ..models import DeepClusterNet
 from ..views import train_view
 from .schedule import epoch_seed
-from .sgd import SGD
 
 
-def train_on_labels(model: DeepClusterNet, optimizer, head_optimizer: Optional[SGD], dataset,
-                    indices: np.ndarray, targets: np.ndarray, cfg: Config, epoch: int, device: torch.device,
-                    keep_projections: bool = False) -> tuple[float, Optional[tuple[np.ndarray, np.ndarray]]]:
+def train_on_labels(model: DeepClusterNet, optimizers: list, dataset, indices: np.ndarray, targets: np.ndarray,
+                    cfg: Config, epoch: int, keep_projections: bool = False
+                    ) -> tuple[float, Optional[tuple[np.ndarray, np.ndarray]]]:
     """One pass over ``indices`` (dataset indices; under torchrun this process's slice of them) with the
-    augmented view and cross-entropy against ``targets[index]``. Returns the mean loss over all processes and,
+    augmented view and cross-entropy against ``targets[index]``, on the model's device, each of ``optimizers``
+    (the body's; v1's fresh head has its own) stepped every batch. Returns the mean loss over all processes and,
     with ``keep_projections`` (a prototype head: v2), this process's ``(indices, unit-norm projections)`` of the
     pass, else None."""
+    device = next(model.parameters()).device
     # Each process draws its own crops and dropout masks; rank 0's are those of a single-process run.
     rank_seed = epoch_seed(cfg.seed, epoch) + 7919 * dist.rank()
     gen = torch.Generator().manual_seed(rank_seed)
@@ -54,13 +55,11 @@ def train_on_labels(model: DeepClusterNet, optimizer, head_optimizer: Optional[S
         if not torch.isfinite(loss):
             raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}, batch {step}: lower the "
                                 f"learning rate (--lr, now {cfg.lr}); the last checkpoint is kept as it was")
-        optimizer.zero_grad(set_to_none=True)
-        if head_optimizer is not None:
-            head_optimizer.zero_grad(set_to_none=True)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        if head_optimizer is not None:
-            scaler.step(head_optimizer)
+        for opt in optimizers:
+            scaler.step(opt)
         scaler.update()
         total += loss.item() * len(idx)
         count += len(idx)

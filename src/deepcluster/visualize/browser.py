@@ -7,7 +7,7 @@ import base64
 import html
 import io
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 from PIL import Image
@@ -17,6 +17,14 @@ from ..rundir import atomic_write_text
 from .grids import to_rgb
 
 PER_PAGE, PER_CLUSTER, CELL = 40, 8, 72
+
+
+class Pages(NamedTuple):
+    """The browser's pages: ``per_page`` clusters a page, ``per_cluster`` images of each, thumbnails of ``cell``
+    px."""
+    per_page: int = PER_PAGE
+    per_cluster: int = PER_CLUSTER
+    cell: int = CELL
 STYLE = """
 .cluster { border-top: 1px solid #ddd; padding: 0.4em 0; } .cluster h3 { margin: 0.2em 0; font-size: 1em; }
 figure { display: inline-block; margin: 0 6px 6px 0; width: %dpx; vertical-align: top; }
@@ -50,10 +58,11 @@ def _pages_nav(p: int, pages: int) -> str:
 
 
 def write_cluster_browser(report_dir: str | Path, dataset, labels: np.ndarray, distances: np.ndarray,
-                          title: str, style: str = "", per_page: int = PER_PAGE, per_cluster: int = PER_CLUSTER,
-                          cell: int = CELL, targets: Optional[np.ndarray] = None) -> list[Path]:
+                          title: str, style: str = "", targets: Optional[np.ndarray] = None,
+                          layout: Pages = Pages()) -> list[Path]:
     """Write ``report_dir/clusters/page-NNNN.html`` (and remove pages left from an earlier, larger run). Returns
     the pages written, the first one first."""
+    per_page, per_cluster, cell = layout
     out = Path(report_dir) / "clusters"
     out.mkdir(parents=True, exist_ok=True)
     names = image_names(dataset)

@@ -2,6 +2,7 @@
 a filter (the paper's Fig. 3 and 4), and the dataset images that excite it most (its Fig. 5)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -12,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from ..config import ConfigError
 from ..data import make_loader
-from ..features import extract_features
+from ..features import Reading, extract_features
 from ..views import centre_input
 from .grids import to_rgb
 
@@ -57,28 +58,41 @@ def stretch(x: torch.Tensor, low: float = 1.0, high: float = 99.0) -> torch.Tens
     return ((x - lo) / (hi - lo).clamp_min(1e-8)).clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
-def gradient_ascent(model, layer: int, filters: Sequence[int], image_size: int, channels: int, mean, std,
-                    steps: int = 200, lr: float = 0.05, weight_decay: float = 1e-4, blur_every: int = 4,
-                    blur_sigma: float = 0.5, jitter: int = 1, seed: int = 0, device="cpu") -> torch.Tensor:
+@dataclass(frozen=True)
+class Ascent:
+    """The gradient ascent's settings: ``steps`` Adam steps at ``lr`` with L2 decay ``weight_decay``, a Gaussian
+    blur of ``blur_sigma`` every ``blur_every`` steps, random jitter of up to ``jitter`` px, seeded ``seed``."""
+    steps: int = 200
+    lr: float = 0.05
+    weight_decay: float = 1e-4
+    blur_every: int = 4
+    blur_sigma: float = 0.5
+    jitter: int = 1
+    seed: int = 0
+
+
+def gradient_ascent(model, layer: int, filters: Sequence[int], image_size: int, images, how: Ascent = Ascent(),
+                    device="cpu") -> torch.Tensor:
     """Images that maximise the mean (pre-ReLU) activation of each of ``filters`` of conv ``layer``, found by
-    gradient ascent from small noise with regularisers in the style of Yosinski et al. (2015):
-    L2 decay, a Gaussian blur every ``blur_every`` steps, random jitter of up to ``jitter`` px, and pixels kept
-    in the valid range. One batch holds every filter's image, so the cost is ``steps`` passes in all. Adam steps
-    make one learning rate fit every layer. Returns ``uint8 (F, C, S, S)``, contrast-stretched."""
+    gradient ascent from small noise with regularisers in the style of Yosinski et al. (2015) (``how``): L2 decay,
+    a Gaussian blur every few steps, random jitter, and pixels kept in the valid range. ``images``: what the
+    network reads (its ``channels``, ``mean`` and ``std``: a dataset, or :class:`~deepcluster.data.adapt.Format`).
+    One batch holds every filter's image, so the cost is ``how.steps`` passes in all. Adam steps make one learning
+    rate fit every layer. Returns ``uint8 (F, C, S, S)``, contrast-stretched."""
     import torchvision.transforms.functional as TF  # here: importing torchvision costs every report 1.5 s
 
     check_conv_layer(model, layer)
     device = torch.device(device)
     model.eval()
-    gen = torch.Generator().manual_seed(seed)
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1).to(device)
-    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1).to(device)
-    x = (0.5 + 0.02 * torch.randn(len(filters), channels, image_size, image_size, generator=gen)).to(device)
+    gen, jitter = torch.Generator().manual_seed(how.seed), how.jitter
+    m = torch.tensor(images.mean, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+    s = torch.tensor(images.std, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+    x = (0.5 + 0.02 * torch.randn(len(filters), images.channels, image_size, image_size, generator=gen)).to(device)
     x = ((x - m) / s).requires_grad_()
     lo, hi = (0 - m) / s, (1 - m) / s
-    opt = torch.optim.Adam([x], lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam([x], lr=how.lr, weight_decay=how.weight_decay)
     rows, cols = torch.arange(len(filters), device=device), torch.as_tensor(list(filters), device=device)
-    for step in range(steps):
+    for step in range(how.steps):
         dy, dx = torch.randint(-jitter, jitter + 1, (2,), generator=gen).tolist()
         a = model.conv_outputs(torch.roll(x, (dy, dx), (2, 3)), upto=layer, pre_relu=True)[-1]
         loss = -a[rows, cols].mean((1, 2)).sum()
@@ -86,23 +100,24 @@ def gradient_ascent(model, layer: int, filters: Sequence[int], image_size: int, 
         loss.backward()
         opt.step()
         with torch.no_grad():
-            if blur_every and step % blur_every == 0:
-                x.copy_(TF.gaussian_blur(x, [3, 3], [blur_sigma, blur_sigma]))
+            if how.blur_every and step % how.blur_every == 0:
+                x.copy_(TF.gaussian_blur(x, [3, 3], [how.blur_sigma, how.blur_sigma]))
             x.copy_(torch.maximum(torch.minimum(x, hi), lo))
     return stretch((x.detach() * s + m).cpu())
 
 
 def top_images(model, dataset, layer: int, filters: Sequence[int], image_size: int, n: int = 9,
-               batch_size: int = 256, workers: int | None = 0, device="cpu") -> tuple[np.ndarray, np.ndarray]:
+               reading: Reading = Reading(), device="cpu") -> tuple[np.ndarray, np.ndarray]:
     """For each filter of conv ``layer``, the ``n`` dataset images (centre view) with the highest mean
-    activation. Returns ``(indices (F, n), activations (F, n))``, best first."""
+    activation, read in float32 with ``reading``'s batch size and workers. Returns ``(indices (F, n), activations
+    (F, n))``, best first."""
     check_conv_layer(model, layer)
     model.eval()
     idx = torch.as_tensor(list(filters))
     forward = lambda x: model.conv_outputs(x, upto=layer)[-1][:, idx.to(x.device)].mean((2, 3))
     prep = centre_input(image_size, dataset.mean, dataset.std)
-    acts = extract_features(forward, make_loader(dataset, range(len(dataset)), batch_size, workers), len(dataset),
-                            prep, torch.device(device), f"conv{layer} activations")
+    loader = make_loader(dataset, range(len(dataset)), reading.batch_size, reading.workers)
+    acts = extract_features(forward, loader, len(dataset), prep, torch.device(device), f"conv{layer} activations")
     best = np.argsort(-acts, axis=0, kind="stable")[:n].T
     return best, np.take_along_axis(acts.T, best, 1)
 

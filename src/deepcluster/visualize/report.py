@@ -12,6 +12,7 @@ import base64
 import datetime
 import html
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -23,7 +24,7 @@ from ..diagnose import learning_problems
 from ..evaluate.clustering import kmeans_protocol
 from ..evaluate.metrics import epoch_nmi_matrix
 from ..rundir import FEATURES, RunDir, atomic_write, atomic_write_text
-from ..session import open_run
+from ..session import Images, open_run
 from .browser import write_cluster_browser
 from .curves import plot_curves
 from .filters import first_layer_kernels, stretch, tile_grid
@@ -144,36 +145,83 @@ def evaluation_tables(run: RunDir) -> str:
                              '<code>deepcluster eval all --run RUN_DIR</code>.</p>'
 
 
-def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model=None, dataset=None,
-                 assignment: Optional[np.ndarray] = None, final: bool = True, device="cpu",
-                 map_images: int = 1000, clustering=None, features: Optional[np.ndarray] = None,
-                 shown=None) -> Path:
+@dataclass(frozen=True)
+class Drawn:
+    """What a report is drawn from besides the run's files: the network (``model``, on ``device``) and its images
+    (``dataset``), the clusters (``assignment``, or the run's final ``clustering``,
+    :class:`~deepcluster.state.RunClustering`, whose clusters are then the ones shown), other groups than the
+    training's to show (``shown``, :class:`~deepcluster.export.groups.Groups`, from ``report --clusters``), the
+    network's fc features of every image when the caller has them (``features``: the map then reads no image), at
+    most ``map_images`` images on the map; ``final`` False: a run in progress."""
+    model: object = None
+    dataset: object = None
+    assignment: Optional[np.ndarray] = None
+    final: bool = True
+    device: object = "cpu"
+    map_images: int = 1000
+    clustering: object = None
+    features: Optional[np.ndarray] = None
+    shown: object = None
+
+
+@dataclass
+class _Page:
+    """A report being drawn: its inputs, what follows from them, and its sections' HTML (``sec``)."""
+    run: RunDir
+    cfg: Config
+    history: list
+    given: Drawn
+    clustering: object  # the clusters shown (the training's, or ``given.shown``'s)
+    assignment: Optional[np.ndarray]
+    targets: Optional[np.ndarray]
+    classes: tuple
+    evaluation: Optional[dict]
+    sec: dict
+
+
+def write_report(run_dir: str | Path, cfg: Config, history: list[dict], given: Drawn = Drawn()) -> Path:
     """Write ``RUN_DIR/report/index.html`` and its curves as ``RUN_DIR/curves.png`` (atomically) from what is
-    given; sections whose inputs are missing (no epoch yet, no labels, no dataset) say so instead.
-    ``final=False`` marks a run in progress: the page then reloads itself every 60 s, and its map is drawn from
-    at most a tenth of the images (so that a report costs little next to an epoch on small data). With the run's
-    final ``clustering`` (:class:`~deepcluster.state.RunClustering`) its clusters are the ones shown, and the
-    cluster browser (:mod:`.browser`) is written beside the page. ``features``: the network's fc features of
-    every image of ``dataset``, when the caller has them (the map then reads no image). ``shown``: other groups
-    than the training's to show (:class:`~deepcluster.export.groups.Groups`, from ``report --clusters``).
-    Returns the page's path."""
-    run = RunDir(run_dir)
-    device = torch.device(device)
-    trained_clustering = clustering
-    if shown is not None:
-        clustering = shown.clustering
-    if clustering is not None:
-        assignment = clustering.labels[0]
-    targets = getattr(dataset, "targets", None) if dataset is not None else None
+    ``given``; sections whose inputs are missing (no epoch yet, no labels, no dataset) say so instead. A run in
+    progress (``given.final`` False): the page reloads itself every 60 s, and its map is drawn from at most a tenth
+    of the images (so that a report costs little next to an epoch on small data). With the run's final
+    clustering, the cluster browser (:mod:`.browser`) is written beside the page. Returns the page's path."""
+    run, dataset, final = RunDir(run_dir), given.dataset, given.final
+    clustering = given.shown.clustering if given.shown is not None else given.clustering
+    assignment = clustering.labels[0] if clustering is not None else given.assignment
     if assignment is not None and dataset is not None and len(assignment) != len(dataset):
         raise ConfigError(f"the run's assignment has {len(assignment)} images but the data has {len(dataset)}: "
                           f"give the data the run was trained on (--data)")
-    classes = getattr(dataset, "classes", ()) or ()
-    done = history[-1]["epoch"] if history else 0
-    sec: dict[str, str] = {}
+    evaluation = json.loads((run / "eval.json").read_text()) if final and (run / "eval.json").is_file() else None
+    page = _Page(run, cfg, history, given, clustering, assignment,
+                 getattr(dataset, "targets", None) if dataset is not None else None,
+                 getattr(dataset, "classes", ()) or (), evaluation, {})
+    curves = png_bytes(plot_curves(history), dpi=110)
+    for draw in (_status, _settings_and_epochs, _clusters, _map, _filters):
+        draw(page)
+    page.sec["curves"] = _img(curves, "curves over epochs")
+    page.sec["groups"] = groups_section(run, cfg, given.clustering, dataset) if final else \
+        '<p class="note">Drawn once training has ended.</p>'
+    page.sec["evaluation"] = evaluation_tables(run)
+    nav = " ".join(f'<a href="#{s}">{title}</a>' for s, title in SECTIONS.items())
+    body = "".join(f'<section id="{s}"><h2>{title}</h2>{page.sec[s]}</section>' for s, title in SECTIONS.items())
+    refresh = "" if final else '<meta http-equiv="refresh" content="60">'
+    html_page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{refresh}'
+                 f'<title>DeepCluster run {html.escape(run.path.name)}</title><style>{STYLE}</style></head><body>'
+                 f'<h1>DeepCluster run {html.escape(run.path.name)}</h1><nav>{nav}</nav>{body}</body></html>\n')
+    out = run / "report" / "index.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if history:  # the run's curves.png is the same picture
+        atomic_write(run / "curves.png", lambda tmp: Path(tmp).write_bytes(curves))
+    atomic_write_text(out, html_page)
+    return out
 
-    state = ("finished" if final else f"in progress: epoch {done} of {cfg.epochs} done; this page reloads "
-             f"every minute")
+
+def _status(page: _Page) -> None:
+    """Where the run stands, its last epoch, and what went wrong."""
+    cfg, history, dataset = page.cfg, page.history, page.given.dataset
+    done = history[-1]["epoch"] if history else 0
+    state = ("finished" if page.given.final else f"in progress: epoch {done} of {cfg.epochs} done; this page "
+             f"reloads every minute")
     what = ("supervised baseline (true labels)" if cfg.supervised else
             f"DeepCluster {cfg.method}, " + ("PIC" if cfg.clustering == "pic" else f"k-means with k = {cfg.k}"))
     data = html.escape(str(getattr(dataset, "name", cfg.data)))
@@ -187,26 +235,26 @@ def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model
                                last.get("clusters"), last.get("imbalance")]]))
     else:
         status.append('<p class="note">No epoch has finished yet: the pictures appear after the first one.</p>')
-    evaluation = json.loads((run / "eval.json").read_text()) if final and (run / "eval.json").is_file() else None
-    problems = learning_problems(history, evaluation)
+    problems = learning_problems(history, page.evaluation)
     if problems:
         status.append('<div class="warn"><b>This run did not learn well:</b><ul>'
                       + "".join(f"<li>{html.escape(p)}</li>" for p in problems) + "</ul></div>")
-    sec["status"] = "".join(status)
-    items = list(cfg.to_dict().items())
+    page.sec["status"] = "".join(status)
+
+
+def _settings_and_epochs(page: _Page) -> None:
+    """The settings, each epoch's row, and how stable the pseudo-labels were between epochs."""
+    history, sec = page.history, page.sec
+    items = list(page.cfg.to_dict().items())
     per_col = -(-len(items) // 3)  # three setting/value column pairs keep the table short
     sec["config"] = _table(["setting", "value"] * 3,
                            [sum((list(items[c * per_col + r]) if c * per_col + r < len(items) else ["", ""]
                                  for c in range(3)), []) for r in range(per_col)])
-
-    curves = png_bytes(plot_curves(history), dpi=110)
-    sec["curves"] = _img(curves, "curves over epochs")
     keys = [k for k in dict.fromkeys(k for r in history for k in r) if k != "epoch"
             and any(r.get(k) is not None for r in history)]
     sec["epochs"] = _table(["epoch"] + keys, [[r["epoch"]] + [r.get(k) for k in keys] for r in history]) \
         if history else '<p class="note">No epoch yet.</p>'
-
-    logged = run.epoch_clusters(done)
+    logged = page.run.epoch_clusters(history[-1]["epoch"] if history else 0)
     if len(logged) >= 2:
         epochs, m = epoch_nmi_matrix(logged)
         sec["stability"] = (f'<p class="note">Each epoch\'s pseudo-labels are kept in <code>clusters/</code> '
@@ -216,77 +264,78 @@ def write_report(run_dir: str | Path, cfg: Config, history: list[dict], *, model
         sec["stability"] = ('<p class="note">Needs the pseudo-labels of two epochs (<code>clusters/</code>; '
                             'supervised runs and runs trained before the cluster log have none).</p>')
 
-    no_assign = ('<p class="note">A supervised run learns no clusters: its features are judged by the closing '
-                 'evaluation.</p>' if cfg.supervised else
-                 '<p class="note">No clustering yet: it appears after the first epoch.</p>')
+
+def _clusters(page: _Page) -> None:
+    """The clusters: their sizes, sample images, the browser of all of them, and how they cross the labels."""
+    cfg, sec, assignment, dataset, targets = page.cfg, page.sec, page.assignment, page.given.dataset, page.targets
     if assignment is None:
+        no_assign = ('<p class="note">A supervised run learns no clusters: its features are judged by the closing '
+                     'evaluation.</p>' if cfg.supervised else
+                     '<p class="note">No clustering yet: it appears after the first epoch.</p>')
         for s in ("sizes", "clusters", "browser", "confusion"):
             sec[s] = no_assign
+        return
+    sec["sizes"] = _img(png_bytes(cluster_sizes_figure(assignment)), "cluster sizes")
+    if dataset is None:
+        sec["clusters"] = '<p class="note">The data could not be loaded, so no images are shown.</p>'
     else:
-        sec["sizes"] = _img(png_bytes(cluster_sizes_figure(assignment)), "cluster sizes")
-        if dataset is None:
-            sec["clusters"] = '<p class="note">The data could not be loaded, so no images are shown.</p>'
-        else:
-            grids = []
-            for name, ids in pick_clusters(assignment, targets, seed=cfg.seed):
-                grids.append(f"<h3>{html.escape(name)}</h3>")
-                grids.append(_img(png_bytes(image_rows(*cluster_rows(dataset, assignment, ids, 12, cfg.seed))),
-                                  f"{name} clusters"))
-            sec["clusters"] = "".join(grids)
-        if clustering is not None and dataset is not None:
-            pages = write_cluster_browser(run / "report", dataset, assignment, clustering.distances[0],
-                                          f"DeepCluster run {run.path.name}", STYLE, targets=targets)
-            first = pages[0].relative_to(run / "report").as_posix()
-            which = "" if shown is None else f" ({html.escape(shown.description)})"
-            sec["browser"] = (f'<p>All {len(np.unique(assignment))} clusters of the trained network{which}, largest '
-                              f'first, each with its most central images and their file names: '
-                              f'<a href="{first}">the cluster browser</a> ({len(pages)} page'
-                              f'{"s" if len(pages) > 1 else ""}).</p>')
-            sec["browser"] += duplicate_sample(run / "duplicates.csv", dataset)
-        else:
-            sec["browser"] = '<p class="note">The cluster browser is written once training has ended.</p>'
-        sec["confusion"] = _img(png_bytes(confusion_figure(assignment, targets, classes)), "clusters by label") \
-            if targets is not None else '<p class="note">The data has no labels (one subfolder per class gives ' \
-                                        'them), so clusters cannot be compared with classes.</p>'
+        grids = []
+        for name, ids in pick_clusters(assignment, targets, seed=cfg.seed):
+            grids.append(f"<h3>{html.escape(name)}</h3>")
+            grids.append(_img(png_bytes(image_rows(*cluster_rows(dataset, assignment, ids, 12, cfg.seed))),
+                              f"{name} clusters"))
+        sec["clusters"] = "".join(grids)
+    sec["browser"] = _browser(page) if page.clustering is not None and dataset is not None else \
+        '<p class="note">The cluster browser is written once training has ended.</p>'
+    sec["confusion"] = _img(png_bytes(confusion_figure(assignment, targets, page.classes)), "clusters by label") \
+        if targets is not None else '<p class="note">The data has no labels (one subfolder per class gives ' \
+                                    'them), so clusters cannot be compared with classes.</p>'
 
-    sec["groups"] = groups_section(run, cfg, trained_clustering, dataset) if final else \
-        '<p class="note">Drawn once training has ended.</p>'
 
-    if not final and dataset is not None:
+def _browser(page: _Page) -> str:
+    """Write the cluster browser beside the page; the paragraph that links it."""
+    run, dataset, shown = page.run, page.given.dataset, page.given.shown
+    pages = write_cluster_browser(run / "report", dataset, page.assignment, page.clustering.distances[0],
+                                  f"DeepCluster run {run.path.name}", STYLE, targets=page.targets)
+    first = pages[0].relative_to(run / "report").as_posix()
+    which = "" if shown is None else f" ({html.escape(shown.description)})"
+    return (f'<p>All {len(np.unique(page.assignment))} clusters of the trained network{which}, largest '
+            f'first, each with its most central images and their file names: '
+            f'<a href="{first}">the cluster browser</a> ({len(pages)} page'
+            f'{"s" if len(pages) > 1 else ""}).</p>') + duplicate_sample(run / "duplicates.csv", dataset)
+
+
+def _map(page: _Page) -> None:
+    """A t-SNE map of a sample of the images' features, coloured by cluster, marked by label."""
+    given, dataset, assignment, targets = page.given, page.given.dataset, page.assignment, page.targets
+    map_images = given.map_images
+    if not given.final and dataset is not None:
         map_images = min(map_images, max(5, len(dataset) // 10))
-    if model is not None and dataset is not None and min(map_images, len(dataset)) >= 5:
-        idx, feats = feature_sample(model, dataset, cfg, device, map_images, features)
-        xy = tsne_map(feats)
-        sec["map"] = (f'<p class="note">t-SNE of the L2-normalised fc features of {len(idx)} images drawn at '
-                      f'random, by the current network.</p>'
-                      + _img(png_bytes(embedding_figure(xy, assignment[idx] if assignment is not None else
-                                                        np.zeros(len(idx), int),
-                                                        None if targets is None else targets[idx], classes)),
-                             "t-SNE map of the features"))
-    else:
-        sec["map"] = '<p class="note">Needs the network and at least 5 images (--map-images).</p>'
-    if model is not None:
-        k = first_layer_kernels(model)
-        sobel = " (grey + Sobel composed with conv1, as seen from the pixels)" if model.sobel is not None else ""
-        sec["filters"] = (f'<p class="note">{len(k)} conv1 kernels{sobel}, each contrast-stretched. '
-                          f'<code>deepcluster visualize filters</code> draws deeper layers.</p>'
-                          + _img(png_bytes(tile_grid(stretch(k), cols=16, cell=40)), "first-layer filters"))
-    else:
-        sec["filters"] = '<p class="note">No network yet.</p>'
-    sec["evaluation"] = evaluation_tables(run)
+    if given.model is None or dataset is None or min(map_images, len(dataset)) < 5:
+        page.sec["map"] = '<p class="note">Needs the network and at least 5 images (--map-images).</p>'
+        return
+    idx, feats = feature_sample(given.model, dataset, page.cfg, torch.device(given.device), map_images,
+                                given.features)
+    xy = tsne_map(feats)
+    page.sec["map"] = (f'<p class="note">t-SNE of the L2-normalised fc features of {len(idx)} images drawn at '
+                       f'random, by the current network.</p>'
+                       + _img(png_bytes(embedding_figure(xy, assignment[idx] if assignment is not None else
+                                                         np.zeros(len(idx), int),
+                                                         None if targets is None else targets[idx],
+                                                         page.classes)), "t-SNE map of the features"))
 
-    nav = " ".join(f'<a href="#{s}">{title}</a>' for s, title in SECTIONS.items())
-    body = "".join(f'<section id="{s}"><h2>{title}</h2>{sec[s]}</section>' for s, title in SECTIONS.items())
-    refresh = "" if final else '<meta http-equiv="refresh" content="60">'
-    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{refresh}'
-            f'<title>DeepCluster run {html.escape(run.path.name)}</title><style>{STYLE}</style></head><body>'
-            f'<h1>DeepCluster run {html.escape(run.path.name)}</h1><nav>{nav}</nav>{body}</body></html>\n')
-    out = run / "report" / "index.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if history:  # the run's curves.png is the same picture
-        atomic_write(run / "curves.png", lambda tmp: Path(tmp).write_bytes(curves))
-    atomic_write_text(out, page)
-    return out
+
+def _filters(page: _Page) -> None:
+    """The first layer's kernels."""
+    model = page.given.model
+    if model is None:
+        page.sec["filters"] = '<p class="note">No network yet.</p>'
+        return
+    k = first_layer_kernels(model)
+    sobel = " (grey + Sobel composed with conv1, as seen from the pixels)" if model.sobel is not None else ""
+    page.sec["filters"] = (f'<p class="note">{len(k)} conv1 kernels{sobel}, each contrast-stretched. '
+                           f'<code>deepcluster visualize filters</code> draws deeper layers.</p>'
+                           + _img(png_bytes(tile_grid(stretch(k), cols=16, cell=40)), "first-layer filters"))
 
 
 def groups_section(run: RunDir, cfg: Config, clustering, dataset) -> str:
@@ -315,7 +364,7 @@ def build_report(run_dir: str | Path, data: Optional[str] = None, data_root: Opt
     if not (Path(run_dir) / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml): give a folder written by "
                           f"'deepcluster train'")
-    run = open_run(run_dir, data, data_root=data_root, device=device, whole_data=False, cache=False,
+    run = open_run(run_dir, device, Images(data, data_root=data_root, whole=False, cache=False),
                    need_checkpoint=False)  # a few images are shown: not decoded into memory
     history = RunDir(run.run_dir).read_metrics()
     if run.state is not None:
@@ -325,8 +374,8 @@ def build_report(run_dir: str | Path, data: Optional[str] = None, data_root: Opt
     clustering = run.state.clustering if run.state is not None else None
     shown = None
     if clusters is not None:
-        from ..export.table import requested_groups
+        from ..export.table import Shown, requested_groups
 
-        shown = requested_groups(run, clusters, grouping)
-    return write_report(run.run_dir, run.cfg, history, model=run.model, dataset=run.train_set, assignment=assignment,
-                        final=final, device=run.device, map_images=map_images, clustering=clustering, shown=shown)
+        shown = requested_groups(run, Shown(clusters, grouping))
+    return write_report(run.run_dir, run.cfg, history, Drawn(run.model, run.train_set, assignment, final, run.device,
+                                                             map_images, clustering, shown=shown))
