@@ -48,14 +48,16 @@ import torch.nn.functional as F
 
 from deepcluster import Config
 from deepcluster.clustering import build_clustering
-from deepcluster.data import load_datasets, make_loader, open_training_images
-from deepcluster.device import extraction_dtype, keep_freed_memory, precision_name
+from deepcluster.data import make_loader
+from deepcluster.device import Precisions, amp_dtype, extraction_dtype, keep_freed_memory, precision_name
 from deepcluster.features import Reading
-from deepcluster.network import make_model
 from deepcluster.recipe import profile, resolve
 from deepcluster.sampler import pseudo_labels, uniform_over_clusters
+from deepcluster.session import datasets, fresh_network, training_images
 from deepcluster.space import Fitting, clustering_input
-from deepcluster.training import DeepClusterV1, epoch_samples, train_on_labels
+from deepcluster.train import method_for
+from deepcluster.training import epoch_samples, train_on_labels
+from deepcluster.training.step import TrainPass
 from deepcluster.views import train_view
 
 
@@ -150,9 +152,9 @@ def photo_folder(root: Path, n: int, classes: int = 8) -> Path:
 
 def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, str, str, str]]:
     device = torch.device(cfg.device)
-    data, _ = load_datasets(cfg)
+    data, _ = datasets(cfg)
     n, n_classes = len(data), int(data.targets.max()) + 1
-    model = make_model(cfg, data.channels, device)
+    model = fresh_network(cfg, data.channels, device)
     f_extract, f_train = flops_per_image(model, data.channels, n_classes)
     opt = torch.optim.SGD(model.body_parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     print(f"[{name}] {n} images of {data.name}, arch {cfg.arch} at {model.image_size} px, k = {cfg.k}, "
@@ -162,7 +164,7 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
 
     # 1 and 2: DeepCluster and supervised epochs, alternating, after one of each left out (printed): the process's
     # first training steps create oneDNN's kernels and fault their memory in, a cost of the process, not of an epoch
-    dc, sup, parts, v1 = [], [], [], DeepClusterV1(cfg, device)
+    dc, sup, parts, v1 = [], [], [], method_for(cfg, device, Precisions.of(cfg, device, n))
 
     def supervised(r: int) -> None:
         head = model.reset_head(n_classes)
@@ -170,7 +172,8 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
         # as many training samples as the DeepCluster epoch draws (--reassign passes over the images)
         m, rng = epoch_samples(cfg.reassign, n), np.random.default_rng(r)
         order = np.concatenate([rng.permutation(n) for _ in range(-(-m // n))])[:m]
-        train_on_labels(model, [opt, head_opt], data, order, data.targets, cfg, r + 1)
+        how = TrainPass(cfg.seed, cfg.batch_size, cfg.workers, amp_dtype(cfg.precision, device), cfg.crop_scale, cfg.lr)
+        train_on_labels(model, [opt, head_opt], data, order, data.targets, how, r + 1)
 
     for r in range(-1, rounds):
         # epochs from 2 on, which extract in the epochs' precision (epoch 1 never in int8: Method.extraction)
@@ -242,7 +245,7 @@ def bench(name: str, cfg: Config, rounds: int, peak: float) -> list[tuple[str, s
     t_pipe = timed(pipeline)[0]
     t_model = timed(model_alone)[0]
     pipe_rate, model_rate = n / t_pipe, steps * len(xb) / t_model
-    files = load_datasets(cfg, cache=False)[0] if cfg.data != "fashion-mnist" else None
+    files = datasets(cfg, cache=False)[0] if cfg.data != "fashion-mnist" else None
     if files is not None:  # what every pass would pay without the in-memory copy
         t_files = timed(lambda: [b for b in make_loader(files, sample, cfg.batch_size, cfg.workers)])[0]
 
@@ -382,7 +385,7 @@ def main() -> None:
             cfg = Config.from_yaml("configs/fashion-mnist.yaml")
             cfg.subset, cfg.device, cfg.report = args.images, device, False
             cfg.extract_precision = args.extract_precision
-            cfg = resolve(cfg, profile(open_training_images(cfg)))  # the auto recipe, as make demo runs it
+            cfg = resolve(cfg, profile(training_images(cfg)))  # the auto recipe, as make demo runs it
             results["demo"] = bench("demo", cfg.validate(), args.rounds, peak)
         if args.only in (None, "alexnet"):
             folder = photo_folder(Path(tmp) / "photos", args.folder_images)

@@ -24,11 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from folders import FOLDERS, build  # noqa: E402
 
 from deepcluster import Config, recipe  # noqa: E402
-from deepcluster.data import load_datasets, open_training_images  # noqa: E402
 from deepcluster.evaluate.clustering import kmeans_quality  # noqa: E402
 from deepcluster.features import Reading, centre_view_features  # noqa: E402
-from deepcluster.network import make_model  # noqa: E402
 from deepcluster.preprocess import PCAWhitening, l2_normalize  # noqa: E402
+from deepcluster.session import (  # noqa: E402
+    datasets,
+    fresh_network,  # noqa: E402
+    training_images,
+)
 
 RATIOS = (4, 10, 25, 50, 100)
 
@@ -37,10 +40,10 @@ def random_features(folder: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The fc features ``(N, D)`` of the recipe's network for ``folder`` at its seeded random initialisation, and the
     labels."""
     cfg = Config(data=str(folder), seed=seed, device="cpu", extract_precision="fp32", report=False)
-    train = open_training_images(cfg)
+    train = training_images(cfg)
     cfg = recipe.resolve(cfg, recipe.profile(train))
-    train, _ = load_datasets(cfg, train=train)
-    model = make_model(cfg, train.channels, torch.device("cpu"))
+    train, _ = datasets(cfg, train=train)
+    model = fresh_network(cfg, train.channels, torch.device("cpu"))
     f = centre_view_features(model, train, torch.device("cpu"), Reading(cfg.batch_size, 0, desc=None))
     return f, np.asarray(train.targets)
 

@@ -16,13 +16,13 @@ import torch
 
 from deepcluster import Config
 from deepcluster import distributed as dist
-from deepcluster.data import load_datasets
+from deepcluster.device import Precisions
 from deepcluster.features import Reading, centre_view_features
-from deepcluster.network import make_model
 from deepcluster.recipe import resolve
 from deepcluster.sampler import uniform_over_clusters
+from deepcluster.session import datasets, fresh_network
 from deepcluster.space import Fitting, clustering_input
-from deepcluster.training import DeepClusterV1
+from deepcluster.train import method_for
 
 
 def worker_config(images: str) -> Config:
@@ -33,14 +33,14 @@ def worker_config(images: str) -> Config:
 
 def stages(cfg: Config) -> dict:
     """What one process holds after each stage of epoch 1 (features and whitened features: rank 0 only)."""
-    data, _ = load_datasets(cfg)
+    data, _ = datasets(cfg)
     device = torch.device("cpu")
-    model = make_model(cfg, data.channels, device)
+    model = fresh_network(cfg, data.channels, device)
     feats = centre_view_features(model, data, device, Reading(cfg.batch_size, desc=None))
     _, x = clustering_input(model, data, device, Reading(cfg.batch_size, desc=None),
                             Fitting("whitened", np.random.default_rng([cfg.seed, 1, 1]), cfg.pca_dim, cfg.pca_sample))
     opt = torch.optim.SGD(model.body_parameters(), lr=cfg.lr, momentum=cfg.momentum)
-    labels = DeepClusterV1(cfg, device).epoch(model, opt, data, 1).assignment
+    labels = method_for(cfg, device, Precisions.of(cfg, device, len(data))).epoch(model, opt, data, 1).assignment
     sample = uniform_over_clusters(labels, len(data), np.random.default_rng([cfg.seed, 1]))
     # parameters and buffers (BatchNorm statistics): every rank must extract with the same network
     weights = torch.cat([p.detach().flatten() for p in model.body_parameters()] +

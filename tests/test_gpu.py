@@ -10,10 +10,9 @@ import torch
 from deepcluster import train
 from deepcluster.checkpoint import load_checkpoint
 from deepcluster.clustering import KMeans
-from deepcluster.data import load_datasets
 from deepcluster.device import amp_dtype
 from deepcluster.features import Reading
-from deepcluster.network import make_model
+from deepcluster.session import datasets, fresh_network
 from deepcluster.space import Fitting, clustering_input
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -37,12 +36,12 @@ def test_clustering_input_on_the_gpu_matches_the_cpu(tiny_config, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     cfg = tiny_config
     cfg.precision, cfg.pca_sample = "fp32", 20  # 36 images: 16 are projected on the device while extracted
-    data, _ = load_datasets(cfg)
+    data, _ = datasets(cfg)
     got = {}
     for dev in ("cpu", "cuda"):
         device = torch.device(dev)
         fitting = Fitting("whitened", np.random.default_rng(0), cfg.pca_dim, cfg.pca_sample)
-        got[dev] = clustering_input(make_model(cfg, data.channels, device), data, device,
+        got[dev] = clustering_input(fresh_network(cfg, data.channels, device), data, device,
                                     Reading(cfg.batch_size), fitting)[1]
     np.testing.assert_allclose(got["cuda"], got["cpu"], atol=2e-3)
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from deepcluster import Config, TensorImages
-from deepcluster.data import open_training_images
 from deepcluster.diagnose import NMI_SPREAD, chance_loss, learning_problems
 from deepcluster.evaluate.clustering import kmeans_quality
 from deepcluster.preprocess import PCAWhitening, l2_normalize
@@ -29,6 +28,7 @@ from deepcluster.recipe import (
     resolve,
     take_saved,
 )
+from deepcluster.session import training_images
 
 
 @pytest.mark.parametrize("n,batch", [(100, 32), (400, 32), (800, 64), (1600, 128), (3000, 128), (3072, 256),
@@ -88,7 +88,7 @@ def test_colour_is_read_from_the_pixels_not_the_storage():
 
 def test_profile_of_a_folder_uses_the_files_sizes_and_colours(image_folder):
     cfg = Config(data=str(image_folder))
-    p = profile(open_training_images(cfg))
+    p = profile(training_images(cfg))
     # 36 images, 27 of 32 px and 9 of 40 px; the stripes and disks are coloured
     assert p == DataProfile(36, 32, True)
 

@@ -233,14 +233,17 @@ def test_the_closing_evaluation_takes_the_runs_own_features_and_gets_what_it_wou
     """The run hands its closing evaluation the features it already has: the random network's fc, last conv layer
     and clustering input from epoch 1, the trained network's from the final clustering's pass and PCA-whitening.
     The same scores as the evaluation computing everything itself from the saved and a fresh random network."""
-    from deepcluster.data import load_datasets
+    from deepcluster.device import kept_dtype
     from deepcluster.evaluate.closing import evaluate_features
     from deepcluster.network import saved_network
+    from deepcluster.session import datasets, input_size
+    from deepcluster.train import closing_options
 
     out = tmp_path / "run"
     ev = train(tiny_config, out, quiet=True)["eval"]
     state = RunState.load(out)
-    train_set, _ = load_datasets(state.config)
-    model = saved_network(state, state.config, train_set.channels, torch.device("cpu"), "the run")
-    again = evaluate_features(model, state.config, train_set, torch.device("cpu"))
+    train_set, _ = datasets(state.config)
+    model = saved_network(state, input_size(state.config), train_set.channels, torch.device("cpu"), "the run")
+    cpu = torch.device("cpu")
+    again = evaluate_features(model, train_set, cpu, closing_options(state.config, cpu, kept_dtype(state.config, cpu)))
     assert again["results"] == ev["results"] and again["knn"] == ev["knn"]

@@ -8,8 +8,8 @@ from typing import Callable, Optional
 
 import torch
 
-from .config import ConfigError
 from .rundir import atomic_write
+from .settings import ConfigError
 
 FORMAT = "deepcluster/1"
 

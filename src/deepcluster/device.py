@@ -2,12 +2,12 @@
 of a ``--precision`` setting there."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
-from .config import Config, ConfigError
+from .settings import ConfigError, RuntimeSettings
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,7 +72,7 @@ def bf16_products() -> bool:
     return native and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def check_extraction(cfg: Config, device: torch.device) -> None:
+def check_extraction(cfg: RuntimeSettings, device: torch.device) -> None:
     """Refuse an ``extract_precision`` this machine cannot run (before anything is written)."""
     if cfg.extract_precision != "int8":
         return
@@ -88,7 +88,7 @@ INT8_FROM = 10_000  # images: below, an extraction pass takes seconds, and int8'
 # the weak components, moved the clusterings of runs of a few dozen images (docs/scaling.md)
 
 
-def extraction_dtype(cfg: Config, device: torch.device, images: int) -> Optional[torch.dtype]:
+def extraction_dtype(cfg: RuntimeSettings, device: torch.device, images: int) -> Optional[torch.dtype]:
     """The precision of the per-epoch clustering's extraction pass for a run's ``extract_precision`` and
     ``precision`` over ``images`` images: ``torch.qint8`` (the network quantised to int8, CPUs only), an autocast
     dtype, or None (fp32). "auto" on CPUs is int8 on those that multiply int8 in hardware, from :data:`INT8_FROM`
@@ -106,7 +106,7 @@ def extraction_dtype(cfg: Config, device: torch.device, images: int) -> Optional
     return dtype
 
 
-def kept_dtype(cfg: Config, device: torch.device) -> Optional[torch.dtype]:
+def kept_dtype(cfg: RuntimeSettings, device: torch.device) -> Optional[torch.dtype]:
     """The precision of the passes whose features a run keeps and evaluates: epoch 1's over the random network,
     the final clustering's, the closing evaluation's, and the exports' (which place images in that clustering).
     The extraction's (for any number of images) when it is a float type, so that these match the epochs'
@@ -118,13 +118,28 @@ def kept_dtype(cfg: Config, device: torch.device) -> Optional[torch.dtype]:
 PRECISION_SETTINGS = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.qint8: "int8"}
 
 
-def resolve_precisions(cfg: Config, device: torch.device, images: int) -> Config:
-    """``cfg`` with its ``precision`` and ``extract_precision`` settled for ``device`` and ``images`` training
-    images: "auto" and "training" replaced by the fp32, bf16, fp16 or int8 they stand for on this machine, so that a
-    run's ``config.yaml`` says what its figures were computed in (two CPUs can differ: int8 with VNNI or AMX, bf16
-    with AMX or AVX-512 BF16), and the exports that read it place images in the same precision."""
-    return replace(cfg, precision=PRECISION_SETTINGS[amp_dtype(cfg.precision, device)],
-                   extract_precision=PRECISION_SETTINGS[extraction_dtype(cfg, device, images)])
+def settled_precisions(cfg: RuntimeSettings, device: torch.device, images: int) -> dict:
+    """``cfg``'s ``precision`` and ``extract_precision`` settled for ``device`` and ``images`` training images:
+    "auto" and "training" replaced by the fp32, bf16, fp16 or int8 they stand for on this machine, so that a run's
+    ``config.yaml`` says what its figures were computed in (two CPUs can differ: int8 with VNNI or AMX, bf16 with
+    AMX or AVX-512 BF16), and the exports that read it place images in the same precision."""
+    return {"precision": PRECISION_SETTINGS[amp_dtype(cfg.precision, device)],
+            "extract_precision": PRECISION_SETTINGS[extraction_dtype(cfg, device, images)]}
+
+
+@dataclass(frozen=True)
+class Precisions:
+    """A run's three precisions on its device, resolved once: the training passes' autocast dtype (``training``);
+    each epoch's clustering pass from epoch 2 on (``extraction``: may be ``torch.qint8``); and the passes whose
+    features the run keeps and evaluates (``kept``: epoch 1's, the final clustering's, the closing evaluation's,
+    the exports')."""
+    training: Optional[torch.dtype]
+    extraction: Optional[torch.dtype]
+    kept: Optional[torch.dtype]
+
+    @classmethod
+    def of(cls, cfg: RuntimeSettings, device: torch.device, images: int) -> "Precisions":
+        return cls(amp_dtype(cfg.precision, device), extraction_dtype(cfg, device, images), kept_dtype(cfg, device))
 
 
 def precision_name(dtype: Optional[torch.dtype]) -> str:

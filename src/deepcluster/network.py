@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import torch
 
-from .config import Config, ConfigError
-from .data import default_image_size
 from .models import DeepClusterNet, build_model
+from .settings import ConfigError, ModelSettings
 from .state import RunState
 
 
-def make_model(cfg: Config, channels: int, device: torch.device) -> DeepClusterNet:
-    """The network for ``channels``-channel images at its seeded random initialisation, channels-last (faster
-    convolutions on CPU and GPU)."""
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.arch, channels, default_image_size(cfg), cfg.sobel)
+def make_model(learn: ModelSettings, image_size: int, seed: int, channels: int, device: torch.device
+               ) -> DeepClusterNet:
+    """The network ``learn`` names for ``channels``-channel images of ``image_size`` px at its random
+    initialisation seeded ``seed``, channels-last (faster convolutions on CPU and GPU)."""
+    torch.manual_seed(seed)
+    model = build_model(learn.arch, channels, image_size, learn.sobel)
     return model.to(device, memory_format=torch.channels_last)
 
 
@@ -29,17 +29,17 @@ def restore_model(model: DeepClusterNet, state: RunState) -> None:
     model.to(memory_format=torch.channels_last)
 
 
-def saved_network(state: RunState, cfg: Config, channels: int, device: torch.device, source: str,
+def saved_network(state: RunState, image_size: int, channels: int, device: torch.device, source: str,
                   random_init: bool = False) -> DeepClusterNet:
-    """The network of a saved run for ``channels``-channel images: ``cfg`` (the run's config, with any data
-    options of the caller) builds it, ``state`` gives its weights unless ``random_init`` (the "random" row of the
+    """The network of a saved run for ``channels``-channel images of ``image_size`` px (the run's, unless the
+    caller's data says otherwise), with ``state``'s weights unless ``random_init`` (the "random" row of the
     tables: the same architecture and seed, untrained). Weights that do not fit are one ConfigError line."""
-    model = make_model(cfg, channels, device)
+    cfg = state.config
+    model = make_model(cfg.section("model"), image_size, cfg.seed, channels, device)
     if not random_init:
         try:
             restore_model(model, state)
         except RuntimeError:
             raise ConfigError(f"the weights in {source} do not fit the {cfg.arch} network for {channels}-channel "
-                              f"{default_image_size(cfg)} px images: give data like the run's training data "
-                              f"(--data)") from None
+                              f"{image_size} px images: give data like the run's training data (--data)") from None
     return model

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from .config import Config, ConfigError
-from .data import image_format, load_datasets
+from .data import default_image_size, image_format, load_datasets, open_training_images
 from .device import kept_dtype, named_dtype, resolve_device
-from .network import saved_network
+from .network import make_model, saved_network
 from .state import RunState, checkpoint_path
 
 
@@ -66,6 +66,27 @@ class Images:
     load: bool = True
 
 
+def input_size(cfg: Config) -> int:
+    """The input size of the network of ``cfg`` in pixels (see :func:`~deepcluster.data.default_image_size`)."""
+    return default_image_size(cfg.section("data"), cfg.arch)
+
+
+def fresh_network(cfg: Config, channels: int, device: torch.device):
+    """The network of ``cfg`` for ``channels``-channel images at its seeded random initialisation (the one a run of
+    ``cfg`` starts from)."""
+    return make_model(cfg.section("model"), input_size(cfg), cfg.seed, channels, device)
+
+
+def training_images(cfg: Config):
+    """The training images ``cfg`` names, opened but not decoded (what the recipe profiles)."""
+    return open_training_images(cfg.section("data"), input_size(cfg))
+
+
+def datasets(cfg: Config, cache: bool = True, train=None):
+    """``(train, val)``: the images ``cfg`` names (see :func:`~deepcluster.data.load_datasets`)."""
+    return load_datasets(cfg.section("data"), cfg.section("runtime"), input_size(cfg), cache, train)
+
+
 def open_run(path: str | Path, device: str = "auto", images: Images = Images(), random_init: bool = False,
              need_checkpoint: bool = True) -> SavedRun:
     """A run directory or a checkpoint file, opened on ``device`` with ``images`` (by default every image of the
@@ -87,11 +108,11 @@ def open_run(path: str | Path, device: str = "auto", images: Images = Images(), 
     if images.whole:
         over["subset"] = None
     cfg = replace(cfg, device=device, **over).validate()
-    train_set, test_set = load_datasets(cfg, cache=images.cache) if images.load else (None, None)
+    train_set, test_set = datasets(cfg, cache=images.cache) if images.load else (None, None)
     channels, mean, std = image_format(cfg.data)
     if train_set is not None:
         channels, mean, std = train_set.channels, train_set.mean, train_set.std
     dev = resolve_device(device)
-    model = None if state is None else saved_network(state, cfg, channels, dev, str(ckpt), random_init)
+    model = None if state is None else saved_network(state, input_size(cfg), channels, dev, str(ckpt), random_init)
     return SavedRun(cfg, state, model, train_set, test_set, dev, ckpt.parent, random_init, channels, tuple(mean),
                     tuple(std))

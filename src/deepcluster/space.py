@@ -24,10 +24,10 @@ import torch.nn.functional as F
 
 from . import distributed as dist
 from .clustering import build_clustering
-from .config import Config
-from .device import kept_dtype, precision_name
+from .device import precision_name
 from .features import Forward, Reading, centre_view_embedding, centre_view_features
 from .preprocess import PCAWhitening, whiten
+from .settings import ClusteringSettings
 from .state import RunClustering
 
 
@@ -138,30 +138,27 @@ def clustering_input(model, dataset, device: torch.device, reading: Reading, fit
                                        embedding)
 
 
-def fit_clusters(x: np.ndarray, cfg: Config, seed: int, device: torch.device, ks: list) -> list:
+def fit_clusters(x: np.ndarray, cfg: ClusteringSettings, seed: int, device: torch.device, ks: list) -> list:
     """One fitted clustering of ``x`` per head, ``ks`` their numbers of clusters (None: ``cfg.k``; PIC chooses its
     own), the ``i``-th seeded ``seed + i``; on the GPU when ``device`` is one."""
     where = "auto" if device.type == "cuda" else "cpu"
     return [build_clustering(cfg, seed + i, where, k).fit(x) for i, k in enumerate(ks)]
 
 
-def final_clustering(model, dataset, cfg: Config, device: torch.device, seed: int,
-                     features: Optional[np.ndarray] = None) -> tuple[Optional[RunClustering], Optional[np.ndarray]]:
-    """Cluster ``dataset`` with the trained ``model`` as ``cfg``'s training does (every head's k; PIC's clusters
-    get their means as centroids), seeded with ``seed``, in the precision of everything the run evaluates.
+def final_clustering(model, dataset, device: torch.device, reading: Reading, fitting: Fitting,
+                     clus: ClusteringSettings, seed: int, features: Optional[np.ndarray] = None
+                     ) -> tuple[Optional[RunClustering], Optional[np.ndarray]]:
+    """Cluster ``dataset`` with the trained ``model`` as the training does (the space fitted as ``fitting`` says,
+    read as ``reading`` says, every head's k; PIC's clusters get their means as centroids), seeded with ``seed``.
     Returns ``(clustering, x)``: ``x`` ``(N, d)`` float32 is every image in the clustering space, what was
     clustered (the run keeps it, so that other numbers of groups can be drawn from it later). Under torchrun every
     process reads its share; rank 0 returns the result, the others ``(None, None)``. ``features``: the trained
     network's fc features of every image (one process), when the caller has them: then no image is read again."""
-    amp = kept_dtype(cfg, device)
-    reading = Reading(cfg.batch_size, cfg.workers, amp, "final clustering")
-    fitting = Fitting("projection" if cfg.method == "v2" else "whitened",
-                      np.random.default_rng([cfg.seed, cfg.epochs + 1, 1]), cfg.pca_dim, cfg.pca_sample)
     space, x = clustering_input(model, dataset, device, reading, fitting, features, exact=True)
     if not dist.is_main():
         return None, None
-    kept = RunClustering(space.kind, [], [], [], space.mean, space.projection, precision_name(amp))
-    for est in fit_clusters(x, cfg, seed, device, [cfg.k] + cfg.overcluster_ks):
+    kept = RunClustering(space.kind, [], [], [], space.mean, space.projection, precision_name(reading.amp))
+    for est in fit_clusters(x, clus, seed, device, [clus.k] + clus.overcluster_ks):
         centroids = getattr(est, "cluster_centers_", None)
         if centroids is None:  # PIC: the mean of each cluster
             centroids = np.stack([x[est.labels_ == j].mean(0) for j in range(est.n_clusters_)])

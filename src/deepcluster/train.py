@@ -24,23 +24,23 @@ from . import recipe
 from .checkpoint import BackgroundWriter
 from .config import Config
 from .console import epoch_line, summary_table
-from .data import ImageFolder, load_datasets, open_training_images
+from .data import ImageFolder
 from .device import (
+    Precisions,
     check_extraction,
-    extraction_dtype,
-    kept_dtype,
     precision_name,
     resolve_device,
-    resolve_precisions,
+    settled_precisions,
 )
 from .evaluate import ari, nmi
-from .evaluate.closing import closing_grid, closing_reading, evaluate_features
-from .features import FeatureCache
-from .network import make_model, restore_model
+from .evaluate.closing import Closing, closing_grid, evaluate_features
+from .features import FeatureCache, Reading
+from .network import restore_model
 from .rundir import FEATURES, RunDir
+from .session import datasets, fresh_network, training_images
 from .space import Space, embed
 from .state import CHECKPOINT, RunState
-from .training import Epoch, Method, epoch_lr, epoch_seed, method_for
+from .training import DeepClusterV1, DeepClusterV2, Epoch, Method, Supervised, epoch_lr, epoch_seed
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, overwrite: bool = False,
@@ -99,7 +99,7 @@ class Run:
     train_set: object
     val_set: object
     device: torch.device
-    extract: Optional[torch.dtype]  # each clustering pass's precision from epoch 2 on
+    precisions: Precisions  # the training passes', the clustering passes' from epoch 2 on, the kept features'
     dir: RunDir
     state: Optional[RunState]
     resuming: bool
@@ -114,6 +114,11 @@ class Run:
     def say(self, *a) -> None:
         if not self.quiet:
             print(*a)
+
+    def reading(self, desc: str) -> Reading:
+        """How the run reads the images whose features it keeps: its batch size and workers, in the kept
+        precision."""
+        return Reading(self.cfg.batch_size, self.cfg.workers, self.precisions.kept, desc)
 
     @property
     def eval_set(self):
@@ -159,17 +164,17 @@ def _open(cfg: Config, out, resume: bool, overwrite: bool, quiet: bool, clock: C
     rank 0 uses."""
     folder = RunDir(out)
     with clock.part("data"):
-        train_set = open_training_images(cfg)
+        train_set = training_images(cfg)
         saved = dist.on_main(folder.saved_config) if resume and not overwrite else None
         given = cfg = recipe.take_saved(cfg, saved) if saved is not None else cfg  # the recipe chooses the rest
         data = recipe.profile(train_set) if cfg.recipe == "auto" and recipe.left_to_recipe(cfg) else None
         cfg = recipe.resolve(cfg, data).validate().check_data(len(train_set), train_set.targets is not None,
                                                               train_set.name)
-        train_set, val_set = load_datasets(cfg, train=train_set)
+        train_set, val_set = datasets(cfg, train=train_set)
     device = resolve_device(cfg.device)
     check_extraction(cfg, device)
-    cfg = resolve_precisions(cfg, device, len(train_set))  # config.yaml says what this machine computes in
-    extract = extraction_dtype(cfg, device, len(train_set))
+    cfg = replace(cfg, **settled_precisions(cfg, device, len(train_set)))  # config.yaml says what this machine
+    precisions = Precisions.of(cfg, device, len(train_set))  # computes in: resolved once, here
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed input sizes: let cuDNN pick its fastest kernels
     if cfg.tensorboard:
         from .visualize.tensorboard import check_tensorboard
@@ -183,11 +188,11 @@ def _open(cfg: Config, out, resume: bool, overwrite: bool, quiet: bool, clock: C
         return resuming, state
 
     resuming, state = dist.on_main(open_run, share=lambda r: (r[0], r[1] and r[1].without_bank()))
-    run = Run(cfg, train_set, val_set, device, extract, folder, state, resuming, quiet, clock, writer)
+    run = Run(cfg, train_set, val_set, device, precisions, folder, state, resuming, quiet, clock, writer)
     run.say(f"deepcluster: {len(train_set)} images from {train_set.name}, arch {cfg.arch}"
             f"{' + sobel' if cfg.sobel else ''}, {'PIC' if cfg.clustering == 'pic' else f'k = {cfg.k}'}, "
             f"{cfg.epochs} epochs on {device}{f' x {dist.world_size()} processes' if dist.enabled() else ''}, "
-            f"{precision_name(extract)} extraction, run dir {folder.path}")
+            f"{precision_name(precisions.extraction)} extraction, run dir {folder.path}")
     run.say(cfg.to_yaml().rstrip())
     run.say(recipe.describe(given, cfg, data))
     if isinstance(train_set, ImageFolder) and cfg.cache_gb > 0:  # too large to decode once into memory
@@ -202,12 +207,12 @@ def _build(run: Run) -> Built:
     cache."""
     cfg, state, train_set = run.cfg, run.state, run.train_set
     with run.clock.part("set-up"):
-        model = make_model(cfg, train_set.channels, run.device)
+        model = fresh_network(cfg, train_set.channels, run.device)
         if state is not None:
             restore_model(model, state)
         grid, conv_width = closing_grid(model, train_set.channels, run.device)
         cache = FeatureCache(grid)
-        method = method_for(cfg, run.device, state, cache)
+        method = _method(run, cache)
         optimizer = method.start(model, train_set, state)
     built = Built(model, method, optimizer, cache, 1, None, [])
     if state is not None:
@@ -223,6 +228,29 @@ def _build(run: Run) -> Built:
             len(train_set) <= cfg.pca_sample and len(train_set) * (model.feature_dim + conv_width) * 4 <= 2 ** 30):
         cache.want("random-init", train_set)
     return built
+
+
+def _method(run: Run, cache: FeatureCache) -> Method:
+    """The method the run trains with, carrying on from the saved state (v2's bank) when the run resumes."""
+    method = method_for(run.cfg, run.device, run.precisions, cache)
+    if isinstance(method, DeepClusterV2) and run.state is not None:
+        method.bank = run.state.bank
+    return method
+
+
+def method_for(cfg: Config, device: torch.device, precisions: Precisions,
+               cache: Optional[FeatureCache] = None) -> Method:
+    """The method ``cfg`` trains with, given the settings it reads (what is learned, the clustering, the
+    optimisation, the runtime's)."""
+    kind = Supervised if cfg.supervised else DeepClusterV2 if cfg.method == "v2" else DeepClusterV1
+    return kind(cfg.section("model"), cfg.section("clustering"), cfg.section("optimisation"), cfg.section("runtime"),
+                device, precisions, cache)
+
+
+def closing_options(cfg: Config, device: torch.device, kept: Optional[torch.dtype]) -> Closing:
+    """How the closing evaluation of a run of ``cfg`` runs on ``device``, reading in the ``kept`` precision."""
+    return Closing(Reading(cfg.batch_size, cfg.workers, kept, None), cfg.pca_dim, cfg.eval_seeds, cfg.seed,
+                   lambda channels: fresh_network(cfg, channels, device))
 
 
 def _fit(run: Run, built: Built, observers: list) -> None:
@@ -276,11 +304,11 @@ def _finish(run: Run, built: Built, observers: list) -> dict:
             observer.close(evaluation, clustering, trained)
     timing = run.clock.record()
     run.dir.write_json("timing.json", timing)
-    cfg, device = run.cfg, run.device
-    kept = kept_dtype(cfg, device)
-    precisions = f"training {cfg.precision}, clustering passes {precision_name(run.extract)}" + (
+    cfg = run.cfg
+    extract, kept = run.precisions.extraction, run.precisions.kept
+    precisions = f"training {cfg.precision}, clustering passes {precision_name(extract)}" + (
         f" from epoch 2 (epoch 1, final clustering and evaluation {precision_name(kept)})"
-        if run.extract != kept else "")
+        if extract != kept else "")
     run.say(summary_table(built.history, evaluation, run.dir.path, timing, precisions))
     return {"metrics": built.history, "eval": evaluation, "run_dir": str(run.dir.path), "timing": timing}
 
@@ -299,7 +327,7 @@ def _final_clustering(run: Run, built: Built):
     with run.clock.part("final clustering"):
         if not dist.enabled() and len(train_set) <= cfg.pca_sample and (
                 need or train_set in (run.eval_set, run.db)):
-            cache.read("trained", model, train_set, device, closing_reading(cfg, device, "final features"))
+            cache.read("trained", model, train_set, device, run.reading("final features"))
         trained = cache.kept.get(("trained", train_set))
         if need:
             clustering, final = built.method.final_clustering(model, train_set, epoch_seed(cfg.seed, cfg.epochs + 1),
@@ -307,7 +335,7 @@ def _final_clustering(run: Run, built: Built):
         elif clustering is not None and main and not dist.enabled() and not (run.dir / FEATURES).exists():
             # a run finished before runs kept their final features: the saved clustering's space, again
             final = embed(model, train_set, clustering, device,
-                          replace(closing_reading(cfg, device, "final features"), alone=True))
+                          replace(run.reading("final features"), alone=True))
     if need:
         def keep():
             kept = replace(run.state, clustering=clustering) if clustering is not None else run.state
@@ -329,7 +357,9 @@ def _evaluate(run: Run, built: Built) -> dict:
     """The closing evaluation on the labelled split, reusing what the run's cache holds of the training images:
     the trained network's features, the random network's from epoch 1."""
     with run.clock.part("evaluation"):
-        evaluation = evaluate_features(built.model, run.cfg, run.eval_set, run.device, run.db, built.cache.kept) \
+        evaluation = evaluate_features(built.model, run.eval_set, run.device, closing_options(run.cfg, run.device,
+                                                                                              run.precisions.kept),
+                                       run.db, built.cache.kept) \
             if run.eval_set is not None else {}
     built.cache.clear()
     return evaluation

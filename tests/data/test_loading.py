@@ -10,7 +10,8 @@ from deepcluster.checkpoint import load_checkpoint
 
 
 def test_a_folder_decoded_into_memory_trains_exactly_as_one_read_from_disk(tiny_config, image_folder, tmp_path):
-    from deepcluster.data import ImageFolder, TensorImages, in_memory, load_datasets
+    from deepcluster.data import ImageFolder, TensorImages, in_memory
+    from deepcluster.session import datasets
 
     disk = ImageFolder(image_folder, 32)
     mem = in_memory(disk, budget_gb=1.0, desc=None)
@@ -18,8 +19,8 @@ def test_a_folder_decoded_into_memory_trains_exactly_as_one_read_from_disk(tiny_
     np.testing.assert_array_equal(mem.targets, disk.targets)
     assert all(torch.equal(mem[i][0], disk[i][0]) for i in range(len(disk)))
     assert in_memory(disk, budget_gb=36 * 3 * 32 * 32 / 2 ** 30 * 0.99, desc=None) is disk  # over the budget
-    assert isinstance(load_datasets(tiny_config)[0], TensorImages)
-    assert isinstance(load_datasets(dataclasses.replace(tiny_config, cache_gb=0))[0], ImageFolder)
+    assert isinstance(datasets(tiny_config)[0], TensorImages)
+    assert isinstance(datasets(dataclasses.replace(tiny_config, cache_gb=0))[0], ImageFolder)
     # the cache changes where the bytes come from, nothing else: same clusters, same weights
     train(tiny_config, tmp_path / "mem", quiet=True)
     train(dataclasses.replace(tiny_config, cache_gb=0), tmp_path / "disk", quiet=True)

@@ -8,8 +8,9 @@ import torch
 
 from deepcluster import ConfigError, train
 from deepcluster.cli import main
-from deepcluster.data import ImageFolder, PreparedImages, TensorImages, in_memory, load_datasets, open_folder, prepare
+from deepcluster.data import ImageFolder, PreparedImages, TensorImages, in_memory, open_folder, prepare
 from deepcluster.data import prepared as prepared_module
+from deepcluster.session import datasets
 
 
 def _same_shards(a, b):
@@ -76,7 +77,7 @@ def test_an_interrupted_prepare_is_refused_as_data_and_resumes_to_the_same_bytes
         with pytest.raises(ConfigError, match="not finished: run 'deepcluster prepare'"):
             opener()
     with pytest.raises(ConfigError, match="not finished"):
-        load_datasets(dataclasses.replace(_cfg(tmp_path / "cut"), cache_gb=0))
+        datasets(dataclasses.replace(_cfg(tmp_path / "cut"), cache_gb=0))
     monkeypatch.setattr(prepared_module._Encoder, "__getitem__", encode)
     done = prepare(image_folder, tmp_path / "cut", image_size=32, workers=0, progress=False)
     assert done["done_before"] == 2 and done["shards"] == 5
@@ -120,7 +121,7 @@ def test_a_run_on_a_prepared_folder_trains_and_exports_its_source_files(tiny_con
 
     prepare(image_folder, tmp_path / "p", image_size=32, workers=0, progress=False)
     cfg = dataclasses.replace(tiny_config, data=str(tmp_path / "p"), cache_gb=0)
-    assert isinstance(load_datasets(cfg)[0], PreparedImages)
+    assert isinstance(datasets(cfg)[0], PreparedImages)
     train(cfg, tmp_path / "run", quiet=True)
     export_clusters(tmp_path / "run")
     rows = (tmp_path / "run" / "clusters.csv").read_text().splitlines()

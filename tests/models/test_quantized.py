@@ -10,7 +10,7 @@ from conftest import assert_resume_is_exact, make_image
 from deepcluster import Config, TensorImages, device
 from deepcluster.clustering import KMeans
 from deepcluster.config import ConfigError
-from deepcluster.device import INT8_FROM, check_extraction, extraction_dtype, kept_dtype, resolve_precisions
+from deepcluster.device import INT8_FROM, check_extraction, extraction_dtype, kept_dtype, settled_precisions
 from deepcluster.evaluate import nmi
 from deepcluster.features import Reading, centre_view_features
 from deepcluster.models import build_model
@@ -142,7 +142,7 @@ def test_the_extraction_precision_rules(monkeypatch):
         # a run records what "auto" was on this machine, and the recorded settings compute the same
         for images in (INT8_FROM - 1, INT8_FROM):
             cfg = Config(extract_precision="auto", precision="auto")
-            settled = resolve_precisions(cfg, CPU, images)
+            settled = dataclasses.replace(cfg, **settled_precisions(cfg, CPU, images))
             assert settled.precision == "fp32" and settled.extract_precision in ("int8", "bf16", "fp32")
             assert extraction_dtype(settled, CPU, images) is extraction_dtype(cfg, CPU, images)
 

@@ -10,9 +10,9 @@ import torch
 
 from deepcluster import train
 from deepcluster.clustering import KMeans
-from deepcluster.data import load_datasets
 from deepcluster.features import Reading, centre_view_features
 from deepcluster.models import DeepClusterNet, build_model
+from deepcluster.session import datasets
 from deepcluster.training.sgd import SGD
 from deepcluster.views import center_view
 
@@ -71,7 +71,7 @@ def test_each_epoch_clusters_from_a_seed_of_its_own(v1_config, tmp_path, monkeyp
 
 def test_the_clustered_features_are_the_eval_mode_pre_relu_fc_output(tiny_config):
     torch.manual_seed(0)
-    data = load_datasets(tiny_config)[0]
+    data = datasets(tiny_config)[0]
     model = build_model("small", data.channels, 32, sobel=True)
     model.train()
     with torch.no_grad():  # BatchNorm statistics away from their initial 0 / 1, so that folding them matters

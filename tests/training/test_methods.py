@@ -43,18 +43,18 @@ def test_v2_projection_persists_across_epochs(tiny_config, tmp_path, monkeypatch
 def test_v2_centre_bank_is_the_centre_view_projection_of_the_previous_weights(tiny_config, tmp_path):
     """--bank centre: each epoch clusters a fresh centre-view, eval-mode pass, so the bank of epoch 2 is exactly
     the projection of the centre view by epoch 1's weights; resume stays exact."""
-    from deepcluster.data import load_datasets
     from deepcluster.device import extraction_dtype
     from deepcluster.features import Reading, centre_view_features
-    from deepcluster.network import make_model, restore_model
+    from deepcluster.network import restore_model
+    from deepcluster.session import datasets, fresh_network
     from deepcluster.state import RunState
 
     cfg = dataclasses.replace(tiny_config, method="v2", bank="centre", epochs=2, proj_dim=8)
     a, _, _ = assert_resume_is_exact(cfg, tmp_path)
     train(dataclasses.replace(cfg, epochs=1), tmp_path / "one", quiet=True)
     epoch1 = load_checkpoint(tmp_path / "one" / "checkpoint.pt")
-    data = load_datasets(cfg)[0]
-    model = make_model(cfg, data.channels, torch.device("cpu"))
+    data = datasets(cfg)[0]
+    model = fresh_network(cfg, data.channels, torch.device("cpu"))
     restore_model(model, RunState.load(tmp_path / "one"))
     with torch.no_grad():
         cpu = torch.device("cpu")  # epoch 2's pass is in the run's extraction precision (int8 on some CPUs)

@@ -8,8 +8,8 @@ import warnings
 from typing import Optional, Sequence
 
 from .. import distributed as dist
-from ..config import DeepClusterError
 from ..device import keep_freed_memory
+from ..settings import DeepClusterError
 from .commands import RUNNERS
 from .parser import build_parser, config_from_args
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import ConfigError
+from ..settings import ConfigError
 
 
 def run_eval(args: argparse.Namespace) -> None:

@@ -3,6 +3,7 @@ and ``health_`` (a :class:`Health`, filled alike by each), run on ``device`` "au
 training gets one from :func:`build_clustering` and knows nothing else about it."""
 from typing import Optional
 
+from ..settings import ClusteringSettings
 from .health import Health
 from .index import gpu_available
 from .kmeans import KMeans, k_means
@@ -10,9 +11,9 @@ from .pic import PIC
 from .repair import repair_empty_clusters
 
 
-def build_clustering(cfg, seed: int, device: str = "auto", k: Optional[int] = None):
-    """The clustering estimator a config asks for (``cfg.clustering``: "kmeans" or "pic"); ``k`` replaces
-    ``cfg.k`` (an over-clustering head's)."""
+def build_clustering(cfg: ClusteringSettings, seed: int, device: str = "auto", k: Optional[int] = None):
+    """The clustering estimator the clustering settings ask for (``cfg.clustering``: "kmeans" or "pic"); ``k``
+    replaces ``cfg.k`` (an over-clustering head's)."""
     if cfg.clustering == "pic":
         return PIC(cfg.pic_neighbors, cfg.pic_sigma, cfg.pic_alpha, cfg.pic_iters, cfg.pic_singletons, device,
                    cfg.pic_graph, seed)

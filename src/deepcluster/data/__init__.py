@@ -7,7 +7,7 @@ training never reads them.
 """
 from __future__ import annotations
 
-from ..config import Config, ConfigError
+from ..settings import ConfigError, DataSettings, RuntimeSettings
 from .cache import in_memory
 from .fashion_mnist import (
     FASHION_MNIST_CLASSES,
@@ -37,12 +37,14 @@ def image_format(data: str) -> tuple[int, tuple, tuple]:
     return 3, IMAGENET_MEAN, IMAGENET_STD
 
 
-def default_image_size(cfg: Config) -> int:
-    if cfg.image_size:
-        return cfg.image_size
-    if cfg.data == "fashion-mnist":
+def default_image_size(data: DataSettings, arch: str | None) -> int:
+    """The network's input size: the one given, else the built-in dataset's 28 px, else the network's (224 for
+    alexnet and vgg16, 32 for the small net; the small net while the recipe has not chosen)."""
+    if data.image_size:
+        return data.image_size
+    if data.data == "fashion-mnist":
         return 28
-    return 224 if cfg.arch in ("alexnet", "vgg16") else 32
+    return 224 if arch in ("alexnet", "vgg16") else 32
 
 
 def load_size_for(image_size: int) -> int:
@@ -60,14 +62,14 @@ def open_folder(path, load_size: int, strict: bool = False):
     return ImageFolder(path, load_size, strict)
 
 
-def open_training_images(cfg: Config):
-    """The training images of ``cfg`` (its ``--subset`` taken), opened but not decoded: a folder is scanned (its
-    files' headers read), the built-in dataset read. What the recipe profiles before the run's settings are known;
-    :func:`load_datasets` takes it from there."""
+def open_training_images(cfg: DataSettings, image_size: int):
+    """The training images of ``cfg`` (its ``--subset`` taken), opened but not decoded, at the load size of
+    ``image_size`` px networks: a folder is scanned (its files' headers read), the built-in dataset read. What the
+    recipe profiles before the run's settings are known; :func:`load_datasets` takes it from there."""
     if cfg.data == "fashion-mnist":
         train = fashion_mnist("train", cfg.data_root)
     else:
-        train = open_folder(cfg.data, load_size_for(default_image_size(cfg)), cfg.strict)
+        train = open_folder(cfg.data, load_size_for(image_size), cfg.strict)
     if cfg.subset:
         train = train.subset(min(cfg.subset, len(train)))
     if len(train) < 2:
@@ -75,12 +77,13 @@ def open_training_images(cfg: Config):
     return train
 
 
-def load_datasets(cfg: Config, cache: bool = True, train=None):
-    """Return ``(train, val)`` datasets for the config; ``val`` is None when no held-out split exists. ``train``,
-    when given, is the result of :func:`open_training_images` (not scanned again). With ``cache``, image folders
-    that fit in ``cfg.cache_gb`` are decoded into memory (:func:`in_memory`), the training set first."""
-    size = default_image_size(cfg)
-    train = open_training_images(cfg) if train is None else train
+def load_datasets(cfg: DataSettings, runtime: RuntimeSettings, size: int, cache: bool = True, train=None):
+    """Return ``(train, val)`` datasets of the data settings for ``size`` px networks; ``val`` is None when no
+    held-out split exists. ``train``, when given, is the result of :func:`open_training_images` (not scanned
+    again). With ``cache``, image folders that fit in ``runtime.cache_gb`` are decoded into memory
+    (:func:`in_memory`, ``runtime.workers`` processes), the training set first; a prepared folder is decoded where
+    ``runtime.decode`` says."""
+    train = open_training_images(cfg, size) if train is None else train
     if cfg.data == "fashion-mnist":
         val = fashion_mnist("test", cfg.data_root)
         if size != 28:
@@ -90,13 +93,13 @@ def load_datasets(cfg: Config, cache: bool = True, train=None):
         val = open_folder(cfg.val_data, load_size_for(size), cfg.strict) if cfg.val_data else None
         for ds in (train, val):
             if isinstance(ds, PreparedImages):
-                ds.decoding = cfg.decode
-    if cache and cfg.cache_gb > 0:
+                ds.decoding = runtime.decode
+    if cache and runtime.cache_gb > 0:
         from .. import distributed as dist
 
         desc = "decoding images into memory" if dist.is_main() else None
-        train = in_memory(train, cfg.cache_gb, cfg.workers, desc)
+        train = in_memory(train, runtime.cache_gb, runtime.workers, desc)
         if val is not None:
-            left = cfg.cache_gb - (train.images.numel() / 2 ** 30 if isinstance(train, TensorImages) else 0)
-            val = in_memory(val, left, cfg.workers, desc)
+            left = runtime.cache_gb - (train.images.numel() / 2 ** 30 if isinstance(train, TensorImages) else 0)
+            val = in_memory(val, left, runtime.workers, desc)
     return train, val

@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..config import ConfigError
+from ..settings import ConfigError
 from .memory import TensorImages
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import ConfigError
 from ..rundir import atomic_write_text
+from ..settings import ConfigError
 from .folder import IMAGENET_MEAN, IMAGENET_STD, ImageFolder, labels_from_paths
 
 MANIFEST, PARTIAL = "prepared.json", "prepare.partial.json"

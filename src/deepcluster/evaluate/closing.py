@@ -2,20 +2,17 @@
 initialisation and the pixels, all measured in the same run on the same images."""
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Optional
+from dataclasses import dataclass, replace
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .. import distributed as dist
-from ..config import Config
 from ..data import make_loader
-from ..device import kept_dtype
 from ..features import Reading, extract_features, fc_and_conv
 from ..models import DeepClusterNet
-from ..network import make_model
 from ..preprocess import PCAWhitening, l2_normalize, preprocess_features
 from ..views import center_view
 from .clustering import kmeans_quality
@@ -47,30 +44,37 @@ def closing_grid(model: DeepClusterNet, channels: int, device) -> tuple[int, int
     return _last_conv(model, channels, device)
 
 
-def closing_reading(cfg: Config, device: torch.device, desc: Optional[str] = None) -> Reading:
-    """How the closing evaluation reads images: the run's batch size and workers, in the precision of everything
-    it evaluates."""
-    return Reading(cfg.batch_size, cfg.workers, kept_dtype(cfg, device), desc)
+@dataclass(frozen=True)
+class Closing:
+    """How the closing evaluation runs: images read as ``reading`` says (the run's batch size and workers, in the
+    precision of everything it evaluates), the training's clustering input whitened to ``pca_dim``, k-means
+    scored over ``seeds`` seeds from ``seed``; ``random_net(channels)`` builds the run's network at its seeded
+    random initialisation (the one epoch 1 started from)."""
+    reading: Reading
+    pca_dim: int
+    seeds: int
+    seed: int
+    random_net: Callable
 
 
-def closing_features(model: DeepClusterNet, dataset, cfg: Config, device: torch.device,
-                     desc: Optional[str] = None) -> Optional[tuple[np.ndarray, np.ndarray]]:
+def closing_features(model: DeepClusterNet, dataset, device: torch.device, reading: Reading
+                     ) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """``(fc features, last conv layer pooled as for the linear probes)`` of every image's centre view, both from
     one pass (under torchrun each process extracts its share): on rank 0, None on the others."""
     grid = _last_conv(model, dataset.channels, device)[0]
-    return fc_and_conv(model, dataset, device, replace(closing_reading(cfg, device, desc), conv_grid=grid))
+    return fc_and_conv(model, dataset, device, replace(reading, conv_grid=grid))
 
 
-def _features(net, dataset, given: dict, cfg: Config, device, desc: str):
+def _features(net, dataset, given: dict, device, reading: Reading):
     """``net``'s :func:`closing_features` of ``dataset``, taken from ``given`` when there; ``(None, None)`` on the
     ranks that hold none."""
-    return (given[dataset] if dataset in given else closing_features(net, dataset, cfg, device, desc)) or (None, None)
+    return (given[dataset] if dataset in given else closing_features(net, dataset, device, reading)) or (None, None)
 
 
-def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch.device, db=None,
+def evaluate_features(model: DeepClusterNet, dataset, device: torch.device, how: Closing, db=None,
                       known: Optional[dict] = None) -> dict:
     """The run's closing evaluation on a labelled split: k-means with the true number of classes (the best of 10
-    k-means++ starts, mean of ``cfg.eval_seeds`` seeds) on the fc features of the trained network and of the same
+    k-means++ starts, mean of ``how.seeds`` seeds) on the fc features of the trained network and of the same
     network at its random initialisation, each L2-normalised and PCA-whitened + L2 (the training's
     pre-processing), and on the three simple pixel baselines: raw, L2-normalised, PCA-50 + L2. ``results`` lists
     one row per (features, pre-processing). ``knn`` gives, for the trained and random-init networks' fc features
@@ -78,7 +82,7 @@ def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch
     (k = 20, cosine) of each image of ``dataset`` voted by the labelled images ``db`` (the training images; None:
     ``dataset`` itself, each image left out of its own vote). ``known``: ``{(network, split): its
     closing_features}`` ("trained" or "random-init") for what the caller has already (one process only; not
-    extracted again), optionally followed by the fc features PCA-whitened to ``cfg.pca_dim`` and L2-normalised
+    extracted again), optionally followed by the fc features PCA-whitened to ``how.pca_dim`` and L2-normalised
     as the run clustered them (fitted on every image of the split: not computed again). Each network reads each
     split once (:func:`closing_features`); under torchrun every process extracts its share and rank 0 does the
     rest (the others get {})."""
@@ -86,28 +90,29 @@ def evaluate_features(model: DeepClusterNet, cfg: Config, dataset, device: torch
     for name, net in (("trained", model), ("random-init", None)):
         given = {ds: v for (which, ds), v in (known or {}).items() if which == name}
         if net is None and not all(ds in given for ds in (dataset, db) if ds is not None):
-            net = make_model(cfg, dataset.channels, device)  # seeded: the network epoch 1 started from
-        f, conv, *whitened = _features(net, dataset, given, cfg, device, f"eval {name}")
-        f_db, conv_db, *_ = _features(net, db, given, cfg, device, f"eval {name} (kNN)") if db is not None else (
-            None, None)
+            net = how.random_net(dataset.channels)  # seeded: the network epoch 1 started from
+        f, conv, *whitened = _features(net, dataset, given, device, how.reading.called(f"eval {name}"))
+        f_db, conv_db, *_ = _features(net, db, given, device, how.reading.called(f"eval {name} (kNN)")) \
+            if db is not None else (None, None)
         if not dist.is_main():
             continue
         inputs += [(name, "L2", l2_normalize(f)),
-                   (name, f"PCA-whitened {cfg.pca_dim} + L2",
-                    whitened[0] if whitened else preprocess_features(f, cfg.pca_dim))]
+                   (name, f"PCA-whitened {how.pca_dim} + L2",
+                    whitened[0] if whitened else preprocess_features(f, how.pca_dim))]
         knn += [(name, "fc", f, f_db), (name, last, conv, conv_db)]
     if not dist.is_main():
         return {}
     size = model.image_size
-    pixels = pixel_features(dataset, size, cfg.workers)
+    workers = how.reading.workers
+    pixels = pixel_features(dataset, size, workers)
     inputs += [("pixels", "raw", pixels), ("pixels", "L2", l2_normalize(pixels)),
                ("pixels", "PCA-50 + L2", l2_normalize(PCAWhitening(50, whiten=False).fit_transform(pixels)))]
-    knn.append(("pixels", "raw", pixels, pixel_features(db, size, cfg.workers) if db is not None else None))
+    knn.append(("pixels", "raw", pixels, pixel_features(db, size, workers) if db is not None else None))
     results = [{"features": name, "preprocessing": prep,
-                **kmeans_quality(x, dataset.targets, seeds=cfg.eval_seeds, seed=cfg.seed)}
+                **kmeans_quality(x, dataset.targets, seeds=how.seeds, seed=how.seed)}
                for name, prep, x in inputs]
     knn_rows = [{"features": name, "layer": layer, "top1": knn_accuracy(x, dataset.targets) if x_db is None else
                  knn_accuracy(x_db, db.targets, x, dataset.targets)} for name, layer, x, x_db in knn]
-    return {"split": dataset.name, "images": len(dataset), "k": results[0]["k"], "seeds": cfg.eval_seeds,
+    return {"split": dataset.name, "images": len(dataset), "k": results[0]["k"], "seeds": how.seeds,
             "restarts": results[0]["restarts"], "results": results,
             "knn": {"k": 20, "database": db.name if db is not None else "leave-one-out", "results": knn_rows}}

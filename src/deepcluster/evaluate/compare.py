@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..config import ConfigError
+from ..settings import ConfigError
 
 
 def _load(run: Path, random_init: bool) -> dict:

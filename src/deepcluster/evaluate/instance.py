@@ -26,11 +26,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..config import ConfigError
 from ..data import IMAGE_EXTENSIONS
 from ..data.adapt import to_channels
 from ..data.folder import read_rgb
 from ..preprocess import l2_normalize
+from ..settings import ConfigError
 from ..views import normalize
 from .retrieval import RegionWhitening, regional_max, rmac_regions
 

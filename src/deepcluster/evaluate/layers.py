@@ -7,9 +7,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError
 from ..data import make_loader
 from ..features import Reading, extract_features
+from ..settings import ConfigError
 from ..views import centre_input
 
 

@@ -12,11 +12,11 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..config import ConfigError
 from ..data.adapt import Format
 from ..features import Reading
 from ..preprocess import l2_normalize, preprocess_features
 from ..session import Images, SavedRun, open_run
+from ..settings import ConfigError
 from .clustering import kmeans_quality
 from .fit import FitOptions, classifier_accuracy
 from .knn import knn_accuracy

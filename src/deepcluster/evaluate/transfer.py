@@ -15,9 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError
 from ..data import ImageFolder, TensorImages, load_size_for, open_folder
 from ..data.adapt import for_network
+from ..settings import ConfigError
 from .fit import FitOptions, classifier_accuracy, fit_on_views
 
 MODES = ("fc", "all")

@@ -6,11 +6,11 @@ from typing import Optional
 
 import numpy as np
 
-from ..config import ConfigError
 from ..data import fashion_mnist, load_size_for, open_folder
 from ..data.adapt import for_network
 from ..features import Reading
 from ..session import Images, SavedRun, open_run
+from ..settings import ConfigError
 from ..space import embed, nearest
 from .table import Output, Shown, Source, cluster_rows, image_names, refuse_existing, requested_groups, write_rows
 

@@ -28,12 +28,12 @@ from scipy.sparse.csgraph import connected_components
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..config import ConfigError
 from ..data.adapt import LUMA
 from ..data.folder import read_rgb
 from ..features import Reading, centre_view_features
 from ..preprocess import l2_normalize
 from ..session import Images, open_run
+from ..settings import ConfigError
 from ..space import embed, nearest_clusters
 from .table import Output, Shown, Source, image_names, refuse_existing, requested_groups, write_rows
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch.nn.functional as F
 
-from ..config import ConfigError
 from ..evaluate.layers import check_layer, conv_grids, conv_shapes, pool, probe_dims_default
 from ..features import Reading, dataset_features
 from ..session import Images, open_run
+from ..settings import ConfigError
 from ..space import Space
 from ..views import centre_input
 from .assign import open_images

@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..config import ConfigError
+from ..settings import ConfigError
 
 MARKER = ".deepcluster-clusters"  # what makes a folder ours to replace with --overwrite
 

@@ -29,8 +29,8 @@ import scipy.sparse as sp
 from ..clustering import KMeans
 from ..clustering.hierarchy import cut, leaf_count, ward_tree
 from ..clustering.number import CRITERIA, Choice, choose_k
-from ..config import ConfigError
 from ..rundir import FEATURES, GROUPS, RunDir, atomic_write
+from ..settings import ConfigError
 from ..space import nearest
 from ..state import RunClustering
 

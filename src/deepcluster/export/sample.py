@@ -8,9 +8,9 @@ from typing import Optional
 
 import numpy as np
 
-from ..config import ConfigError
 from ..features import Reading
 from ..session import Images, open_run
+from ..settings import ConfigError
 from ..space import embed
 from .table import Output, Shown, Source, image_names, ranks, refuse_existing, requested_groups, write_rows
 

@@ -10,9 +10,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..config import ConfigError
 from ..rundir import atomic_write
 from ..session import Images, SavedRun, open_run
+from ..settings import ConfigError
 from ..state import RunClustering
 
 FORMATS = ("csv", "jsonl")

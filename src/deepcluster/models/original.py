@@ -13,7 +13,7 @@ import re
 
 import torch
 
-from ..config import ConfigError
+from ..settings import ConfigError
 from .net import DeepClusterNet
 
 ARCHS = {"alexnet": "alexnet", "vgg16": "vgg16"}

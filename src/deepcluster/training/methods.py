@@ -20,16 +20,16 @@ import torch
 
 from .. import distributed as dist
 from ..clustering.health import imbalance_factor
-from ..config import Config
-from ..device import extraction_dtype, kept_dtype
+from ..device import Precisions
 from ..features import FeatureCache, Reading
 from ..models import DeepClusterNet, build_model, soft_reset
 from ..sampler import pseudo_labels, uniform_over_clusters
+from ..settings import ClusteringSettings, ModelSettings, OptimisationSettings, RuntimeSettings
 from ..space import Fitting, Space, clustering_input, embed, final_clustering, fit_clusters
 from ..state import RunClustering, RunState
 from .schedule import epoch_samples, epoch_seed
 from .sgd import SGD
-from .step import train_on_labels
+from .step import TrainPass, train_on_labels
 
 
 class Epoch(NamedTuple):
@@ -40,29 +40,40 @@ class Epoch(NamedTuple):
 
 
 class Method:
-    """What every method shares: the config, the device, the optimiser it trains the network with, and the run's
-    feature cache (what it asks to keep of the images read on the way)."""
+    """What every method shares: the settings it reads (what is learned, ``learn``; the clustering, ``clus``; the
+    optimisation, ``optim``; the runtime's, ``runtime``), the device and the run's precisions there, the optimiser
+    it trains the network with, and the run's feature cache (what it asks to keep of the images read on the
+    way)."""
 
     persistent_head = False  # its head is trained with the body, by the body's optimiser
 
-    def __init__(self, cfg: Config, device: torch.device, cache: Optional[FeatureCache] = None):
-        self.cfg, self.device, self.cache = cfg, device, cache or FeatureCache()
+    def __init__(self, learn: ModelSettings, clus: ClusteringSettings, optim: OptimisationSettings,
+                 runtime: RuntimeSettings, device: torch.device, precisions: Precisions,
+                 cache: Optional[FeatureCache] = None):
+        self.learn, self.clus, self.optim, self.runtime = learn, clus, optim, runtime
+        self.device, self.precisions, self.cache = device, precisions, cache or FeatureCache()
 
-    def extraction(self, epoch: int, images: int) -> Optional[torch.dtype]:
+    def extraction(self, epoch: int) -> Optional[torch.dtype]:
         """The precision of epoch ``epoch``'s extraction pass (torch.qint8: the network quantised to int8). Epoch
-        1's is :func:`~deepcluster.device.kept_dtype`'s: the random network's features are also the closing
-        evaluation's baseline, measured in the precision of everything the run evaluates."""
-        cfg, device = self.cfg, self.device
-        return kept_dtype(cfg, device) if epoch == 1 else extraction_dtype(cfg, device, images)
+        1's is the kept one: the random network's features are also the closing evaluation's baseline, measured
+        in the precision of everything the run evaluates."""
+        return self.precisions.kept if epoch == 1 else self.precisions.extraction
+
+    def _train(self, model, optimizers: list, dataset, order: np.ndarray, targets: np.ndarray, epoch: int,
+               keep_projections: bool = False):
+        optim, runtime = self.optim, self.runtime
+        how = TrainPass(runtime.seed, optim.batch_size, runtime.workers, self.precisions.training, optim.crop_scale,
+                        optim.lr)
+        return train_on_labels(model, optimizers, dataset, order, targets, how, epoch, keep_projections)
 
     def start(self, model: DeepClusterNet, dataset, state: Optional[RunState]) -> SGD:
         """Put the head in place (a fresh run's), then make the optimiser over what is trained, from ``state``'s
         when the run resumes."""
         if state is None:
             self.fresh_head(model, dataset)
-        cfg = self.cfg
+        optim = self.optim
         params = model.parameters() if self.persistent_head else model.body_parameters()
-        optimizer = SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        optimizer = SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
         if state is not None:
             optimizer.load_state_dict(state.optimizer)
         return optimizer
@@ -78,15 +89,19 @@ class Method:
                          ) -> tuple[Optional[RunClustering], Optional[np.ndarray]]:
         """The trained network's clustering of ``dataset``, fitted as the epochs fit theirs (see
         :func:`~deepcluster.space.final_clustering`): ``(clustering, its input)`` on rank 0."""
-        return final_clustering(model, dataset, self.cfg, self.device, seed, features)
+        reading = Reading(self.optim.batch_size, self.runtime.workers, self.precisions.kept, "final clustering")
+        fitting = Fitting("projection" if self.learn.method == "v2" else "whitened",
+                          np.random.default_rng([self.runtime.seed, self.optim.epochs + 1, 1]), self.clus.pca_dim,
+                          self.clus.pca_sample)
+        return final_clustering(model, dataset, self.device, reading, fitting, self.clus, seed, features)
 
     def _timed_row(self, epoch: int, loss: float, labels: np.ndarray, k: int, health: dict, times: list) -> dict:
         return {"epoch": epoch, "loss": loss, "clusters": k, **health, "imbalance": imbalance_factor(labels, k),
                 "time_features": times[1] - times[0], "time_clustering": times[2] - times[1],
                 "time_training": times[3] - times[2]}
 
-    def _reading(self, epoch: int, n: int, desc: str) -> Reading:
-        return Reading(self.cfg.batch_size, self.cfg.workers, self.extraction(epoch, n), desc)
+    def _reading(self, epoch: int, desc: str) -> Reading:
+        return Reading(self.optim.batch_size, self.runtime.workers, self.extraction(epoch), desc)
 
 
 class DeepClusterV1(Method):
@@ -96,26 +111,26 @@ class DeepClusterV1(Method):
     L2-normalised)."""
 
     def epoch(self, model: DeepClusterNet, optimizer, dataset, epoch: int) -> Epoch:
-        cfg, device = self.cfg, self.device
+        clus, optim, device, seed = self.clus, self.optim, self.device, self.runtime.seed
         # The global generator (head initialisation, dropout) restarts from (seed, epoch): resume-exact.
-        torch.manual_seed(epoch_seed(cfg.seed, epoch))
+        torch.manual_seed(epoch_seed(seed, epoch))
         t0 = time.perf_counter()
-        if cfg.reset_every and epoch > 1 and (epoch - 1) % cfg.reset_every == 0:
-            fresh = build_model(cfg.arch, dataset.channels, model.image_size, cfg.sobel)
-            soft_reset(model, fresh, cfg.reset_alpha, model.late_parameters())
-        reading = self._reading(epoch, len(dataset), f"epoch {epoch} features")
+        if optim.reset_every and epoch > 1 and (epoch - 1) % optim.reset_every == 0:
+            fresh = build_model(self.learn.arch, dataset.channels, model.image_size, self.learn.sobel)
+            soft_reset(model, fresh, optim.reset_alpha, model.late_parameters())
+        reading = self._reading(epoch, f"epoch {epoch} features")
         keep = epoch == 1 and self.cache.wants("random-init", dataset)
         first = self.cache.read("random-init", model, dataset, device, reading) if keep else None
-        fitting = Fitting("whitened", np.random.default_rng([cfg.seed, epoch, 1]), cfg.pca_dim, cfg.pca_sample)
+        fitting = Fitting("whitened", np.random.default_rng([seed, epoch, 1]), clus.pca_dim, clus.pca_sample)
         _, x = clustering_input(model, dataset, device, reading, fitting, first[0] if keep else None)
         if keep:  # the evaluation's random-init PCA-whitened baseline, too
             self.cache.add("random-init", dataset, x)
         t1 = time.perf_counter()
 
         def cluster():  # on rank 0, which alone holds x: the main clustering, then one per over-clustering head
-            clus, *more = fit_clusters(x, cfg, epoch_seed(cfg.seed, epoch), device, [None] + cfg.overcluster_ks)
+            main, *more = fit_clusters(x, clus, epoch_seed(seed, epoch), device, [None] + clus.overcluster_ks)
             extra = [pseudo_labels(c.labels_) for c in more]
-            return (*pseudo_labels(clus.labels_), clus.health_.metrics(), extra)
+            return (*pseudo_labels(main.labels_), main.health_.metrics(), extra)
 
         labels, n_clusters, health, extra = dist.on_main(cluster)
         t2 = time.perf_counter()
@@ -125,10 +140,10 @@ class DeepClusterV1(Method):
         # The head has its own optimiser, without momentum, since it starts from scratch every epoch, and at the
         # full lr whatever the body's schedule (as the reference's): a head trained at the decayed lr of the last
         # epochs cannot learn its new pseudo-labels, and the loss climbs back over the end of the schedule.
-        head_opt = SGD(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sample = uniform_over_clusters(labels, epoch_samples(cfg.reassign, len(dataset)),
-                                       np.random.default_rng([cfg.seed, epoch]))
-        loss, _ = train_on_labels(model, [optimizer, head_opt], dataset, sample, targets, cfg, epoch)
+        head_opt = SGD(head.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+        sample = uniform_over_clusters(labels, epoch_samples(optim.reassign, len(dataset)),
+                                       np.random.default_rng([seed, epoch]))
+        loss, _ = self._train(model, [optimizer, head_opt], dataset, sample, targets, epoch)
         row = self._timed_row(epoch, loss, labels, n_clusters, health, [t0, t1, t2, time.perf_counter()])
         if extra:  # the loss is the mean over the heads: its chance level is the mean of their ln k
             row["heads"] = [n_clusters] + [e[1] for e in extra]
@@ -137,46 +152,44 @@ class DeepClusterV1(Method):
 
 class DeepClusterV2(Method):
     """``bank``: the projections of every image, ``(N, proj_dim)``, from the previous epoch's training pass (from a
-    centre-view pass on the first epoch, or every epoch with ``cfg.bank == "centre"``); on rank 0 only."""
+    centre-view pass on the first epoch, or every epoch with ``learn.bank == "centre"``); on rank 0 only. Set it
+    (a resumed run's) after construction."""
 
     persistent_head = True
-
-    def __init__(self, cfg: Config, device: torch.device, bank: Optional[torch.Tensor] = None,
-                 cache: Optional[FeatureCache] = None):
-        super().__init__(cfg, device, cache)
-        self.bank = bank
+    bank: Optional[torch.Tensor] = None
 
     def fresh_head(self, model: DeepClusterNet, dataset) -> None:
-        model.use_prototypes(self.cfg.k, self.cfg.proj_dim, self.cfg.temperature)
+        model.use_prototypes(self.clus.k, self.learn.proj_dim, self.learn.temperature)
 
     def saved(self) -> dict:
         return {"bank": self.bank} if self.bank is not None else {}
 
     def epoch(self, model: DeepClusterNet, optimizer, dataset, epoch: int) -> Epoch:
-        cfg, device = self.cfg, self.device
-        torch.manual_seed(epoch_seed(cfg.seed, epoch))
+        device, seed, which = self.device, self.runtime.seed, self.learn.bank
+        torch.manual_seed(epoch_seed(seed, epoch))
         t0 = time.perf_counter()
-        if dist.broadcast_object(self.bank is None or cfg.bank == "centre"):  # rank 0 alone knows
-            bank = embed(model, dataset, Space("projection"), device,
-                         self._reading(epoch, len(dataset), f"epoch {epoch} bank"))
+        if dist.broadcast_object(self.bank is None or which == "centre"):  # rank 0 alone knows
+            bank = embed(model, dataset, Space("projection"), device, self._reading(epoch, f"epoch {epoch} bank"))
             self.bank = torch.from_numpy(bank) if bank is not None else None
         t1 = time.perf_counter()
 
         def cluster():  # on rank 0, which alone holds the bank
-            km, = fit_clusters(self.bank.numpy(), cfg, epoch_seed(cfg.seed, epoch), device, [None])
+            km, = fit_clusters(self.bank.numpy(), self.clus, epoch_seed(seed, epoch), device, [None])
             return km.labels_, km.cluster_centers_, km.health_.metrics()
 
         labels, centroids, health = dist.on_main(cluster)
         model.head.set_prototypes(torch.from_numpy(centroids))
         t2 = time.perf_counter()
-        rng, n, m = np.random.default_rng([cfg.seed, epoch]), len(dataset), epoch_samples(cfg.reassign, len(dataset))
+        n = len(dataset)
+        rng, m = np.random.default_rng([seed, epoch]), epoch_samples(self.optim.reassign, n)
         order = np.concatenate([rng.permutation(n) for _ in range(-(-m // n))])[:m]  # every image once per pass
-        refresh = cfg.bank == "train"
-        loss, kept = train_on_labels(model, [optimizer], dataset, order, labels, cfg, epoch, keep_projections=refresh)
+        refresh = which == "train"
+        loss, kept = self._train(model, [optimizer], dataset, order, labels, epoch, keep_projections=refresh)
         if refresh:  # this epoch's projections become the next epoch's bank, row by dataset index
             idx, z = kept
             dist.gather_rows(z, idx, n, out=self.bank.numpy() if self.bank is not None else None)
-        return Epoch(labels, self._timed_row(epoch, loss, labels, cfg.k, health, [t0, t1, t2, time.perf_counter()]))
+        return Epoch(labels, self._timed_row(epoch, loss, labels, self.clus.k, health,
+                                             [t0, t1, t2, time.perf_counter()]))
 
 
 class Supervised(Method):
@@ -190,20 +203,10 @@ class Supervised(Method):
         return None, None
 
     def epoch(self, model: DeepClusterNet, optimizer, dataset, epoch: int) -> Epoch:
-        cfg = self.cfg
-        torch.manual_seed(epoch_seed(cfg.seed, epoch))
+        seed = self.runtime.seed
+        torch.manual_seed(epoch_seed(seed, epoch))
         t0 = time.perf_counter()
-        sample = uniform_over_clusters(dataset.targets, epoch_samples(cfg.reassign, len(dataset)),
-                                       np.random.default_rng([cfg.seed, epoch]))
-        loss, _ = train_on_labels(model, [optimizer], dataset, sample, dataset.targets, cfg, epoch)
+        sample = uniform_over_clusters(dataset.targets, epoch_samples(self.optim.reassign, len(dataset)),
+                                       np.random.default_rng([seed, epoch]))
+        loss, _ = self._train(model, [optimizer], dataset, sample, dataset.targets, epoch)
         return Epoch(None, {"epoch": epoch, "loss": loss, "time_training": time.perf_counter() - t0})
-
-
-def method_for(cfg: Config, device: torch.device, state: Optional[RunState] = None,
-               cache: Optional[FeatureCache] = None) -> Method:
-    """The method ``cfg`` trains with, carrying on from ``state`` when the run resumes; ``cache``: the run's."""
-    if cfg.supervised:
-        return Supervised(cfg, device, cache)
-    if cfg.method == "v2":
-        return DeepClusterV2(cfg, device, state.bank if state is not None else None, cache)
-    return DeepClusterV1(cfg, device, cache)

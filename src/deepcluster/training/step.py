@@ -1,6 +1,7 @@
 """One pass of training on given labels: the augmented view, cross-entropy, SGD; the same for every method."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -8,16 +9,29 @@ import torch
 from tqdm import tqdm
 
 from .. import distributed as dist
-from ..config import Config, TrainingError
 from ..data import make_loader
-from ..device import amp_dtype, autocast
+from ..device import autocast
 from ..models import DeepClusterNet
+from ..settings import TrainingError
 from ..views import train_view
 from .schedule import epoch_seed
 
 
+@dataclass(frozen=True)
+class TrainPass:
+    """How a training pass runs: seeded from ``seed`` (and the epoch), ``batch_size`` images a step read by
+    ``workers`` loader processes, autocast to ``amp`` (None: float32), random crops of at least ``crop_scale`` of
+    the image; ``lr`` is named when the loss diverges."""
+    seed: int
+    batch_size: int
+    workers: Optional[int]
+    amp: Optional[torch.dtype]
+    crop_scale: float
+    lr: float
+
+
 def train_on_labels(model: DeepClusterNet, optimizers: list, dataset, indices: np.ndarray, targets: np.ndarray,
-                    cfg: Config, epoch: int, keep_projections: bool = False
+                    how: TrainPass, epoch: int, keep_projections: bool = False
                     ) -> tuple[float, Optional[tuple[np.ndarray, np.ndarray]]]:
     """One pass over ``indices`` (dataset indices; under torchrun this process's slice of them) with the
     augmented view and cross-entropy against ``targets[index]``, on the model's device, each of ``optimizers``
@@ -26,24 +40,24 @@ def train_on_labels(model: DeepClusterNet, optimizers: list, dataset, indices: n
     pass, else None."""
     device = next(model.parameters()).device
     # Each process draws its own crops and dropout masks; rank 0's are those of a single-process run.
-    rank_seed = epoch_seed(cfg.seed, epoch) + 7919 * dist.rank()
+    rank_seed = epoch_seed(how.seed, epoch) + 7919 * dist.rank()
     gen = torch.Generator().manual_seed(rank_seed)
     if dist.rank():
         torch.manual_seed(rank_seed)
     y_all = torch.from_numpy(targets).to(device)
-    loader = make_loader(dataset, dist.shard(indices), cfg.batch_size, cfg.workers, device.type == "cuda", device)
+    loader = make_loader(dataset, dist.shard(indices), how.batch_size, how.workers, device.type == "cuda", device)
     model.train()
     # Wrapped afresh each epoch: v1 has a new head, and DDP's construction hands every process rank 0's weights.
     net = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled() else model
-    amp = amp_dtype(cfg.precision, device)
+    amp = how.amp
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)  # fp16 gradients underflow unscaled
     total, count, seen, projections = 0.0, 0, [], []
     bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, unit="batch",
                disable=None if dist.is_main() else True)  # None: quiet when the output is not a terminal
     for step, (images, idx) in enumerate(bar):
         x = train_view(images, model.image_size, dataset.mean, dataset.std,
-                       cfg.crop_scale, generator=gen).contiguous(memory_format=torch.channels_last)
+                       how.crop_scale, generator=gen).contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
             if keep_projections:
                 logits, z = net(x, with_projection=True)
@@ -54,7 +68,7 @@ def train_on_labels(model: DeepClusterNet, optimizers: list, dataset, indices: n
             loss = model.loss(logits, y_all[idx.to(device)])
         if not torch.isfinite(loss):
             raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}, batch {step}: lower the "
-                                f"learning rate (--lr, now {cfg.lr}); the last checkpoint is kept as it was")
+                                f"learning rate (--lr, now {how.lr}); the last checkpoint is kept as it was")
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

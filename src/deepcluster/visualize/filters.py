@@ -11,9 +11,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from ..config import ConfigError
 from ..data import make_loader
 from ..features import Reading, extract_features
+from ..settings import ConfigError
 from ..views import centre_input
 from .grids import to_rgb
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..config import ConfigError
+from ..settings import ConfigError
 from .grids import cluster_rows, image_rows, pick_clusters
 
 
