@@ -44,7 +44,7 @@ class SavedRun:
         c = None if self.state is None else self.state.clustering
         if c is not None and c.precision is not None:
             return named_dtype(c.precision)
-        return kept_dtype(self.cfg, self.device)
+        return kept_dtype(self.cfg.section("runtime"), self.device)
 
     @property
     def assignment(self) -> Optional[np.ndarray]:

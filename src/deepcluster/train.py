@@ -172,9 +172,10 @@ def _open(cfg: Config, out, resume: bool, overwrite: bool, quiet: bool, clock: C
                                                               train_set.name)
         train_set, val_set = datasets(cfg, train=train_set)
     device = resolve_device(cfg.device)
-    check_extraction(cfg, device)
-    cfg = replace(cfg, **settled_precisions(cfg, device, len(train_set)))  # config.yaml says what this machine
-    precisions = Precisions.of(cfg, device, len(train_set))  # computes in: resolved once, here
+    check_extraction(cfg.section("runtime"), device)
+    # config.yaml says what this machine computes in; the three precisions, resolved once, here
+    cfg = replace(cfg, **settled_precisions(cfg.section("runtime"), device, len(train_set)))
+    precisions = Precisions.of(cfg.section("runtime"), device, len(train_set))
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed input sizes: let cuDNN pick its fastest kernels
     if cfg.tensorboard:
         from .visualize.tensorboard import check_tensorboard
