@@ -14,7 +14,6 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from .config import Config, ConfigError
 from .data import TensorImages, load_size_for
 from .data.adapt import for_network
-from .features import Reading
 from .session import Images, open_run
 from .space import embed, nearest
 
@@ -104,9 +103,8 @@ class DeepCluster(ClusterMixin, BaseEstimator):
     def transform(self, images) -> np.ndarray:
         """``images`` (a folder, or uint8 pixels ``(N, [C,] H, W)`` at the network's load size) in the run's
         clustering space, ``(N, d)``."""
-        run, cfg = self._run, self._run.cfg
-        return embed(run.model, self._dataset(images), self._clustering, run.device,
-                     Reading(cfg.batch_size, cfg.workers, run.dtype, None, alone=True))
+        run = self._run
+        return embed(run.model, self._dataset(images), self._clustering, run.device, run.reading())
 
     def predict(self, images) -> np.ndarray:
         """The nearest learned centroid of each image."""

@@ -12,6 +12,7 @@ import torch
 from .config import Config, ConfigError
 from .data import default_image_size, image_format, load_datasets, open_training_images
 from .device import kept_dtype, named_dtype, resolve_device
+from .features import Reading
 from .network import make_model, saved_network
 from .state import RunState, checkpoint_path
 
@@ -45,6 +46,11 @@ class SavedRun:
         if c is not None and c.precision is not None:
             return named_dtype(c.precision)
         return kept_dtype(self.cfg.section("runtime"), self.device)
+
+    def reading(self, desc: Optional[str] = None) -> Reading:
+        """How a command reads images through this run's network: the run's batch size and workers, in
+        :attr:`dtype`, on this process alone, under a progress bar labelled ``desc`` (None: none)."""
+        return Reading(self.cfg.batch_size, self.cfg.workers, self.dtype, desc, alone=True)
 
     @property
     def assignment(self) -> Optional[np.ndarray]:

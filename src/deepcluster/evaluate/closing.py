@@ -31,17 +31,12 @@ def pixel_features(dataset, size: int, workers: Optional[int] = 0, max_side: int
     return extract_features(forward, loader, len(dataset), prepare, torch.device("cpu"), None)
 
 
-def _last_conv(model: DeepClusterNet, channels: int, device) -> tuple[int, int]:
-    """``(pooling grid, width)`` of the last conv layer as the closing evaluation and the probes read it."""
+def closing_grid(model: DeepClusterNet, channels: int, device) -> tuple[int, int]:
+    """``(pooling grid, floats per image)`` of the last conv layer as the closing evaluation and the probes read it
+    (in :func:`closing_features`, beside the fc features)."""
     shapes = conv_shapes(model, channels, model.image_size, device)
     grid = conv_grids(shapes, probe_dims_default(model.image_size))[-1]
     return grid, shapes[-1][0] * grid * grid
-
-
-def closing_grid(model: DeepClusterNet, channels: int, device) -> tuple[int, int]:
-    """``(pooling grid, floats per image)`` of the last conv layer in :func:`closing_features` (the fc features
-    come besides)."""
-    return _last_conv(model, channels, device)
 
 
 @dataclass(frozen=True)
@@ -61,7 +56,7 @@ def closing_features(model: DeepClusterNet, dataset, device: torch.device, readi
                      ) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """``(fc features, last conv layer pooled as for the linear probes)`` of every image's centre view, both from
     one pass (under torchrun each process extracts its share): on rank 0, None on the others."""
-    grid = _last_conv(model, dataset.channels, device)[0]
+    grid = closing_grid(model, dataset.channels, device)[0]
     return fc_and_conv(model, dataset, device, replace(reading, conv_grid=grid))
 
 

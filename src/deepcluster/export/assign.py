@@ -8,7 +8,6 @@ import numpy as np
 
 from ..data import fashion_mnist, load_size_for, open_folder
 from ..data.adapt import for_network
-from ..features import Reading
 from ..session import Images, SavedRun, open_run
 from ..settings import ConfigError
 from ..space import embed, nearest
@@ -58,8 +57,7 @@ def assign_images(source: Source, output: Output = Output(), shown: Shown = Show
     groups = requested_groups(run, shown)
     c = groups.clustering
     ds, note = open_images(run, data, data_root)
-    x = embed(run.model, ds, c, run.device, Reading(run.cfg.batch_size, run.cfg.workers, run.dtype,
-                                                    "assign" if progress else None, alone=True))
+    x = embed(run.model, ds, c, run.device, run.reading("assign" if progress else None))
     placed = [nearest(x, cen) for cen in c.centroids]
     labels, distances = [p[0] for p in placed], [p[1] for p in placed]
     rows = cluster_rows(image_names(ds), c, ds.targets, ds.classes, labels, distances)

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from ..data.adapt import LUMA
 from ..data.folder import read_rgb
-from ..features import Reading, centre_view_features
+from ..features import centre_view_features
 from ..preprocess import l2_normalize
 from ..session import Images, open_run
 from ..settings import ConfigError
@@ -176,19 +176,16 @@ def find_duplicates(source: Source | str | Path, threshold: Optional[float] = No
     chosen = requested_groups(run, shown)
     c = chosen.clustering
     ds, cfg, labels = run.train_set, run.cfg, c.labels[0]
-    amp = run.dtype
     space, x = space or "clustering", None
     if probe > 1 or (by, space) == ("features", "clustering"):
-        x = embed(run.model, ds, c, run.device, Reading(cfg.batch_size, cfg.workers, amp,
-                                                        "features" if progress else None, alone=True))
+        x = embed(run.model, ds, c, run.device, run.reading("features" if progress else None))
     probes = None if probe == 1 else nearest_clusters(x, c.centroids[0], probe)
     if by == "copies":
         sig, means, aspects = copy_signatures(ds, cfg.workers, "thumbnails" if progress else None)
         i, j, s = copy_pairs(sig, means, aspects, labels, threshold, probes)
     else:
         if space == "fc":
-            x = centre_view_features(run.model, ds, run.device, Reading(
-                cfg.batch_size, cfg.workers, amp, "fc features" if progress else None, alone=True))
+            x = centre_view_features(run.model, ds, run.device, run.reading("fc features" if progress else None))
         i, j, s = similar_pairs(x, labels, threshold, probes)
     names = image_names(ds)
     write_rows([{"image_a": names[a], "image_b": names[b], "similarity": round(float(v), 6),

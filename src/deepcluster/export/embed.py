@@ -10,7 +10,7 @@ import numpy as np
 import torch.nn.functional as F
 
 from ..evaluate.layers import check_layer, conv_grids, conv_shapes, pool, probe_dims_default
-from ..features import Reading, dataset_features
+from ..features import dataset_features
 from ..session import Images, open_run
 from ..settings import ConfigError
 from ..space import Space
@@ -62,7 +62,7 @@ def embed_images(source: Source, output: Output, layer: str = "fc", space: str =
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.npy")
     rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(ds), dim))
-    reading = Reading(run.cfg.batch_size, run.cfg.workers, run.dtype, "embed" if progress else None, alone=True)
+    reading = run.reading("embed" if progress else None)
     dataset_features(forward, ds, np.arange(len(ds)), centre_input(model.image_size, ds.mean, ds.std), dev,
                      reading, project, rows)
     rows.flush()

@@ -8,7 +8,6 @@ from typing import Optional
 
 import numpy as np
 
-from ..features import Reading
 from ..session import Images, open_run
 from ..settings import ConfigError
 from ..space import embed
@@ -50,9 +49,7 @@ def sample_representatives(source: Source | str | Path, per_cluster: int = 5, sp
     rank, size = ranks(labels, dist)
     x = None
     if spread:
-        cfg = run.cfg
-        x = embed(run.model, ds, c, run.device, Reading(cfg.batch_size, cfg.workers, run.dtype,
-                                                        "spread sample" if progress else None, alone=True))
+        x = embed(run.model, ds, c, run.device, run.reading("spread sample" if progress else None))
     names, rows, picks = image_names(ds), [], {}
     for k in np.unique(labels):
         members = np.flatnonzero(labels == k)
