@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Optional
 
 from .diagnose import UNLABELLED, learning_problems
-from .evaluate.clustering import kmeans_protocol
+from .evaluate.clustering import kmeans_protocol, scored_images
 from .rundir import RUN_FILES
 
 
@@ -41,7 +41,7 @@ def summary_table(history: list[dict], evaluation: dict, run_dir: Path, timing: 
         lines.append("  besides the epochs: " + ", ".join(f"{k} {v:.1f} s" for k, v in parts.items()))
     if evaluation:
         lines += [f"  k-means (k = {evaluation['k']}, {kmeans_protocol(evaluation)}) on {evaluation['split']}"
-                  f" ({evaluation['images']} images):",
+                  f" ({scored_images(evaluation)}):",
                   "  | features    | pre-processing           |   NMI |   ARI |   ACC |",
                   "  |-------------|--------------------------|-------|-------|-------|"]
         for r in evaluation["results"]:
@@ -49,7 +49,8 @@ def summary_table(history: list[dict], evaluation: dict, run_dir: Path, timing: 
                          f"| {r['acc']:.3f} |")
         if evaluation.get("knn"):
             kn = evaluation["knn"]
-            lines.append(f"  kNN top-1 (k = {kn['k']}, cosine; votes from {kn['database']}): " + ", ".join(
+            votes = kn["database"] + (f", {kn['database_images']:,} images" if "database_images" in kn else "")
+            lines.append(f"  kNN top-1 (k = {kn['k']}, cosine; votes from {votes}): " + ", ".join(
                 f"{r['features']} {r['layer']} {r['top1']:.3f}" for r in kn["results"]))
     else:
         lines.append(f"  {UNLABELLED}")

@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
 from .config import Config, ConfigError, DeepClusterError
 
 # The resume rules, from the settings' metadata (deepcluster.config._opt): what may change when a run is resumed
@@ -108,8 +110,9 @@ class RunDir:
         if not path.is_file():
             return None
         cfg = Config.from_yaml(path)
+        written = yaml.safe_load(path.read_text()) or {}
         for name, value in LEGACY_SETTINGS.items():
-            if getattr(cfg, name) is None:
+            if name not in written or getattr(cfg, name) is None:
                 setattr(cfg, name, value)
         return cfg
 

@@ -85,7 +85,7 @@ def fresh_network(cfg: Config, channels: int, device: torch.device):
 
 def training_images(cfg: Config):
     """The training images ``cfg`` names, opened but not decoded (what the recipe profiles)."""
-    return open_training_images(cfg.section("data"), input_size(cfg))
+    return open_training_images(cfg.section("data"), input_size(cfg), cfg.seed)
 
 
 def datasets(cfg: Config, cache: bool = True, train=None):

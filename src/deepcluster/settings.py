@@ -16,6 +16,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 EXTRACT_PRECISIONS = ("auto", "training", "fp32", "bf16", "fp16", "int8")
 RECIPES = ("auto", "paper")
 DECODES = ("auto", "cpu", "device")
+SUBSET_DRAWS = ("random", "first")
+EVALS = ("sample", "full", "none")
 
 
 class DeepClusterError(Exception):
@@ -93,8 +95,12 @@ class DataSettings:
                                      "32 for the small net on folders, 224 for alexnet/vgg16)",
                                      check=[(lambda v: v >= 8, "image size {v} is too small: use at least 8 pixels "
                                                                "(--image-size)")])
-    subset: Optional[int] = _opt("use only the first N training images (quick tries)",
+    subset: Optional[int] = _opt("use only N of the training images (quick tries), drawn as --subset-draw says",
                                  check=[(lambda v: v >= 2, "subset = {v}: keep at least 2 images (--subset)")])
+    subset_draw: str = _opt("how --subset draws its images: random (seeded by --seed, stratified when the "
+                            "folder's subfolders label them, so every class keeps its share) or first (the first "
+                            "N in sorted order)", "random", check=[_one_of(SUBSET_DRAWS, "subset draw",
+                                                                           "--subset-draw")], legacy="first")
     strict: bool = _opt("stop on unreadable image files instead of skipping them with a warning", False,
                         resumable=True)
 
@@ -235,7 +241,7 @@ class RuntimeSettings:
                                   check=[(lambda v: v >= 0, "workers = {v} must be >= 0 (--workers)")],
                                   resumable=True)
     cache_gb: float = _opt("GiB of decoded images an image folder may take in memory per process: a "
-                           "folder that fits (and takes under half the free memory) is decoded once, before the "
+                           "folder that fits (and takes under half the available memory) is decoded once, before the "
                            "first epoch, and every pass reads memory instead of decoding files again; 0 never "
                            "caches", 4.0, check=[(lambda v: v >= 0, "cache_gb = {v} must be >= 0 (--cache-gb; 0 "
                                                                     "never caches)")], resumable=True)
@@ -259,6 +265,13 @@ class RuntimeSettings:
 @dataclass
 class OutputSettings:
     """What a run leaves besides its checkpoint: the closing evaluation, the report, TensorBoard."""
+    eval: str = _opt("the closing evaluation, on the labelled images: sample (at most --eval-images of them, a "
+                     "seeded stratified draw, and a kNN database of the training images capped at 1 GiB of "
+                     "features per network: its time and memory do not grow with the folder), full (every image; "
+                     "kNN over all of them: for small folders only) or none", "sample",
+                     check=[_one_of(EVALS, "evaluation", "--eval")], resumable=True)
+    eval_images: int = _opt("images the closing evaluation scores with --eval sample", 10000,
+                            check=[_at_least(2, "eval_images", "--eval-images")], resumable=True)
     eval_seeds: int = _opt("k-means restarts averaged in the final evaluation", 3,
                            check=[(lambda v: v >= 1, "eval_seeds = {v} must be >= 1 (--eval-seeds)")],
                            resumable=True)

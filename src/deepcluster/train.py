@@ -11,7 +11,7 @@ import time
 import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Optional
 
@@ -33,7 +33,7 @@ from .device import (
     settled_precisions,
 )
 from .evaluate import ari, nmi
-from .evaluate.closing import Closing, closing_grid, evaluate_features
+from .evaluate.closing import KNN_DATABASE_GB, Closing, closing_grid, closing_splits, evaluate_features
 from .features import FeatureCache, Reading
 from .network import restore_model
 from .rundir import FEATURES, RunDir
@@ -120,18 +120,22 @@ class Run:
         precision."""
         return Reading(self.cfg.batch_size, self.cfg.workers, self.precisions.kept, desc)
 
+    @cached_property
+    def closing_sets(self) -> tuple:
+        return closing_splits(self.train_set, self.val_set, self.cfg.eval, self.cfg.eval_images, self.cfg.seed)
+
     @property
     def eval_set(self):
-        """The labelled split the closing evaluation scores: the validation images when labelled, else the
-        training images when labelled, else none."""
-        val, train = self.val_set, self.train_set
-        return val if val is not None and val.targets is not None else (train if train.targets is not None else None)
+        """The labelled images the closing evaluation scores (:func:`~deepcluster.evaluate.closing.closing_splits`):
+        the validation images when labelled, else the training images when labelled, drawn down to
+        ``--eval-images`` with ``--eval sample``; None with ``--eval none`` or without labels."""
+        return self.closing_sets[0]
 
     @property
     def db(self):
         """The kNN votes' labelled database: the training images when another split is scored, else None
         (leave-one-out)."""
-        return self.train_set if self.eval_set is not self.train_set and self.train_set.targets is not None else None
+        return self.closing_sets[1]
 
 
 @dataclass
@@ -197,7 +201,7 @@ def _open(cfg: Config, out, resume: bool, overwrite: bool, quiet: bool, clock: C
     run.say(cfg.to_yaml().rstrip())
     run.say(recipe.describe(given, cfg, data))
     if isinstance(train_set, ImageFolder) and cfg.cache_gb > 0:  # too large to decode once into memory
-        run.say(f"note: the images do not fit --cache-gb {cfg.cache_gb:g} (or half the free memory), so every "
+        run.say(f"note: the images do not fit --cache-gb {cfg.cache_gb:g} (or half the available memory), so every "
                 f"pass decodes the files again; 'deepcluster prepare {train_set.root} DEST' once, then --data "
                 f"DEST, reads them 3-5x faster (and on a GPU decodes them there)")
     return run
@@ -251,7 +255,8 @@ def method_for(cfg: Config, device: torch.device, precisions: Precisions,
 def closing_options(cfg: Config, device: torch.device, kept: Optional[torch.dtype]) -> Closing:
     """How the closing evaluation of a run of ``cfg`` runs on ``device``, reading in the ``kept`` precision."""
     return Closing(Reading(cfg.batch_size, cfg.workers, kept, None), cfg.pca_dim, cfg.eval_seeds, cfg.seed,
-                   lambda channels: fresh_network(cfg, channels, device))
+                   lambda channels: fresh_network(cfg, channels, device),
+                   KNN_DATABASE_GB if cfg.eval == "sample" else None)
 
 
 def _fit(run: Run, built: Built, observers: list) -> None:
@@ -358,10 +363,9 @@ def _evaluate(run: Run, built: Built) -> dict:
     """The closing evaluation on the labelled split, reusing what the run's cache holds of the training images:
     the trained network's features, the random network's from epoch 1."""
     with run.clock.part("evaluation"):
-        evaluation = evaluate_features(built.model, run.eval_set, run.device, closing_options(run.cfg, run.device,
-                                                                                              run.precisions.kept),
-                                       run.db, built.cache.kept) \
-            if run.eval_set is not None else {}
+        how = closing_options(run.cfg, run.device, run.precisions.kept)
+        evaluation = evaluate_features(built.model, run.eval_set, run.device, how, run.db, built.cache.kept,
+                                       run.closing_sets[2]) if run.eval_set is not None else {}
     built.cache.clear()
     return evaluation
 

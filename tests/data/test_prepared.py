@@ -179,3 +179,18 @@ def test_batches_decoded_on_the_device_are_the_loaders_images_and_train_alike(ti
         weights[decode] = torch.load(tmp_path / decode / "checkpoint.pt", weights_only=False)["model"]
     assert weights["cpu"].keys() == weights["device"].keys()
     assert all(torch.equal(weights["cpu"][k], weights["device"][k]) for k in weights["cpu"])
+
+
+def test_prepare_stores_by_default_what_train_reads_with_the_defaults(image_folder, tmp_path, capsys, monkeypatch):
+    from deepcluster.cli.commands import recipe_input_size
+
+    assert main(["prepare", str(image_folder), str(tmp_path / "p"), "--workers", "0"]) == 0
+    assert "at 32 px" in capsys.readouterr().out  # 36 small pictures: the recipe's small net reads 32 px
+    assert PreparedImages(tmp_path / "p").prepared_size == 32
+    assert main(["prepare", str(image_folder), str(tmp_path / "p")]) == 0  # done: its own choice stands
+    assert "already holds" in capsys.readouterr().out
+    # an ImageNet-like folder (over 100,000 images of 128 px or more) is stored for AlexNet's 224 px
+    big = ImageFolder(image_folder, 32)
+    monkeypatch.setattr(big, "files", big.files * 3000)
+    monkeypatch.setattr(big, "sizes", [(500, 375)] * len(big.files))
+    assert recipe_input_size(big) == 224

@@ -212,13 +212,24 @@ def run_sample(args: argparse.Namespace) -> None:
         print(f"{done['folders']['folders']} folders -> {done['folders']['out']}")
 
 
+def recipe_input_size(folder) -> int:
+    """The input size of the network the auto recipe chooses for ``folder`` (``prepare``'s default: it stores what
+    ``train`` reads with the defaults)."""
+    from .. import recipe
+    from ..data import default_image_size
+    from ..settings import DataSettings
+
+    return default_image_size(DataSettings(data=str(folder.root)), recipe.auto_settings(recipe.profile(folder))["arch"])
+
+
 def run_prepare(args: argparse.Namespace) -> None:
     import time
 
     from ..data import prepare
 
     t = time.perf_counter()
-    done = prepare(args.src, args.dest, args.image_size, args.quality, args.workers, args.strict)
+    done = prepare(args.src, args.dest, args.image_size or recipe_input_size, args.quality, args.workers,
+                   args.strict)
     n, gb = done["images"], done["bytes"] / 1e9
     if done["already"]:
         print(f"{args.dest} already holds the {n} images of {args.src} prepared at {done['load_size']} px: nothing "

@@ -80,13 +80,16 @@ def _prepare_command(sub) -> None:
     """prepare SRC DEST."""
     pr = sub.add_parser("prepare", help="write an image folder once into shards that load several times faster",
                         description="Decode every image of SRC once, square it at the load size of --image-size "
-                                    "networks (shorter side 256 for 224) and store it as a JPEG in shards of DEST; "
+                                    "networks (shorter side 256 for 224; by default the network train chooses) "
+                                    "and store it as a JPEG in shards of DEST; "
                                     "then 'train --data DEST' (and eval, export, ...) read DEST. An interrupted "
                                     "prepare resumes when run again; a half-written DEST is never read as data.")
     pr.add_argument("src", metavar="SRC", help="folder of images (searched recursively)")
     pr.add_argument("dest", metavar="DEST", help="new folder to write (outside SRC)")
-    pr.add_argument("--image-size", type=int, default=224,
-                    help="input size of the networks that will read it (default 224: stored at 256 px)")
+    pr.add_argument("--image-size", type=int,
+                    help="input size of the networks that will read it (224: stored at 256 px). Default: the "
+                         "input size of the network the auto recipe chooses for SRC (224 for ImageNet-like folders, "
+                         "over 100,000 images of 128 px or more; else the small net's 32)")
     pr.add_argument("--quality", type=int, default=90,
                     help="JPEG quality of the stored squares (default 90; colour kept at full resolution)")
     pr.add_argument("--workers", type=int, help="decoding processes (default: one per core)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..settings import ConfigError, DataSettings, RuntimeSettings
 from .cache import in_memory
+from .draw import draw_indices, drawn
 from .fashion_mnist import (
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_MEAN,
@@ -24,7 +25,7 @@ from .prepared import JpegBatch, PreparedImages, check_not_partial, is_prepared,
 
 __all__ = ["FASHION_MNIST_CLASSES", "FASHION_MNIST_ROOT", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS",
            "DeviceBatches", "ImageFolder", "JpegBatch", "PreparedImages", "TensorImages", "auto_workers",
-           "decodes_on_device", "default_image_size", "fashion_mnist",
+           "decodes_on_device", "default_image_size", "draw_indices", "drawn", "fashion_mnist",
            "image_format", "in_memory", "load_datasets", "load_size_for", "make_loader", "open_folder",
            "open_training_images", "prepare", "read_idx", "to_rgb_array"]
 
@@ -62,16 +63,17 @@ def open_folder(path, load_size: int, strict: bool = False):
     return ImageFolder(path, load_size, strict)
 
 
-def open_training_images(cfg: DataSettings, image_size: int):
-    """The training images of ``cfg`` (its ``--subset`` taken), opened but not decoded, at the load size of
-    ``image_size`` px networks: a folder is scanned (its files' headers read), the built-in dataset read. What the
-    recipe profiles before the run's settings are known; :func:`load_datasets` takes it from there."""
+def open_training_images(cfg: DataSettings, image_size: int, seed: int = 0):
+    """The training images of ``cfg`` (its ``--subset`` drawn with ``seed``), opened but not decoded, at the load
+    size of ``image_size`` px networks: a folder is scanned (its files' headers read), the built-in dataset read.
+    What the recipe profiles before the run's settings are known; :func:`load_datasets` takes it from there."""
     if cfg.data == "fashion-mnist":
         train = fashion_mnist("train", cfg.data_root)
     else:
         train = open_folder(cfg.data, load_size_for(image_size), cfg.strict)
     if cfg.subset:
-        train = train.subset(min(cfg.subset, len(train)))
+        train = train.take(range(min(cfg.subset, len(train)))) if cfg.subset_draw == "first" else \
+            drawn(train, cfg.subset, seed)
     if len(train) < 2:
         raise ConfigError(f"{train.name} holds {len(train)} image(s): DeepCluster needs at least 2")
     return train
@@ -83,7 +85,7 @@ def load_datasets(cfg: DataSettings, runtime: RuntimeSettings, size: int, cache:
     again). With ``cache``, image folders that fit in ``runtime.cache_gb`` are decoded into memory
     (:func:`in_memory`, ``runtime.workers`` processes), the training set first; a prepared folder is decoded where
     ``runtime.decode`` says."""
-    train = open_training_images(cfg, size) if train is None else train
+    train = open_training_images(cfg, size, runtime.seed) if train is None else train
     if cfg.data == "fashion-mnist":
         val = fashion_mnist("test", cfg.data_root)
         if size != 28:

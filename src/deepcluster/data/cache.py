@@ -20,19 +20,32 @@ def decoding_workers(n: int) -> int:
     return workers if workers > 1 else 0
 
 
+def available_memory(meminfo: str = "/proc/meminfo") -> int:
+    """Bytes the kernel can give without swapping: ``MemAvailable`` (free memory plus the page cache and the
+    buffers it can drop), not ``MemFree`` (on a machine that has read a lot of files, a small part of it). Where
+    there is no ``/proc/meminfo``, the free pages."""
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def in_memory(dataset, budget_gb: float, workers: Optional[int] = None,
               desc: Optional[str] = "decoding images into memory"):
     """``dataset`` decoded once into a :class:`TensorImages` (same images, bytes for bytes, same labels and name)
     when it is an image folder (raw or prepared) whose decoded images take at most ``budget_gb`` GiB and under
-    half the free memory; otherwise ``dataset`` itself. Every later pass then reads memory instead of decoding each file
-    again: a small folder's epochs no longer pay JPEG decoding twice (extraction and training). ``workers`` None:
-    :func:`decoding_workers`, as nothing else runs yet."""
+    half the available memory; otherwise ``dataset`` itself. Every later pass then reads memory instead of
+    decoding each file again: a small folder's epochs no longer pay JPEG decoding twice (extraction and
+    training). ``workers`` None: :func:`decoding_workers`, as nothing else runs yet."""
     if not isinstance(dataset, (ImageFolder, PreparedImages)):
         return dataset
     n, s = len(dataset), dataset.load_size
     need = n * dataset.channels * s * s
-    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    if need > budget_gb * 2 ** 30 or need > free / 2:
+    if need > budget_gb * 2 ** 30 or need > available_memory() / 2:
         return dataset
     from tqdm import tqdm
 

@@ -138,9 +138,6 @@ class ImageFolder(Dataset):
                               f"folder was scanned: remove or restore it, then --resume") from None
         return square(im, self.load_size), i
 
-    def subset(self, n: int) -> "ImageFolder":
-        return self.take(range(min(n, len(self))))
-
     def take(self, indices) -> "ImageFolder":
         """The same folder seen through the images ``indices`` (in that order): files, sizes and labels."""
         idx = list(indices)

@@ -36,6 +36,8 @@ class TensorImages(Dataset):
         idx = torch.as_tensor(indices, dtype=torch.long)
         return self.images[idx], idx
 
-    def subset(self, n: int) -> "TensorImages":
-        t = None if self.targets is None else self.targets[:n]
-        return TensorImages(self.images[:n], t, self.classes, self.mean, self.std, self.name)
+    def take(self, indices) -> "TensorImages":
+        """The images ``indices`` (in that order), with their labels."""
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        t = None if self.targets is None else np.asarray(self.targets)[idx.numpy()]
+        return TensorImages(self.images[idx], t, self.classes, self.mean, self.std, self.name)

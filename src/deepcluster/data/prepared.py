@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -150,9 +150,6 @@ class PreparedImages(Dataset):
         """This folder as a dataset whose batches are :class:`JpegBatch` es, not decoded (see :meth:`decode`)."""
         return _JpegReader(self)
 
-    def subset(self, n: int) -> "PreparedImages":
-        return self.take(range(min(n, len(self))))
-
     def take(self, indices) -> "PreparedImages":
         """The same prepared folder seen through the images ``indices`` (in that order)."""
         idx = np.asarray(list(indices), dtype=np.int64)
@@ -219,11 +216,12 @@ def _shard_done(dest: Path, s: int, count: int) -> bool:
     return len(lengths) == count and int(lengths.sum()) == data.stat().st_size
 
 
-def prepare(src: str | Path, dest: str | Path, image_size: int = 224, quality: int = 90,
-            workers: Optional[int] = None, strict: bool = False, progress: bool = True) -> dict:
+def prepare(src: str | Path, dest: str | Path, image_size: int | Callable[[ImageFolder], int] = 224,
+            quality: int = 90, workers: Optional[int] = None, strict: bool = False, progress: bool = True) -> dict:
     """Prepare the image folder ``src`` into ``dest`` (see the module's text) for networks of ``image_size`` px
-    (the load size is :func:`~deepcluster.data.load_size_for` of it: 256 for 224). Resumes a ``dest`` it left
-    half-written; a finished ``dest`` with the same source and settings is left as it is. Returns a summary:
+    (the load size is :func:`~deepcluster.data.load_size_for` of it: 256 for 224); ``image_size`` may be a
+    function of the scanned folder (the command line's auto: the recipe's network for it). Resumes a ``dest`` it
+    left half-written; a finished ``dest`` with the same source and settings is left as it is. Returns a summary:
     ``images``, ``shards``, ``bytes``, ``done_before`` (shards found complete), ``load_size``, ``dest``."""
     from tqdm import tqdm
 
@@ -234,21 +232,19 @@ def prepare(src: str | Path, dest: str | Path, image_size: int = 224, quality: i
         raise ConfigError(f"--quality {quality}: give a JPEG quality from 1 to 100 (90 by default)")
     if is_prepared(src) or (src / PARTIAL).is_file():
         raise ConfigError(f"{src} is itself a prepared folder: give the folder of the original images")
-    load_size = load_size_for(image_size)
     if dest.resolve() == src.resolve() or src.resolve() in dest.resolve().parents:
         raise ConfigError(f"{dest} lies inside the source folder {src}: choose a folder outside it (the source is "
                           f"never written to)")
-    settings = {"version": VERSION, "source": str(src.resolve()), "load_size": load_size, "quality": quality}
+    settings = {"version": VERSION, "source": str(src.resolve()), "quality": quality}
+    if not callable(image_size):  # auto: whatever size the folder was prepared at, its own choice
+        settings["load_size"] = load_size_for(image_size)
     if is_prepared(dest):
-        meta = json.loads((dest / MANIFEST).read_text())
-        if {k: meta.get(k) for k in settings} == settings:
-            return {"images": len(meta["files"]), "shards": meta["shards"], "done_before": meta["shards"],
-                    "bytes": sum(f.stat().st_size for f in dest.glob("shard-*.bin")), "load_size": load_size,
-                    "dest": str(dest), "already": True}
-        raise ConfigError(f"{dest} is a prepared folder of other images or settings: choose another folder")
+        return _finished(dest, settings)
     if dest.exists() and not (dest / PARTIAL).is_file() and any(dest.iterdir()):
         raise ConfigError(f"{dest} exists and is not empty: choose a new folder (nothing in it is replaced)")
-    folder = ImageFolder(src, load_size, strict)
+    folder = ImageFolder(src, settings.get("load_size", 256), strict)
+    load_size = folder.load_size = load_size_for(image_size(folder)) if callable(image_size) else folder.load_size
+    settings["load_size"] = load_size
     rel = [str(f.relative_to(folder.root)) for f in folder.files]
     plan = {**settings, "files": rel, "sizes": [list(s) for s in folder.sizes]}
     dest.mkdir(parents=True, exist_ok=True)
@@ -276,6 +272,16 @@ def prepare(src: str | Path, dest: str | Path, image_size: int = 224, quality: i
     (dest / PARTIAL).unlink()
     return {"images": n, "shards": shards, "done_before": shards - len(todo), "load_size": load_size, "dest": str(dest),
             "bytes": sum((dest / f"{_shard_name(s)}.bin").stat().st_size for s in range(shards)), "already": False}
+
+
+def _finished(dest: Path, settings: dict) -> dict:
+    """The summary of ``dest``, a prepared folder, when ``settings`` match how it was prepared."""
+    meta = json.loads((dest / MANIFEST).read_text())
+    if {k: meta.get(k) for k in settings} != settings:
+        raise ConfigError(f"{dest} is a prepared folder of other images or settings: choose another folder")
+    return {"images": len(meta["files"]), "shards": meta["shards"], "done_before": meta["shards"],
+            "bytes": sum(f.stat().st_size for f in dest.glob("shard-*.bin")), "load_size": meta["load_size"],
+            "dest": str(dest), "already": True}
 
 
 def _write_shard(name: Path, loader, bar) -> None:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed as dist
-from ..data import make_loader
+from ..data import drawn, make_loader
 from ..features import Reading, extract_features, fc_and_conv
 from ..models import DeepClusterNet
 from ..preprocess import PCAWhitening, l2_normalize, preprocess_features
@@ -39,17 +39,38 @@ def closing_grid(model: DeepClusterNet, channels: int, device) -> tuple[int, int
     return grid, shapes[-1][0] * grid * grid
 
 
+# The kNN database of --eval sample: at most this many GiB of features (fc + pooled last conv, float32) per
+# network: every training image of Fashion-MNIST with the small net (60,000 x 11 KB), about 20,000 with AlexNet.
+KNN_DATABASE_GB = 1.0
+
+
+def closing_splits(train, val, mode: str, images: int, seed: int) -> tuple:
+    """``(scored, database, images of the split scored)`` of the closing evaluation: the validation images when
+    labelled, else the training images when labelled (else none: ``(None, None, 0)``, as with ``mode`` "none");
+    the kNN database is the training images when another split is scored, else None (leave-one-out within the
+    scored images). With ``mode`` "sample", the scored images are a seeded stratified draw of at most ``images``
+    (the database is bounded by :func:`evaluate_features`)."""
+    labelled = lambda ds: ds is not None and ds.targets is not None
+    scored = val if labelled(val) else train if labelled(train) else None
+    if mode == "none" or scored is None:
+        return None, None, 0
+    db = train if scored is val and labelled(train) else None
+    return (drawn(scored, images, seed) if mode == "sample" else scored), db, len(scored)
+
+
 @dataclass(frozen=True)
 class Closing:
     """How the closing evaluation runs: images read as ``reading`` says (the run's batch size and workers, in the
     precision of everything it evaluates), the training's clustering input whitened to ``pca_dim``, k-means
     scored over ``seeds`` seeds from ``seed``; ``random_net(channels)`` builds the run's network at its seeded
-    random initialisation (the one epoch 1 started from)."""
+    random initialisation (the one epoch 1 started from); the kNN database is drawn down to ``database_gb`` GiB
+    of features per network (None: all of it)."""
     reading: Reading
     pca_dim: int
     seeds: int
     seed: int
     random_net: Callable
+    database_gb: Optional[float] = None  # the kNN database's cap (GiB of features per network); None: every image
 
 
 def closing_features(model: DeepClusterNet, dataset, device: torch.device, reading: Reading
@@ -67,7 +88,7 @@ def _features(net, dataset, given: dict, device, reading: Reading):
 
 
 def evaluate_features(model: DeepClusterNet, dataset, device: torch.device, how: Closing, db=None,
-                      known: Optional[dict] = None) -> dict:
+                      known: Optional[dict] = None, of: Optional[int] = None) -> dict:
     """The run's closing evaluation on a labelled split: k-means with the true number of classes (the best of 10
     k-means++ starts, mean of ``how.seeds`` seeds) on the fc features of the trained network and of the same
     network at its random initialisation, each L2-normalised and PCA-whitened + L2 (the training's
@@ -80,8 +101,12 @@ def evaluate_features(model: DeepClusterNet, dataset, device: torch.device, how:
     extracted again), optionally followed by the fc features PCA-whitened to ``how.pca_dim`` and L2-normalised
     as the run clustered them (fitted on every image of the split: not computed again). Each network reads each
     split once (:func:`closing_features`); under torchrun every process extracts its share and rank 0 does the
-    rest (the others get {})."""
+    rest (the others get {}). ``of``: the images of the split ``dataset`` was drawn from (itself when None).
+    ``db`` is drawn down to ``how.database_gb`` GiB of features per network, stratified and seeded."""
     inputs, knn, last = [], [], f"conv{model.n_conv}"
+    if db is not None and how.database_gb is not None:
+        width = model.feature_dim + closing_grid(model, dataset.channels, device)[1]
+        db = drawn(db, max(1, int(how.database_gb * 2 ** 30 // (4 * width))), how.seed)
     for name, net in (("trained", model), ("random-init", None)):
         given = {ds: v for (which, ds), v in (known or {}).items() if which == name}
         if net is None and not all(ds in given for ds in (dataset, db) if ds is not None):
@@ -108,6 +133,7 @@ def evaluate_features(model: DeepClusterNet, dataset, device: torch.device, how:
                for name, prep, x in inputs]
     knn_rows = [{"features": name, "layer": layer, "top1": knn_accuracy(x, dataset.targets) if x_db is None else
                  knn_accuracy(x_db, db.targets, x, dataset.targets)} for name, layer, x, x_db in knn]
-    return {"split": dataset.name, "images": len(dataset), "k": results[0]["k"], "seeds": how.seeds,
-            "restarts": results[0]["restarts"], "results": results,
-            "knn": {"k": 20, "database": db.name if db is not None else "leave-one-out", "results": knn_rows}}
+    return {"split": dataset.name, "images": len(dataset), "of": of or len(dataset), "k": results[0]["k"],
+            "seeds": how.seeds, "restarts": results[0]["restarts"], "results": results,
+            "knn": {"k": 20, "database": db.name if db is not None else "leave-one-out",
+                    "database_images": len(db) if db is not None else len(dataset), "results": knn_rows}}

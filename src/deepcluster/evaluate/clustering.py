@@ -35,3 +35,9 @@ def kmeans_protocol(scores: dict) -> str:
     results written before the restarts say "mean of 3 seeds"."""
     restarts = scores.get("restarts", 1)
     return (f"best of {restarts} starts, " if restarts > 1 else "") + f"mean of {scores['seeds']} seeds"
+
+
+def scored_images(evaluation: dict) -> str:
+    """How many images the closing evaluation scored, and of how many when it drew a sample."""
+    n, of = evaluation["images"], evaluation.get("of", evaluation["images"])
+    return f"{n:,} images" if of == n else f"{n:,} of {of:,} images, a seeded stratified draw (--eval sample)"
