@@ -54,7 +54,7 @@ def scores(run: Path) -> dict:
     quarter = np.array(loss[-max(3, len(loss) // 4):])
     # a trend, not one noisy epoch (none for a one-epoch run)
     slope = np.polyfit(np.arange(len(quarter)), quarter, 1)[0] if len(quarter) > 1 else 0.0
-    labels = [r["nmi_labels"] for r in curve]
+    labels = [r["nmi_labels"] for r in curve] or [0.0]  # --epochs 0: no curve
     return {"images": ev["images"], "k": ev["k"], "nmi": rows["trained", "L2"]["nmi"], "white": white["nmi"],
             "acc": rows["trained", "L2"]["acc"],
             "base": max(r["nmi"] for (f, _), r in rows.items() if f != "trained"),

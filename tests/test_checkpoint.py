@@ -50,9 +50,13 @@ def test_a_crafted_pickle_is_refused_without_running_it(tmp_path, monkeypatch):
 
 def test_other_files_are_refused_with_one_line(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
-    with pytest.raises(ConfigError) as e:
-        load_checkpoint(tmp_path / "junk.pt")
-    assert "\n" not in str(e.value)
+    torch.save({"format": "deepcluster/1", "w": torch.ones(1000)}, tmp_path / "whole.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "whole.pt").read_bytes()[:-300])  # a copy cut short
+    for name in ("junk.pt", "cut.pt"):
+        with pytest.raises(ConfigError) as e:
+            load_checkpoint(tmp_path / name)
+        line = str(e.value)  # one whole sentence, not torch's message cut off
+        assert "\n" not in line and line.endswith("point to another one") and "damaged, cut short" in line
     torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
     with pytest.raises(ConfigError, match="not a deepcluster checkpoint"):
         load_checkpoint(tmp_path / "foreign.pt")

@@ -72,10 +72,13 @@ def load_weights_only(path: str | Path, map_location="cpu"):
         raise ConfigError(f"checkpoint {path} does not exist: check the path")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"checkpoint {path} cannot be loaded safely ({first[:160]}): it is damaged or holds "
-                          f"more than weights") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+        if "unsupported global" in str(e).lower():  # an object it would have to run code to build
+            raise ConfigError(f"checkpoint {path} cannot be loaded safely: it holds objects besides tensors and "
+                              f"plain data, which could run code when loaded; load only files you trust, by other "
+                              f"means") from None
+        raise ConfigError(f"checkpoint {path} cannot be loaded safely: it is damaged, cut short or not a PyTorch "
+                          f"file; copy it again or point to another one") from None
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

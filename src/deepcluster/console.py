@@ -24,10 +24,10 @@ def epoch_line(r: dict) -> str:
 
 
 def summary_table(history: list[dict], evaluation: dict, run_dir: Path, timing: Optional[dict] = None,
-                  precisions: Optional[str] = None) -> str:
+                  precisions: Optional[str] = None, skipped: bool = False) -> str:
     """The closing summary. ``timing``: where this call of training spent its time (``train.Clock.record``:
     the seconds in all and by part: data, epochs, checkpoints, the final clustering, evaluation, reports).
-    ``precisions``: what the run computed in, in words."""
+    ``precisions``: what the run computed in, in words; ``skipped``: the evaluation was turned off."""
     lines = ["", f"DeepCluster run in {run_dir}"] + ([f"  computed in: {precisions}"] if precisions else [])
     if history:
         last = history[-1]
@@ -53,7 +53,7 @@ def summary_table(history: list[dict], evaluation: dict, run_dir: Path, timing: 
             lines.append(f"  kNN top-1 (k = {kn['k']}, cosine; votes from {votes}): " + ", ".join(
                 f"{r['features']} {r['layer']} {r['top1']:.3f}" for r in kn["results"]))
     else:
-        lines.append(f"  {UNLABELLED}")
+        lines.append("  closing evaluation: skipped (--eval none)" if skipped else f"  {UNLABELLED}")
     lines += [f"  warning: {problem}" for problem in learning_problems(history, evaluation)]
     lines.append("  files: " + " ".join(f for f in RUN_FILES + ("tensorboard/",) if (run_dir / f).exists()))
     return "\n".join(lines)

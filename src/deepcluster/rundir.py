@@ -12,8 +12,6 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
 from .config import Config, ConfigError, DeepClusterError
 
 # The resume rules, from the settings' metadata (deepcluster.config._opt): what may change when a run is resumed
@@ -22,6 +20,15 @@ from .config import Config, ConfigError, DeepClusterError
 RESUMABLE_CHANGES = Config.settings(resumable=True)
 CLUSTERING_ONLY = Config.settings(clustering_only=True)
 LEGACY_SETTINGS = {f.name: f.metadata["legacy"] for f in dataclasses.fields(Config) if f.metadata["legacy"] is not None}
+
+
+def with_legacy(cfg: Config) -> Config:
+    """``cfg``, a saved run's config, with the settings it leaves unset (written before they existed) at their
+    values of then."""
+    for name, value in LEGACY_SETTINGS.items():
+        if getattr(cfg, name) is None:
+            setattr(cfg, name, value)
+    return cfg
 EPOCH_CLUSTERS = "clusters"  # the cluster log: clusters/epoch-0001.npy, ... (each epoch's pseudo-labels)
 FEATURES = "features.npy"  # the trained network's features of every training image, in the clustering space
 GROUPS = "groups"  # other numbers of groups drawn from FEATURES (deepcluster.export.groups), kept for next time
@@ -76,7 +83,7 @@ class RunDir:
                 raise ConfigError(f"{self.path} already holds a run: pass --resume to continue it or "
                                   f"--overwrite to replace it")
             old = self.saved_config().to_dict()
-            new = cfg.to_dict()
+            new = with_legacy(dataclasses.replace(cfg)).to_dict()  # unset reads as the saved run's would
             ignored = RESUMABLE_CHANGES + (CLUSTERING_ONLY if new["supervised"] else ())
             diff = [k for k in new if k not in ignored and old.get(k) != new[k]]
             if diff:
@@ -109,12 +116,7 @@ class RunDir:
         path = self.path / "config.yaml"
         if not path.is_file():
             return None
-        cfg = Config.from_yaml(path)
-        written = yaml.safe_load(path.read_text()) or {}
-        for name, value in LEGACY_SETTINGS.items():
-            if name not in written or getattr(cfg, name) is None:
-                setattr(cfg, name, value)
-        return cfg
+        return with_legacy(Config.from_yaml(path))
 
     def write_config(self, cfg: Config) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

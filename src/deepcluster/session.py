@@ -77,6 +77,20 @@ def input_size(cfg: Config) -> int:
     return default_image_size(cfg.section("data"), cfg.arch)
 
 
+def with_init(cfg: Config) -> tuple[Config, Optional[RunState]]:
+    """``cfg`` with the network of its ``--init`` weights (architecture, Sobel, input size: what it leaves unset
+    is theirs, what it gives must be theirs), and those weights (None without ``--init``)."""
+    if not cfg.init:
+        return cfg, None
+    init = RunState.from_weights(cfg.init)
+    theirs = {"arch": init.config.arch, "sobel": init.config.sobel, "image_size": input_size(init.config)}
+    for name, value in theirs.items():
+        if getattr(cfg, name) is not None and getattr(cfg, name) != value:
+            raise ConfigError(f"--{name.replace('_', '-')} {getattr(cfg, name)} does not fit the weights of "
+                              f"{cfg.init} ({name} {value}): leave it out to take theirs")
+    return replace(cfg, **theirs), init
+
+
 def fresh_network(cfg: Config, channels: int, device: torch.device):
     """The network of ``cfg`` for ``channels``-channel images at its seeded random initialisation (the one a run of
     ``cfg`` starts from)."""

@@ -97,10 +97,11 @@ class DataSettings:
                                                                "(--image-size)")])
     subset: Optional[int] = _opt("use only N of the training images (quick tries), drawn as --subset-draw says",
                                  check=[(lambda v: v >= 2, "subset = {v}: keep at least 2 images (--subset)")])
-    subset_draw: str = _opt("how --subset draws its images: random (seeded by --seed, stratified when the "
-                            "folder's subfolders label them, so every class keeps its share) or first (the first "
-                            "N in sorted order)", "random", check=[_one_of(SUBSET_DRAWS, "subset draw",
-                                                                           "--subset-draw")], legacy="first")
+    subset_draw: Optional[str] = _opt("how --subset draws its images: random (the default: seeded by --seed, "
+                                      "stratified when the folder's subfolders label them, so every class keeps "
+                                      "its share) or first (the first N in sorted order). A resumed run keeps its "
+                                      "own", check=[_one_of(SUBSET_DRAWS, "subset draw", "--subset-draw")],
+                                      legacy="first")
     strict: bool = _opt("stop on unreadable image files instead of skipping them with a warning", False,
                         resumable=True)
 
@@ -117,6 +118,11 @@ class ModelSettings:
                                                                                        "--arch")], recipe=True)
     sobel: Optional[bool] = _opt("fixed Sobel input filter (grayscale + two edge kernels), as in the paper",
                                  recipe=True)
+    init: Optional[str] = _opt("start from these weights, not a random initialisation (the head stays fresh): a "
+                               "run directory (a run on other data), a checkpoint of the reference DeepCluster code "
+                               "(AlexNet or VGG-16), or a torchvision state dict of vgg16_bn. The network (--arch, "
+                               "--sobel, --image-size) is theirs unless given; given, it must fit them. With "
+                               "--epochs 0: cluster, export and report the data with that network as it is")
     method: str = _opt("v1: the paper's DeepCluster (fresh linear head each epoch, uniform sampling); v2: "
                        "DeepCluster-v2 (prototypes = k-means centroids of a memory bank of projections, nothing "
                        "re-initialised)", "v1", check=[(lambda v: v in METHODS, "unknown method '{v}': choose v1 or "
@@ -195,7 +201,8 @@ class ClusteringSettings:
 class OptimisationSettings:
     """How the network is trained between two clusterings."""
     epochs: Optional[int] = _opt("number of DeepCluster epochs",
-                                 check=[(lambda v: v >= 1, "epochs = {v}: train at least one epoch (--epochs)")],
+                                 check=[(lambda v: v >= 0, "epochs = {v}: give 0 (cluster with the network as it "
+                                                           "is, no training) or more (--epochs)")],
                                  recipe=True, resumable=True)
     batch_size: Optional[int] = _opt("mini-batch size",
                                      check=[(lambda v: v >= 1, "batch size = {v} must be positive (--batch-size)")],

@@ -194,7 +194,11 @@ def nearest_clusters(x: np.ndarray, centroids: np.ndarray, top: int, chunk: int 
     top = min(top, len(centroids))
     out = np.empty((len(x), top), np.int64)
     for s, d2 in _squared_distances(x, centroids, chunk):
-        out[s:s + len(d2)] = np.argsort(d2, axis=1, kind="stable")[:, :top]
+        # the top few of k: a partition (linear in k), then those few in order, ties to the lower index as argmin's
+        near = np.argpartition(d2, top - 1, axis=1)[:, :top] if top < d2.shape[1] else \
+            np.broadcast_to(np.arange(top), d2.shape).copy()
+        order = np.lexsort((near, np.take_along_axis(d2, near, 1)))
+        out[s:s + len(d2)] = np.take_along_axis(near, order, 1)
     return out
 
 

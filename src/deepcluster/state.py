@@ -16,10 +16,11 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import FORMAT, load_checkpoint, load_weights_only, save_checkpoint
 from .config import Config, ConfigError
-from .models.original import convert_original
+from .models.original import convert_original, convert_torchvision
 from .recipe import resolve
+from .rundir import with_legacy
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -119,7 +120,8 @@ class RunState:
         if missing:
             raise ConfigError(f"{source} lacks {', '.join(missing)}: it was not written by 'deepcluster train'")
         assignment = d.get("assignment")
-        return cls(epoch=int(d["epoch"]), config=Config.from_dict(d["config"], source=source), model=d["model"],
+        return cls(epoch=int(d["epoch"]), config=with_legacy(Config.from_dict(d["config"], source=source)),
+                   model=d["model"],
                    head_classes=d["head_classes"], optimizer=d.get("optimizer"),
                    assignment=None if assignment is None else assignment.numpy(), bank=d.get("bank"),
                    imported_from=d.get("imported_from"),
@@ -146,6 +148,26 @@ class RunState:
                              k=max(head_classes, 2)))
         return cls(epoch=int(reference.get("epoch", 0)), config=cfg, model=model, head_classes=head_classes,
                    imported_from="facebookresearch/deepcluster")
+
+    @classmethod
+    def from_weights(cls, path: str | Path) -> "RunState":
+        """The weights a run starts from (``--init``): a run directory or checkpoint of ours, a checkpoint of the
+        reference implementation (:meth:`from_original`), or a torchvision state dict of a network we have
+        (:func:`~deepcluster.models.original.convert_torchvision`: vgg16_bn, no head, at 224 px). Its config says
+        the network they fit. One ConfigError line for anything else."""
+        path = checkpoint_path(path)
+        if not path.exists():
+            raise ConfigError(f"--init {path} does not exist: give a run directory, a checkpoint of ours or of the "
+                              f"reference DeepCluster code, or a torchvision state dict")
+        obj = load_weights_only(path)
+        if isinstance(obj, dict) and obj.get("format") == FORMAT:
+            return cls.from_dict(obj, source=str(path))
+        if isinstance(obj, dict) and ("state_dict" in obj or "top_layer.weight" in obj
+                                      or any("module." in str(k) for k in obj)):
+            return cls.from_original(obj, str(path))
+        arch, model = convert_torchvision(obj, str(path))
+        cfg = resolve(Config(data="", recipe="paper", arch=arch, sobel=False, image_size=224))
+        return cls(epoch=0, config=cfg, model=model, head_classes=0, imported_from=f"torchvision ({path.name})")
 
     def without_bank(self) -> "RunState":
         """This state less the memory bank, which only rank 0 uses: what the other processes are sent."""

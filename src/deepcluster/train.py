@@ -35,9 +35,9 @@ from .device import (
 from .evaluate import ari, nmi
 from .evaluate.closing import KNN_DATABASE_GB, Closing, closing_grid, closing_splits, evaluate_features
 from .features import FeatureCache, Reading
-from .network import restore_model
+from .network import restore_model, start_from
 from .rundir import FEATURES, RunDir
-from .session import datasets, fresh_network, training_images
+from .session import datasets, fresh_network, training_images, with_init
 from .space import Space, embed
 from .state import CHECKPOINT, RunState
 from .training import DeepClusterV1, DeepClusterV2, Epoch, Method, Supervised, epoch_lr, epoch_seed
@@ -106,6 +106,7 @@ class Run:
     quiet: bool
     clock: Clock
     writer: BackgroundWriter
+    init: Optional[RunState] = None  # --init's weights, which a new run starts from
 
     @property
     def main(self) -> bool:
@@ -168,8 +169,11 @@ def _open(cfg: Config, out, resume: bool, overwrite: bool, quiet: bool, clock: C
     rank 0 uses."""
     folder = RunDir(out)
     with clock.part("data"):
-        train_set = training_images(cfg)
+        cfg, init = with_init(cfg)  # --init: the network its weights fit
         saved = dist.on_main(folder.saved_config) if resume and not overwrite else None
+        # a resumed run keeps the images it was trained on; a new one draws --subset at random
+        cfg = replace(cfg, subset_draw=cfg.subset_draw or (saved.subset_draw if saved is not None else "random"))
+        train_set = training_images(cfg)
         given = cfg = recipe.take_saved(cfg, saved) if saved is not None else cfg  # the recipe chooses the rest
         data = recipe.profile(train_set) if cfg.recipe == "auto" and recipe.left_to_recipe(cfg) else None
         cfg = recipe.resolve(cfg, data).validate().check_data(len(train_set), train_set.targets is not None,
@@ -193,7 +197,7 @@ def _open(cfg: Config, out, resume: bool, overwrite: bool, quiet: bool, clock: C
         return resuming, state
 
     resuming, state = dist.on_main(open_run, share=lambda r: (r[0], r[1] and r[1].without_bank()))
-    run = Run(cfg, train_set, val_set, device, precisions, folder, state, resuming, quiet, clock, writer)
+    run = Run(cfg, train_set, val_set, device, precisions, folder, state, resuming, quiet, clock, writer, init)
     run.say(f"deepcluster: {len(train_set)} images from {train_set.name}, arch {cfg.arch}"
             f"{' + sobel' if cfg.sobel else ''}, {'PIC' if cfg.clustering == 'pic' else f'k = {cfg.k}'}, "
             f"{cfg.epochs} epochs on {device}{f' x {dist.world_size()} processes' if dist.enabled() else ''}, "
@@ -213,12 +217,17 @@ def _build(run: Run) -> Built:
     cfg, state, train_set = run.cfg, run.state, run.train_set
     with run.clock.part("set-up"):
         model = fresh_network(cfg, train_set.channels, run.device)
-        if state is not None:
-            restore_model(model, state)
+        # an --epochs 0 run's state holds its network as it was given: going on from it is a start, not a resume
+        trained = state if state is not None and state.epoch > 0 else None
+        start = state if state is not None and state.epoch == 0 else run.init
+        if trained is not None:
+            restore_model(model, trained)
+        elif start is not None:
+            start_from(model, start, cfg.init or str(run.dir.path))
         grid, conv_width = closing_grid(model, train_set.channels, run.device)
         cache = FeatureCache(grid)
         method = _method(run, cache)
-        optimizer = method.start(model, train_set, state)
+        optimizer = method.start(model, train_set, trained)
     built = Built(model, method, optimizer, cache, 1, None, [])
     if state is not None:
         built.start, built.previous = state.epoch + 1, state.assignment
@@ -226,11 +235,13 @@ def _build(run: Run) -> Built:
         run.say(f"resuming after epoch {state.epoch}")
     elif run.resuming and run.main:
         built.history = run.dir.keep_metrics(0)
+    if state is None and cfg.epochs == 0 and run.main:  # no epoch to train: the network as it is, clustered
+        run.state = RunState(0, cfg, model.state_dict(), model.head.out_features)
     # The closing evaluation compares with the random network, which epoch 1 may read anyway (v1 does): keep its
     # features of the training images when they are evaluated and take at most 1 GiB (one process; all fitted by
     # the PCA).
-    if built.start == 1 and not dist.enabled() and train_set in (run.eval_set, run.db) and (
-            len(train_set) <= cfg.pca_sample and len(train_set) * (model.feature_dim + conv_width) * 4 <= 2 ** 30):
+    fits = len(train_set) <= cfg.pca_sample and len(train_set) * (model.feature_dim + conv_width) * 4 <= 2 ** 30
+    if built.start == 1 and run.init is None and not dist.enabled() and train_set in (run.eval_set, run.db) and fits:
         cache.want("random-init", train_set)
     return built
 
@@ -315,7 +326,7 @@ def _finish(run: Run, built: Built, observers: list) -> dict:
     precisions = f"training {cfg.precision}, clustering passes {precision_name(extract)}" + (
         f" from epoch 2 (epoch 1, final clustering and evaluation {precision_name(kept)})"
         if extract != kept else "")
-    run.say(summary_table(built.history, evaluation, run.dir.path, timing, precisions))
+    run.say(summary_table(built.history, evaluation, run.dir.path, timing, precisions, cfg.eval == "none"))
     return {"metrics": built.history, "eval": evaluation, "run_dir": str(run.dir.path), "timing": timing}
 
 

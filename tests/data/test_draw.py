@@ -51,7 +51,15 @@ def test_the_cache_decision_reads_the_available_memory_not_the_free_pages(tmp_pa
 
     info = tmp_path / "meminfo"
     info.write_text("MemTotal:       24000000 kB\nMemFree:          100000 kB\nMemAvailable:   20000000 kB\n")
-    assert cache.available_memory(str(info)) == 20_000_000 * 1024  # the page cache counts: the kernel drops it
+    no_cgroup = tmp_path / "none"
+    assert cache.available_memory(str(info), str(no_cgroup)) == 20_000_000 * 1024  # the page cache counts
+    group = tmp_path / "cgroup"
+    group.mkdir()
+    (group / "memory.max").write_text("8589934592\n")  # a container of 8 GiB, 6 GiB of it in use
+    (group / "memory.current").write_text(str(6 * 2 ** 30) + "\n")
+    assert cache.available_memory(str(info), str(group)) == 2 * 2 ** 30
+    (group / "memory.max").write_text("max\n")
+    assert cache.available_memory(str(info), str(group)) == 20_000_000 * 1024
     folder = ImageFolder(image_folder, 32)
     need = len(folder) * 3 * 32 * 32
     monkeypatch.setattr(cache, "available_memory", lambda: 2 * need + 1)
@@ -79,6 +87,7 @@ def test_no_closing_evaluation_with_eval_none(tiny_config, tmp_path, capsys):
 
     train(dataclasses.replace(tiny_config, epochs=1, report=False, eval="none"), tmp_path / "r")
     assert not (tmp_path / "r" / "eval.json").exists()
+    assert "closing evaluation: skipped (--eval none)" in capsys.readouterr().out
 
 
 def test_the_knn_database_is_drawn_down_to_its_budget(tensor_images):

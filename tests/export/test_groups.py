@@ -169,3 +169,17 @@ def test_a_refused_command_computes_nothing(finished, capsys):
     assert main(["sample", str(finished), "--clusters", "5", "--device", "cpu", "--out",
                  str(finished.parent / "reps.csv")]) == 0
     assert "groups: k-means at K = 5" in capsys.readouterr().out
+
+
+def test_a_large_runs_tree_takes_its_own_clustering_as_leaves(tmp_path):
+    from deepcluster.export.groups import RunGroups
+    from deepcluster.rundir import FEATURES
+    from deepcluster.state import RunClustering
+
+    x = np.random.default_rng(0).standard_normal((400, 8)).astype(np.float32)
+    np.save(tmp_path / FEATURES, x)
+    labels = np.arange(400) % 80  # k = 80 = 4 sqrt(400): the rule's leaves are as many as the training's clusters
+    own = RunClustering("whitened", [np.zeros((80, 8), np.float32)], [labels], [np.zeros(400, np.float32)])
+    tree = RunGroups(tmp_path, own, 80).tree()
+    assert tree.leaves == 80 and np.array_equal(tree.leaf_of, labels)  # no second k-means
+    np.testing.assert_allclose(tree.centroids[3], x[labels == 3].mean(0), rtol=1e-5, atol=1e-6)

@@ -16,6 +16,8 @@ def run_eval(args: argparse.Namespace) -> None:
 
     if args.epochs < 1:
         raise ConfigError(f"--epochs {args.epochs}: train the probe for at least one epoch")
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps {args.steps}: give transfer at least one step per fit")
     names = list(dict.fromkeys(args.protocols))
     if "all" in names:
         skipped = [p for p, spec in PROTOCOLS.items() if spec.needs and not getattr(args, spec.needs)]
@@ -30,8 +32,12 @@ def run_eval(args: argparse.Namespace) -> None:
     for name in names:
         res = run_protocol(name, setup, seeds=setup.cfg.eval_seeds, **options)
         run.write_json(result_name(name, args.random_init), res)
-        shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items() if k != "protocol"}
+        shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items()
+                 if k not in ("protocol", "fits")}  # transfer's fits, one by one: in the JSON file
         print(f"{name}: {json.dumps(shown)}")
+        if res.get("below"):
+            print(f"{name}: warning: {' and '.join(res['below'])} below the pixel floor ({res['pixels']:.3f}, a linear "
+                  f"classifier on the target's pixels): these features do not carry over to this target")
 
 
 def run_visualize(args: argparse.Namespace) -> None:

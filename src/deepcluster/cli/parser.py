@@ -123,7 +123,10 @@ def _eval_command(sub) -> None:
     e.add_argument("--random-init", action="store_true", help="same network at its random initialisation")
     _add_data(e, "labelled training images (default: the run's own data)")
     e.add_argument("--val-data", help="labelled test images (default: the run's held-out split)")
-    e.add_argument("--epochs", type=int, default=10, help="epochs of the probe and of transfer (default 10)")
+    e.add_argument("--epochs", type=int, default=10, help="epochs of the probe (default 10)")
+    e.add_argument("--steps", type=int, help="transfer: at most this many steps per fit (default 1000); each fit "
+                                             "stops earlier once the held-out tenth of the target's training "
+                                             "images has not improved for 10 passes")
     e.add_argument("--views", choices=("auto", "centre", "augmented"), default="auto",
                    help="probe: 'centre' computes every training image's centre view once and trains the probes on "
                         "it (fast enough to converge; a linear classifier on the pixels is trained beside them), "

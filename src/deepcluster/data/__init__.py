@@ -73,7 +73,7 @@ def open_training_images(cfg: DataSettings, image_size: int, seed: int = 0):
         train = open_folder(cfg.data, load_size_for(image_size), cfg.strict)
     if cfg.subset:
         train = train.take(range(min(cfg.subset, len(train)))) if cfg.subset_draw == "first" else \
-            drawn(train, cfg.subset, seed)
+            drawn(train, cfg.subset, seed)  # random, also when unset
     if len(train) < 2:
         raise ConfigError(f"{train.name} holds {len(train)} image(s): DeepCluster needs at least 2")
     return train

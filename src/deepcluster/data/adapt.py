@@ -46,6 +46,10 @@ class AsChannels(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def take(self, indices) -> "AsChannels":
+        """The images ``indices`` of the wrapped dataset, seen the same way."""
+        return AsChannels(self.dataset.take(indices), self.channels, self.mean, self.std)
+
     def __getitem__(self, i: int):
         image, idx = self.dataset[i]
         return to_channels(image, self.channels), idx

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -20,18 +21,25 @@ def decoding_workers(n: int) -> int:
     return workers if workers > 1 else 0
 
 
-def available_memory(meminfo: str = "/proc/meminfo") -> int:
-    """Bytes the kernel can give without swapping: ``MemAvailable`` (free memory plus the page cache and the
-    buffers it can drop), not ``MemFree`` (on a machine that has read a lot of files, a small part of it). Where
-    there is no ``/proc/meminfo``, the free pages."""
+def available_memory(meminfo: str = "/proc/meminfo", cgroup: str = "/sys/fs/cgroup") -> int:
+    """Bytes the kernel can give this process without swapping: ``MemAvailable`` (free memory plus the page cache
+    and the buffers it can drop), not ``MemFree`` (on a machine that has read a lot of files, a small part of
+    it), and no more than the room left under the process's cgroup limit (a container's, a Slurm job's:
+    ``memory.max`` less ``memory.current``, cgroup v2) when there is one. Where there is no ``/proc/meminfo``, the
+    free pages."""
+    room = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     try:
         with open(meminfo) as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
+            room = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
         pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        limit = (Path(cgroup) / "memory.max").read_text().strip()
+        if limit != "max":
+            room = min(room, int(limit) - int((Path(cgroup) / "memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return room
 
 
 def in_memory(dataset, budget_gb: float, workers: Optional[int] = None,

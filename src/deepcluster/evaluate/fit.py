@@ -38,17 +38,19 @@ def sgd_cosine(params, lr: float, steps: int):
 
 def fit_on_views(batch_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], params, train_set,
                  image_size: int, device: torch.device, how: FitOptions = FitOptions(), desc: str = "fit",
-                 before_epoch: Optional[Callable[[], None]] = None) -> None:
+                 between: Optional[Callable[[int], bool]] = None) -> int:
     """Minimise ``batch_loss(x, y)`` over ``params`` as ``how`` says: ``how.epochs`` passes over ``train_set``,
     each in a new random order (seeded), every batch seen in its augmented view (random crop of at least
     ``how.crop_scale``, flip; channels-last) against its labels, with :func:`sgd_cosine` stepped every batch.
-    ``before_epoch`` runs at the start of each pass (to set train / eval modes)."""
+    ``between(passes done)`` runs before each pass and after the last (to set train / eval modes, to score a
+    held-out part); when it returns True the fit stops there. Returns the passes made."""
     opt, sched = sgd_cosine(params, how.lr, how.epochs * math.ceil(len(train_set) / how.batch_size))
     y_train = torch.as_tensor(train_set.targets, device=device)
     gen, rng = torch.Generator().manual_seed(how.seed), np.random.default_rng(how.seed)
-    for _ in tqdm(range(how.epochs), desc=desc, unit="epoch", disable=None if how.progress else True, leave=False):
-        if before_epoch is not None:
-            before_epoch()
+    for done in tqdm(range(how.epochs), desc=desc, unit="epoch", disable=None if how.progress else True,
+                     leave=False):
+        if between is not None and between(done):
+            return done
         for images, idx in make_loader(train_set, rng.permutation(len(train_set)), how.batch_size, how.workers):
             x = train_view(images.to(device), image_size, train_set.mean, train_set.std, how.crop_scale,
                            generator=gen)
@@ -57,6 +59,9 @@ def fit_on_views(batch_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
             loss.backward()
             opt.step()
             sched.step()
+    if between is not None:
+        between(how.epochs)
+    return how.epochs
 
 
 def classifier_accuracy(model, test_set, image_size: int, device, batch_size: int = 256,

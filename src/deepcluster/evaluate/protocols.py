@@ -14,6 +14,7 @@ import numpy as np
 
 from ..data.adapt import Format
 from ..features import Reading
+from ..network import saved_network
 from ..preprocess import l2_normalize, preprocess_features
 from ..session import Images, SavedRun, open_run
 from ..settings import ConfigError
@@ -24,7 +25,7 @@ from .layers import check_layer, conv_shapes, layer_features
 from .metrics import ari, nmi
 from .probe import linear_probes
 from .retrieval import RegionWhitening, mean_average_precision, regional_max, rmac_descriptors, rmac_regions
-from .transfer import finetune, target_datasets
+from .transfer import STEPS, target_datasets, transfer
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class EvalOptions:
     gt_protocol: str = "medium"
     whiten_data: Optional[str] = None
     max_size: Optional[int] = None
+    steps: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -149,11 +151,9 @@ def _transfer(s: SavedRun, o: EvalOptions) -> dict:
     cfg = s.cfg
     train_t, test_t, facts = target_datasets(o.target_data, o.target_val_data, s.image_size, s.channels, s.mean,
                                              s.std, cfg.data)
-    out = dict(facts, images=len(train_t), test_images=len(test_t))
-    for mode in ("fc", "all"):
-        r = finetune(s.model, train_t, test_t, s.image_size, s.device, mode, _fitting(s, o))
-        out[mode], out["start"] = r["top1"], r["start"]
-    return out
+    fresh = saved_network(s.state, s.image_size, s.channels, s.device, str(s.run_dir), random_init=True)
+    out = transfer(s.model, fresh, (train_t, test_t), s.image_size, s.device, _fitting(s, o), o.steps or STEPS)
+    return dict(facts, images=len(train_t), test_images=len(test_t), **out)
 
 
 def _class_retrieval(s: SavedRun, o: EvalOptions) -> dict:
@@ -242,8 +242,9 @@ PROTOCOLS: dict[str, Protocol] = {
     "probe": Protocol(_probe, ("training", "test"), ("epochs", "views"), "linear probe on every conv layer"),
     "knn": Protocol(_knn, ("training", "test"), ("layer", "knn_k"), "weighted cosine kNN"),
     "cluster": Protocol(_cluster, ("test",), ("layer", "seeds"), "k-means with the true number of classes"),
-    "transfer": Protocol(_transfer, (), ("target_data", "target_val_data", "epochs"),
-                         "fine-tune fc layers / all layers on another labelled dataset", needs="target_data"),
+    "transfer": Protocol(_transfer, (), ("target_data", "target_val_data", "steps"),
+                         "fine-tune fc layers / all layers on another labelled dataset, beside the same network "
+                         "trained there from scratch and a linear classifier on its pixels", needs="target_data"),
     "class-retrieval": Protocol(_class_retrieval, ("test",), ("layer", "queries"), "R-MAC mAP, same label = relevant"),
     "copies": Protocol(lambda s, o: _instance("copies", s, o), (), ("layer", "queries", "images", "whiten_data",
                                                                     "max_size"),

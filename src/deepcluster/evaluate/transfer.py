@@ -9,15 +9,19 @@ a target is at hand offline."""
 from __future__ import annotations
 
 import copy
+import math
+from dataclasses import replace
 from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import ImageFolder, TensorImages, load_size_for, open_folder
+from ..data import ImageFolder, TensorImages, draw_indices, load_size_for, open_folder
 from ..data.adapt import for_network
+from ..recipe import batch_size_for
 from ..settings import ConfigError
+from .closing import pixel_features
 from .fit import FitOptions, classifier_accuracy, fit_on_views
 
 MODES = ("fc", "all")
@@ -71,24 +75,95 @@ def _every_fifth(ds: ImageFolder) -> tuple[ImageFolder, ImageFolder]:
     return ds.take(i for i in range(len(ds)) if i % 5), ds.take(range(0, len(ds), 5))
 
 
-def finetune(model, train_set, test_set, image_size: int, device, mode: str = "fc",
-             how: FitOptions = FitOptions()) -> dict:
-    """Fine-tune a copy of ``model`` on ``train_set``'s labels as ``how`` says; return ``{"top1": its top-1 on
-    test_set, "start": the same network's top-1 with its fresh head, before any step}``."""
-    assert mode in MODES
-    device = torch.device(device)
-    batch_size, workers = how.batch_size, how.workers
-    torch.manual_seed(how.seed)
-    m = copy.deepcopy(model).to(device)
-    n_classes = int(max(train_set.targets.max(), test_set.targets.max())) + 1
-    m.reset_head(n_classes)
-    start = classifier_accuracy(m, test_set, image_size, device, batch_size, workers)
-    params = (list(m.classifier.parameters()) + list(m.head.parameters())) if mode == "fc" else list(m.parameters())
+# How a fit runs, whatever the target's size: at most STEPS optimisation steps (the passes follow from the target's
+# size and the batch), stopped early once the held-out part of the training split (HELD_OUT of it, stratified) has
+# not improved its top-1 for PATIENCE passes, the weights of its best pass kept. Each mode tries its learning rates
+# and keeps the one the held-out part prefers: ``fc`` trains two fc layers and a head on frozen convs; ``all`` moves
+# every layer, and a step that suits a fresh head can wreck trained convs (at 0.01 the demo network fell to
+# chance on the digits, 10 epochs of 6 steps). The test split chooses nothing: it scores the fit
+# chosen, and the fresh head before any step (``start``).
+STEPS = 1000
+PATIENCE = 10
+HELD_OUT = 0.1
+LRS = {"fc": (0.01, 0.1), "all": (0.001, 0.01)}
 
-    def modes():
+
+def held_out(train_set, seed: int) -> tuple[object, object]:
+    """``(fit, held-out)``: a seeded stratified tenth of ``train_set`` to choose the learning rate and the pass on;
+    every class keeps an image in the fit part. ConfigError for fewer than two images per class."""
+    y = np.asarray(train_set.targets)
+    classes, first = np.unique(y, return_index=True)
+    if len(y) < 2 * len(classes):
+        raise ConfigError(f"the target's training images are {len(y)} for {len(classes)} classes: transfer needs "
+                          f"at least two per class (one to fit, one to choose the learning rate on)")
+    rest = np.setdiff1d(np.arange(len(y)), first)  # one image of each class is never held out
+    held = rest[draw_indices(len(rest), max(1, min(len(rest), round(HELD_OUT * len(y)))), y[rest], seed)]
+    return train_set.take(np.setdiff1d(np.arange(len(y)), held)), train_set.take(held)
+
+
+def pixel_floor(train_set, test_set, image_size: int, workers: Optional[int] = 0) -> float:
+    """Test top-1 of a linear classifier (multinomial logistic regression) on the pixels of the centre view,
+    standardised, as the network reads them: what a transferred network should beat."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, x_test = (pixel_features(ds, image_size, workers) for ds in (train_set, test_set))
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    clf.fit(x, train_set.targets)
+    return float((clf.predict(x_test) == np.asarray(test_set.targets)).mean())
+
+
+def finetune(model, splits: tuple, image_size: int, device, mode: str = "fc", how: FitOptions = FitOptions(),
+             steps: int = STEPS) -> dict:
+    """Fine-tune copies of ``model`` on ``splits = (fit, held-out, test)`` in ``mode``, one per learning rate of
+    :data:`LRS`; keep the one whose best pass scores highest on the held-out part. Returns its test ``top1``, its
+    ``lr``, its ``held_out`` top-1, its best pass (``passes``), the passes ``made`` and whether it stopped
+    ``early``, each lr ``tried`` with its held-out top-1, and ``start``: the network's test top-1 with the fresh
+    head every fit starts from, before any step."""
+    assert mode in MODES
+    fit, held, test = splits
+    device = torch.device(device)
+    batch = min(how.batch_size, batch_size_for(len(fit)))
+    passes = max(1, math.ceil(steps / math.ceil(len(fit) / batch)))
+    tries = [_fit_once(model, splits, image_size, device, mode, replace(how, lr=lr, batch_size=batch, epochs=passes))
+             for lr in LRS[mode]]
+    best = max(tries, key=lambda t: t["held_out"])
+    best["top1"] = classifier_accuracy(best.pop("model"), test, image_size, device, batch, how.workers)
+    for t in tries:
+        t.pop("model", None)
+    start = classifier_accuracy(_with_fresh_head(model, splits, device, how.seed), test, image_size, device, batch,
+                                how.workers)
+    return best | {"tried": {str(t["lr"]): t["held_out"] for t in tries}, "start": start}
+
+
+def _with_fresh_head(model, splits: tuple, device: torch.device, seed: int):
+    """A copy of ``model`` with a fresh head for the target's classes, seeded: the same head every fit starts
+    with."""
+    torch.manual_seed(seed)
+    m = copy.deepcopy(model).to(device)
+    m.reset_head(int(max(s.targets.max() for s in splits)) + 1)
+    return m
+
+
+def _fit_once(model, splits: tuple, image_size: int, device: torch.device, mode: str, how: FitOptions) -> dict:
+    """One fit of a copy of ``model`` with a fresh head at ``how.lr``, early-stopped on the held-out part."""
+    fit, held, _ = splits
+    m = _with_fresh_head(model, splits, device, how.seed)
+    params = (list(m.classifier.parameters()) + list(m.head.parameters())) if mode == "fc" else list(m.parameters())
+    kept = {"score": -1.0, "state": None, "passes": 0}
+
+    def between(done: int) -> bool:  # score the pass just made, keep the best; then train / eval modes
+        if done:
+            score = classifier_accuracy(m, held, image_size, device, how.batch_size, how.workers)
+            if score > kept["score"]:
+                kept.update(score=score, state=copy.deepcopy(m.state_dict()), passes=done)
+            if done - kept["passes"] >= PATIENCE:
+                return True
         m.train()
         if mode == "fc":
             m.features.eval()  # frozen convs: BatchNorm keeps its statistics
+        return False
 
     def loss(x, y):
         if mode == "fc":
@@ -97,5 +172,24 @@ def finetune(model, train_set, test_set, image_size: int, device, mode: str = "f
             return F.cross_entropy(m.head(F.relu(m.classifier(body))), y)
         return F.cross_entropy(m(x), y)
 
-    fit_on_views(loss, params, train_set, image_size, device, how, f"transfer ({mode})", modes)
-    return {"top1": classifier_accuracy(m, test_set, image_size, device, batch_size, workers), "start": start}
+    made = fit_on_views(loss, params, fit, image_size, device, how, f"transfer ({mode}, lr {how.lr:g})", between)
+    m.load_state_dict(kept["state"])
+    return {"model": m, "lr": how.lr, "held_out": kept["score"], "passes": kept["passes"], "made": made,
+            "early": made < how.epochs}
+
+
+def transfer(model, fresh, target: tuple, image_size: int, device, how: FitOptions = FitOptions(),
+             steps: int = STEPS) -> dict:
+    """The transfer protocol on ``target = (train, test)``: ``model`` fine-tuned in both modes (:func:`finetune`),
+    beside the floors a transferred network should beat, measured on the same split: the same architecture trained
+    from its random initialisation ``fresh`` on the target alone (``scratch``, every layer) and a linear
+    classifier on the pixels (``pixels``). ``below`` lists the modes under the pixel floor."""
+    train, test = target
+    fit, held = held_out(train, how.seed)
+    splits = (fit, held, test)
+    fits = {mode: finetune(model, splits, image_size, device, mode, how, steps) for mode in MODES}
+    fits["scratch"] = finetune(fresh, splits, image_size, device, "all", how, steps)
+    pixels = pixel_floor(train, test, image_size, how.workers)
+    return {**{name: f["top1"] for name, f in fits.items()}, "start": fits["fc"]["start"], "pixels": pixels,
+            "below": [mode for mode in MODES if fits[mode]["top1"] < pixels], "fits": fits,
+            "fit_images": len(fit), "held_out_images": len(held), "steps": steps}

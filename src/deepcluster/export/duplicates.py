@@ -32,6 +32,7 @@ from ..data.adapt import LUMA
 from ..data.folder import read_rgb
 from ..features import centre_view_features
 from ..preprocess import l2_normalize
+from ..rundir import FEATURES
 from ..session import Images, open_run
 from ..settings import ConfigError
 from ..space import embed, nearest_clusters
@@ -150,6 +151,17 @@ def duplicate_groups(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return groups
 
 
+def _in_space(run, c, progress: bool) -> np.ndarray:
+    """The training images in the space of the clustering ``c``: the run's final features when training kept
+    them in that space (read, not computed again: a pass of the network over every image saved), else embedded."""
+    kept = run.run_dir / FEATURES
+    if kept.is_file() and run.state.clustering is not None and c.space == run.state.clustering.space:
+        x = np.load(kept, mmap_mode="r")
+        if len(x) == len(run.train_set):
+            return x
+    return embed(run.model, run.train_set, c, run.device, run.reading("features" if progress else None))
+
+
 def find_duplicates(source: Source | str | Path, threshold: Optional[float] = None, by: str = "copies",
                     space: Optional[str] = None, probe: int = 2, output: Output = Output(),
                     shown: Shown = Shown()) -> dict:
@@ -178,7 +190,7 @@ def find_duplicates(source: Source | str | Path, threshold: Optional[float] = No
     ds, cfg, labels = run.train_set, run.cfg, c.labels[0]
     space, x = space or "clustering", None
     if probe > 1 or (by, space) == ("features", "clustering"):
-        x = embed(run.model, ds, c, run.device, run.reading("features" if progress else None))
+        x = _in_space(run, c, progress)
     probes = None if probe == 1 else nearest_clusters(x, c.centroids[0], probe)
     if by == "copies":
         sig, means, aspects = copy_signatures(ds, cfg.workers, "thumbnails" if progress else None)

@@ -76,3 +76,31 @@ def _check_sobel(sd: dict, source: str) -> None:
     biases = [sd.get(f"sobel.{i}.bias") for i in (0, 1)]
     if not ok or any(b is not None and b.abs().max() > 1e-6 for b in biases):
         raise ConfigError(f"{source}: its Sobel layers are not the fixed grey + Sobel filter the paper uses")
+
+
+def convert_torchvision(sd, source: str = "state dict") -> tuple[str, dict]:
+    """A torchvision state dict of a network we have -> ``(arch, our state_dict without a head)``: the feature stack
+    carries over by index (conv, BN, ReLU, pool in the same order), the classifier's first two Linear layers become
+    our fc block's, its last (the 1,000 ImageNet classes) is dropped. torchvision's ``vgg16_bn`` fits our vgg16
+    without Sobel; its AlexNet has no BatchNorm and other widths, so fits nothing of ours. Raises ConfigError."""
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()) or \
+            not any(k.startswith("features.") for k in sd):
+        raise ConfigError(f"{source} is neither a run of ours, a checkpoint of the reference DeepCluster code nor a "
+                          f"state dict of a torchvision network (no 'features.*' weights)")
+    linears = sorted(int(m.group(1)) for k in sd if (m := re.fullmatch(r"classifier\.(\d+)\.weight", k)))
+    ours = {k: v for k, v in sd.items() if k.startswith("features.")}
+    for theirs, mine in zip(linears[:2], (1, 4)):  # our fc block: Dropout, Linear, ReLU, Dropout, Linear
+        for p in ("weight", "bias"):
+            ours[f"classifier.{mine}.{p}"] = sd[f"classifier.{theirs}.{p}"]
+    for arch in ARCHS:
+        with torch.device("meta"):  # shapes only: nothing allocated
+            want = {k: v for k, v in DeepClusterNet(arch, 3, 224, sobel=False).state_dict().items()
+                    if not k.startswith(("head.", "sobel."))}
+        if set(want) == set(ours) and all(tuple(ours[k].shape) == tuple(v.shape) for k, v in want.items()):
+            return arch, {k: ours[k].detach().clone().float() if ours[k].is_floating_point() else ours[k]
+                          for k in want}
+    convs = sum(1 for k, v in ours.items() if v.ndim == 4)
+    batchnorm = any(k.endswith("running_mean") for k in ours)
+    raise ConfigError(f"{source}: a network of {convs} convs {'with' if batchnorm else 'without'} BatchNorm fits "
+                      f"neither our alexnet nor our vgg16 (both with BatchNorm, at 224 px); torchvision's vgg16_bn "
+                      f"does, its alexnet has no BatchNorm and other widths")

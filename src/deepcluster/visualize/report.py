@@ -369,9 +369,11 @@ def build_report(run_dir: str | Path, data: Optional[str] = None, data_root: Opt
     history = RunDir(run.run_dir).read_metrics()
     if run.state is not None:
         history = [r for r in history if r["epoch"] <= run.state.epoch]
-    final = bool(history) and history[-1]["epoch"] >= run.cfg.epochs
-    assignment = run.state.assignment if run.state is not None else None
+    final = run.state is not None and run.state.epoch >= run.cfg.epochs
     clustering = run.state.clustering if run.state is not None else None
+    # a finished run shows its final clustering, as training's last page did; one in progress its last epoch's
+    assignment = clustering.labels[0] if clustering is not None else \
+        run.state.assignment if run.state is not None else None
     shown = None
     if clusters is not None:
         from ..export.table import Shown, requested_groups
