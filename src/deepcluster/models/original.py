@@ -40,14 +40,11 @@ def convert_original(state: dict, source: str = "checkpoint") -> tuple[str, bool
     sobel = "sobel.1.weight" in sd
     if sobel:
         _check_sobel(sd, source)
-    linears = sorted((int(m.group(1)) for k in sd if (m := re.fullmatch(r"classifier\.(\d+)\.weight", k))))
+    linears = _linears(sd)
     if len(linears) != 2 or "top_layer.weight" not in sd:
         raise ConfigError(f"{source}: expected two Linear layers in 'classifier' and a 'top_layer', found "
                           f"classifier layers {linears}")
-    ours = {k: v for k, v in sd.items() if k.startswith("features.")}
-    for theirs, mine in zip(linears, (1, 4)):  # our fc block: Dropout, Linear, ReLU, Dropout, Linear
-        for p in ("weight", "bias"):
-            ours[f"classifier.{mine}.{p}"] = sd[f"classifier.{theirs}.{p}"]
+    ours = _features_and_fc(sd, linears)
     ours["head.weight"], ours["head.bias"] = sd["top_layer.weight"], sd["top_layer.bias"]
     head_classes = int(sd["top_layer.weight"].shape[0])
 
@@ -64,8 +61,27 @@ def convert_original(state: dict, source: str = "checkpoint") -> tuple[str, bool
     if missing or extra or wrong:
         raise ConfigError(f"{source} does not fit our {arch}: missing {missing[:3]}, unexpected {extra[:3]}, "
                           f"wrong shapes {wrong[:3]}")
-    return arch, sobel, {k: ours[k].detach().clone().float() if ours[k].is_floating_point() else ours[k]
-                         for k in want}, head_classes
+    return arch, sobel, _copied(ours, want), head_classes
+
+
+def _linears(sd: dict) -> list[int]:
+    """The indices of the Linear layers in a state dict's ``classifier``, in order."""
+    return sorted(int(m.group(1)) for k in sd if (m := re.fullmatch(r"classifier\.(\d+)\.weight", k)))
+
+
+def _features_and_fc(sd: dict, linears: list[int]) -> dict:
+    """Their feature stack as it is (the same layers in the same order as ours) and their classifier's Linear
+    layers ``linears`` as our fc block's two (Dropout, Linear, ReLU, Dropout, Linear)."""
+    ours = {k: v for k, v in sd.items() if k.startswith("features.")}
+    for theirs, mine in zip(linears, (1, 4)):
+        for p in ("weight", "bias"):
+            ours[f"classifier.{mine}.{p}"] = sd[f"classifier.{theirs}.{p}"]
+    return ours
+
+
+def _copied(ours: dict, want: dict) -> dict:
+    """The weights of ``want``'s keys taken from ``ours``, copied, floating-point ones as float32."""
+    return {k: ours[k].detach().clone().float() if ours[k].is_floating_point() else ours[k] for k in want}
 
 
 def _check_sobel(sd: dict, source: str) -> None:
@@ -87,18 +103,13 @@ def convert_torchvision(sd, source: str = "state dict") -> tuple[str, dict]:
             not any(k.startswith("features.") for k in sd):
         raise ConfigError(f"{source} is neither a run of ours, a checkpoint of the reference DeepCluster code nor a "
                           f"state dict of a torchvision network (no 'features.*' weights)")
-    linears = sorted(int(m.group(1)) for k in sd if (m := re.fullmatch(r"classifier\.(\d+)\.weight", k)))
-    ours = {k: v for k, v in sd.items() if k.startswith("features.")}
-    for theirs, mine in zip(linears[:2], (1, 4)):  # our fc block: Dropout, Linear, ReLU, Dropout, Linear
-        for p in ("weight", "bias"):
-            ours[f"classifier.{mine}.{p}"] = sd[f"classifier.{theirs}.{p}"]
+    ours = _features_and_fc(sd, _linears(sd)[:2])
     for arch in ARCHS:
         with torch.device("meta"):  # shapes only: nothing allocated
             want = {k: v for k, v in DeepClusterNet(arch, 3, 224, sobel=False).state_dict().items()
                     if not k.startswith(("head.", "sobel."))}
         if set(want) == set(ours) and all(tuple(ours[k].shape) == tuple(v.shape) for k, v in want.items()):
-            return arch, {k: ours[k].detach().clone().float() if ours[k].is_floating_point() else ours[k]
-                          for k in want}
+            return arch, _copied(ours, want)
     convs = sum(1 for k, v in ours.items() if v.ndim == 4)
     batchnorm = any(k.endswith("running_mean") for k in ours)
     raise ConfigError(f"{source}: a network of {convs} convs {'with' if batchnorm else 'without'} BatchNorm fits "
